@@ -1,0 +1,301 @@
+"""Settings: a TOML file (optional) under environment variables, validated once at start-up.
+
+Environment variables win over the TOML file so an operator can keep secrets out of the file. Secrets are
+`SecretStr` (their repr is `**********`) and `install_secret_redaction()` scrubs their values from every log record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "LORABOT_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; str() lists every problem, one per line, without secret values."""
+
+
+class _Section(BaseSettings):
+    """A settings section: environment first, then values from the TOML file (passed as init kwargs)."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_ignore_empty=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+
+class DiscordSettings(_Section):
+    model_config = SettingsConfigDict(env_prefix="DISCORD_", extra="forbid", env_ignore_empty=True)
+
+    token: SecretStr | None = None
+    # Unset in production; the test world and the sandbox point discord.py at a local server.
+    api_base: str | None = None
+    gateway_url: str | None = None
+    # Sync commands to these guilds at start-up (instant) instead of globally (up to an hour).
+    guild_ids: list[int] = Field(default_factory=list)
+    train_roles: list[str] = Field(default_factory=list, description="empty = everyone may /train")
+    admin_roles: list[str] = Field(default_factory=lambda: ["lorabot-admin"])
+    max_attachment_mb: int = Field(default=500, ge=1)
+
+
+class GpuChoice(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+    gpu_type_id: str
+    cloud: Literal["COMMUNITY", "SECURE"]
+
+
+class RunpodSettings(_Section):
+    model_config = SettingsConfigDict(env_prefix="RUNPOD_", extra="forbid", env_ignore_empty=True)
+
+    api_key: SecretStr | None = None
+    api_base_url: str | None = None
+    data_centers: list[str] = Field(default_factory=lambda: ["EU-RO-1"], min_length=1)
+    volume_size_gb: int = Field(default=30, ge=10, le=4000)
+    volume_mount_path: str = "/workspace"
+    cpu_instance_id: str = "cpu3c-2-4"
+    cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
+    gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+    container_disk_gb: int = Field(default=20, ge=5)
+    # Seed 000's order: the cheap community 4090 first, then secure, then other 24 GB cards under the price cap.
+    gpu_fallback: list[GpuChoice] = Field(
+        default_factory=lambda: [
+            GpuChoice(gpu_type_id="NVIDIA GeForce RTX 4090", cloud="COMMUNITY"),
+            GpuChoice(gpu_type_id="NVIDIA GeForce RTX 4090", cloud="SECURE"),
+            GpuChoice(gpu_type_id="NVIDIA GeForce RTX 3090", cloud="COMMUNITY"),
+            GpuChoice(gpu_type_id="NVIDIA RTX A5000", cloud="SECURE"),
+        ],
+        min_length=1,
+    )
+    min_gpu_memory_gb: int = 24
+    max_gpu_price_per_hr: Decimal = Decimal("0.80")
+    spot: bool = False
+    spot_bid_per_hr: Decimal | None = None
+    # Create the GPU pod when the CPU stage's remaining time <= observed GPU start-up + this margin.
+    reserve_margin_s: int = Field(default=120, ge=0)
+    gpu_startup_guess_s: int = Field(default=120, ge=0)
+    low_stock_threshold: int = Field(default=2, ge=0)
+    no_stock_deadline_s: int = Field(default=1800, ge=0)
+    startup_timeout_s: int = Field(default=1200, ge=60)
+    status_stale_s: int = Field(default=600, ge=30)
+
+
+class S3Settings(_Section):
+    model_config = SettingsConfigDict(env_prefix="S3_", extra="forbid", env_ignore_empty=True)
+
+    bucket: str | None = None
+    prefix: str = "lorabot/"
+    endpoint_url: str | None = None
+    region: str = "auto"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    link_lifetime_s: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    keep_epoch_checkpoints_days: int = Field(default=14, ge=0)
+
+
+class TokenSettings(_Section):
+    model_config = SettingsConfigDict(extra="forbid", env_ignore_empty=True)
+
+    hf_token: SecretStr | None = None
+    civitai_token: SecretStr | None = None
+
+
+class LimitsSettings(_Section):
+    model_config = SettingsConfigDict(env_prefix="LORABOT_", extra="forbid", env_ignore_empty=True)
+
+    max_dataset_mb: int = Field(default=2048, ge=1)
+    max_jobs_per_user: int = Field(default=2, ge=1)
+    max_concurrent_gpu_jobs: int = Field(default=2, ge=1)
+    monthly_budget_user_usd: Decimal = Decimal("10")
+    monthly_budget_team_usd: Decimal = Decimal("50")
+    job_wall_time_h: Decimal = Decimal("6")
+
+
+class Settings(_Section):
+    model_config = SettingsConfigDict(env_prefix="LORABOT_", extra="forbid", env_ignore_empty=True)
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    cloud: Literal["runpod", "sandbox"] | None = None
+    public_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8750, ge=0, le=65535)
+    # Signs local artifact and upload-page URLs; generated into the data folder when unset.
+    url_secret: SecretStr | None = None
+    tick_seconds: float = Field(default=10.0, gt=0)
+    log_level: str = "INFO"
+
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    runpod: RunpodSettings = Field(default_factory=RunpodSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// behind a proxy)")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _s3_keys_come_together(self) -> Settings:
+        if self.s3.bucket and (self.s3.access_key_id is None) != (self.s3.secret_access_key is None):
+            raise ValueError("s3.access_key_id and s3.secret_access_key must be set together")
+        return self
+
+    @property
+    def effective_cloud(self) -> Literal["runpod", "sandbox"]:
+        """The sandbox is the default without a RunPod key and is never chosen silently when a key is set."""
+        if self.cloud is not None:
+            return self.cloud
+        return "runpod" if self.runpod.api_key is not None else "sandbox"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'lorabot.db').resolve()}"
+
+    def missing_for_real_pods(self) -> list[str]:
+        """What an operator still has to set before lorabot can rent real pods (empty when nothing is missing)."""
+        missing = []
+        if self.runpod.api_key is None:
+            missing.append("RUNPOD_API_KEY (a RunPod API key with pod and volume rights)")
+        if self.s3.bucket is None and self.public_url is None:
+            missing.append(
+                "S3_BUCKET (+ S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, S3_ENDPOINT_URL for R2), or LORABOT_PUBLIC_URL "
+                "so pods can reach the bot's own artifact server"
+            )
+        return missing
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for log redaction and the security tests."""
+        secrets = [
+            self.discord.token,
+            self.runpod.api_key,
+            self.s3.access_key_id,
+            self.s3.secret_access_key,
+            self.tokens.hf_token,
+            self.tokens.civitai_token,
+            self.url_secret,
+        ]
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "discord": DiscordSettings,
+    "runpod": RunpodSettings,
+    "s3": S3Settings,
+    "tokens": TokenSettings,
+    "limits": LimitsSettings,
+}
+
+
+def load_settings(config_path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Reads the TOML file (`LORABOT_CONFIG` or `config_path`) and the environment; raises ConfigError."""
+    environ = os.environ if env is None else env
+    path = config_path or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(_SECTIONS) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    saved = _swap_environ(env)
+    problems: list[str] = []
+    try:
+        sections: dict[str, _Section] = {}
+        for name, cls in _SECTIONS.items():
+            try:
+                sections[name] = cls(**raw.pop(name, {}))
+            except ValidationError as exc:
+                problems.extend(_describe(exc, prefix=f"{name}."))
+        if not problems:
+            try:
+                return Settings(**raw, **sections)
+            except ValidationError as exc:
+                problems.extend(_describe(exc))
+        raise ConfigError("\n".join(["invalid configuration:", *problems]))
+    finally:
+        _restore_environ(saved)
+
+
+def _swap_environ(env: dict[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    return saved
+
+
+def _restore_environ(saved: dict[str, str] | None) -> None:
+    if saved is not None:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = prefix + ".".join(str(part) for part in error["loc"]) if error["loc"] else prefix.rstrip(".")
+        lines.append(f"- {where or '(top level)'}: {error['msg']}")
+    return lines
+
+
+class SecretRedactingFilter(logging.Filter):
+    """Replaces every configured secret value in a log record's final message with `***`."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        redacted = redact(message, self._secrets)
+        if redacted != message or record.exc_info:
+            record.msg, record.args = redacted, None
+            if record.exc_info:
+                text = logging.Formatter().formatException(record.exc_info)
+                record.exc_text = redact(text, self._secrets)
+        return True
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def install_secret_redaction(settings: Settings) -> SecretRedactingFilter:
+    """Adds the filter to every root handler (and to the root logger for handlers added later)."""
+    flt = SecretRedactingFilter(settings.secret_values())
+    root = logging.getLogger()
+    root.addFilter(flt)
+    for handler in root.handlers:
+        handler.addFilter(flt)
+    return flt
