@@ -238,7 +238,10 @@ class RunpodClient:
         }}"""
         offers = []
         for gpu in self._graphql(query).get("gpuTypes") or []:
-            for cloud, key, enabled in (("SECURE", "secure", "secureCloud"), ("COMMUNITY", "community", "communityCloud")):
+            for cloud, key, enabled in (
+                ("SECURE", "secure", "secureCloud"),
+                ("COMMUNITY", "community", "communityCloud"),
+            ):
                 lowest = gpu.get(key) or {}
                 price = gpu.get("securePrice" if cloud == "SECURE" else "communityPrice")
                 spot = gpu.get("secureSpotPrice" if cloud == "SECURE" else "communitySpotPrice")
@@ -273,7 +276,9 @@ class RunpodClient:
         v = self._graphql(query).get("createNetworkVolume")
         if not v or not v.get("id"):
             raise CloudTransientError("RunPod created no volume id")
-        return VolumeInfo(v["id"], v.get("name") or name, int(v.get("size") or size_gb), v.get("dataCenterId") or data_center_id)
+        return VolumeInfo(
+            v["id"], v.get("name") or name, int(v.get("size") or size_gb), v.get("dataCenterId") or data_center_id
+        )
 
 
 def _q(value: str) -> str:
