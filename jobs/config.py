@@ -225,7 +225,7 @@ def load_settings(config_path: Path | None = None, env: dict[str, str] | None = 
     saved = _swap_environ(env)
     problems: list[str] = []
     try:
-        sections: dict[str, _Section] = {}
+        sections: dict[str, Any] = {}
         for name, cls in _SECTIONS.items():
             try:
                 sections[name] = cls(**raw.pop(name, {}))
