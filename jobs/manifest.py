@@ -1,0 +1,151 @@
+"""The manifest a pod's agent runs from (docs/CONTRACTS.md), the keys it writes to, and the pod's start command.
+
+Pods never hold cloud credentials: every object they read or write is a presigned URL in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+MANIFEST_VERSION = 1
+AGENT_FILE = "lorabot-agent.pyz"
+
+# Downloads the agent and replaces itself with it. The SDK pastes dockerArgs into a GraphQL string without escaping,
+# so the command holds no double quote and no backslash; the values it needs come from the environment by name.
+_BOOTSTRAP = (
+    "import os,sys,urllib.request as u;e=os.environ;"
+    "u.urlretrieve(e[sys.argv[1]],sys.argv[2]);"
+    "os.execvp(sys.executable,[sys.executable,sys.argv[2],e[sys.argv[3]]])"
+)
+
+
+def start_command() -> str:
+    return f"python3 -c '{_BOOTSTRAP}' LORABOT_AGENT_URL {AGENT_FILE} LORABOT_STAGE"
+
+
+class Presigner(Protocol):
+    def presign_get(self, key: str, expires_s: int) -> str: ...
+
+    def presign_put(self, key: str, expires_s: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """Where one job's objects live in the artifact store (the bucket layout of docs/CONTRACTS.md)."""
+
+    job_id: str
+    output_name: str
+
+    @property
+    def prefix(self) -> str:
+        return f"jobs/{self.job_id}/"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.prefix}manifest.json"
+
+    def status(self, stage: str) -> str:
+        return f"{self.prefix}status/{stage}.json"
+
+    def history(self, stage: str) -> str:
+        return f"{self.prefix}status/{stage}.history.jsonl"
+
+    def log(self, stage: str) -> str:
+        return f"{self.prefix}logs/{stage}.log"
+
+    def checkpoint(self, epoch: int) -> str:
+        return f"{self.prefix}epochs/{epoch:06d}/{self.output_name}-{epoch:06d}.safetensors"
+
+    def sample(self, epoch: int, index: int) -> str:
+        return f"{self.prefix}epochs/{epoch:06d}/sample-{index:02d}.png"
+
+    @property
+    def final(self) -> str:
+        return f"{self.prefix}final/{self.output_name}.safetensors"
+
+
+def dataset_key(sha256: str) -> str:
+    return f"datasets/{sha256}.zip"
+
+
+def agent_key(sha256: str) -> str:
+    return f"agent/{sha256}.pyz"
+
+
+def recipe_hash(env_recipe: dict[str, Any]) -> str:
+    """The cache key of an environment recipe: the agent keys `lorabot/env/<hash>` with the same bytes."""
+    canonical = json.dumps(env_recipe, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    url: str
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    token_env: str | None = None
+
+
+def build_manifest(
+    *,
+    job_id: str,
+    output_name: str,
+    stages: list[str],
+    env_recipe: dict[str, Any],
+    model: ModelSource,
+    dataset_sha256: str,
+    dataset_size: int,
+    script: str,
+    args: list[str],
+    files: dict[str, str],
+    epochs: int,
+    sample_prompts: int,
+    store: Presigner,
+    expires_s: int,
+    status_interval_s: float = 5.0,
+    ready_timeout_s: int = 3600,
+) -> dict[str, Any]:
+    keys = JobKeys(job_id, output_name)
+
+    def put(key: str) -> str:
+        return store.presign_put(key, expires_s)
+
+    stage_names = ("prepare", "train")
+    return {
+        "version": MANIFEST_VERSION,
+        "job_id": job_id,
+        "output_name": output_name,
+        "stages": stages,
+        "env": env_recipe,
+        "model": {
+            "url": model.url,
+            "sha256": model.sha256,
+            "size": model.size,
+            "filename": model.filename,
+            "token_env": model.token_env,
+        },
+        "dataset": {
+            "url": store.presign_get(dataset_key(dataset_sha256), expires_s),
+            "sha256": dataset_sha256,
+            "size": dataset_size,
+        },
+        "script": script,
+        "args": list(args),
+        "files": dict(files),
+        "epochs": epochs,
+        "sample_prompts": sample_prompts,
+        "uploads": {
+            "status": {stage: put(keys.status(stage)) for stage in stage_names},
+            "history": {stage: put(keys.history(stage)) for stage in stage_names},
+            "log": {stage: put(keys.log(stage)) for stage in stage_names},
+            "final": put(keys.final),
+            "checkpoints": {str(e): put(keys.checkpoint(e)) for e in range(1, epochs + 1)},
+            "samples": {str(e): [put(keys.sample(e, i)) for i in range(sample_prompts)] for e in range(1, epochs + 1)},
+        },
+        "status_interval_s": status_interval_s,
+        "ready_timeout_s": ready_timeout_s,
+    }
