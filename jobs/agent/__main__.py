@@ -1,0 +1,93 @@
+"""Entry point of the pod agent: `python3 agent.pyz prepare|train` (or `python -m jobs.agent ...`).
+
+Stdlib only and Python 3.10+: it runs in RunPod's stock images. Everything it needs comes from the environment
+(docs/CONTRACTS.md "Pod environment") and the manifest behind LORABOT_MANIFEST_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a plain script (not as a package): make the package importable the same way the zipapp does.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "agent"
+
+from .clock import Clock
+from .context import Context
+from .lifecycle import StopFlag
+from .manifest import Layout, ManifestError, parse_manifest
+from .net import Http, HttpFailure, Stopped
+from .prepare import run_prepare
+from .redact import Redactor
+from .report import Reporter
+from .train import run_train
+
+USAGE = "usage: python3 agent.pyz prepare|train"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 143
+
+
+def _fatal(message: str, redact: Redactor) -> int:
+    sys.stderr.write(f"lorabot agent: {redact(message)}\n")
+    return EXIT_USAGE
+
+
+def _guarded(rep: Reporter, stage: str, action: Callable[[], object]) -> str:
+    """Any bug in the agent still ends the stage with a status the bot can read."""
+    try:
+        return str(action())
+    except Exception as exc:
+        rep.log(traceback.format_exc())
+        rep.fail("internal", f"the {stage} stage hit an agent error: {exc.__class__.__name__}: {exc}")
+        return "failed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    env = dict(os.environ)
+    redact = Redactor(env)
+    if len(args) != 1 or args[0] not in ("prepare", "train"):
+        return _fatal(USAGE, redact)
+    stage = args[0]
+    stop = StopFlag()
+    stop.install()
+    try:
+        clock = Clock.from_env(env)
+    except ValueError as exc:
+        return _fatal(str(exc), redact)
+    manifest_url = env.get("LORABOT_MANIFEST_URL")
+    if not manifest_url:
+        return _fatal("LORABOT_MANIFEST_URL is not set: the agent cannot know its job", redact)
+    http = Http(stop)
+    try:
+        manifest = parse_manifest(http.get_bytes(manifest_url))
+    except (HttpFailure, Stopped) as exc:
+        return _fatal(f"could not fetch the manifest: {exc}", redact)
+    except ManifestError as exc:
+        return _fatal(str(exc), redact)
+    if manifest.model_token_env and env.get(manifest.model_token_env):
+        redact.add(env[manifest.model_token_env])
+    layout = Layout(Path(env.get("LORABOT_VOLUME", "/workspace")), manifest)
+    ctx = Context(manifest, layout, clock, http, redact, stop, env, env.get("RUNPOD_POD_ID", "local"))
+
+    if stage == "prepare" or "prepare" in manifest.stages:
+        rep = Reporter("prepare", manifest, layout, clock, http, redact, ctx.stage_log("prepare"), ctx.pod_id)
+        phase = _guarded(rep, "prepare", lambda: "ready" if run_prepare(ctx, rep) else rep.status["phase"])
+        if stage == "prepare" or phase != "ready":
+            if stage == "train" and phase == "failed":
+                train_rep = Reporter("train", manifest, layout, clock, http, redact, ctx.stage_log("train"),
+                                     ctx.pod_id)
+                error = rep.status["error"] or {"kind": "internal", "message": "prepare failed"}
+                train_rep.fail(error["kind"], f"prepare failed: {error['message']}")
+            return {"ready": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)
+    rep = Reporter("train", manifest, layout, clock, http, redact, ctx.stage_log("train"), ctx.pod_id)
+    phase = _guarded(rep, "train", lambda: run_train(ctx, rep))
+    return {"succeeded": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The manifest (docs/CONTRACTS.md, version 1): checked on arrival, then turned into paths on the volume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PLACEHOLDERS = ("{python}", "{venv}", "{sd_scripts}", "{job_dir}", "{data_dir}", "{output_dir}", "{model_path}",
+                "{volume}")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data or data[key] is None:
+        raise ManifestError(f"manifest {where}{key} is missing")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ManifestError(f"manifest {where}{key} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _safe_name(value: str, what: str) -> str:
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ManifestError(f"manifest {what} {value!r} must be a plain file name (letters, digits, . _ -)")
+    return value
+
+
+def _argv(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise ManifestError(f"manifest {what} must be a non-empty list of strings")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class EnvStep:
+    name: str
+    argv: list[str]
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    raw: dict[str, Any]
+    job_id: str
+    output_name: str
+    stages: list[str]
+    env_name: str
+    env_python: str
+    env_steps: list[EnvStep]
+    launcher: list[str]
+    gpu_check: list[str]
+    recipe_hash: str
+    model_url: str
+    model_sha256: str | None
+    model_size: int | None
+    model_filename: str
+    model_token_env: str | None
+    dataset_url: str
+    dataset_sha256: str
+    dataset_size: int | None
+    script: str
+    args: list[str]
+    files: dict[str, str]
+    epochs: int
+    sample_prompts: int
+    uploads: dict[str, Any]
+    status_interval_s: float
+    ready_timeout_s: float
+
+    def upload_url(self, *path: str) -> str | None:
+        """uploads[path...] or None: a missing URL means the bot does not want that file."""
+        node: Any = self.uploads
+        for key in path:
+            if isinstance(node, dict):
+                node = node.get(key)
+            elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
+            else:
+                return None
+        return node if isinstance(node, str) and node else None
+
+
+def recipe_hash(env: dict[str, Any]) -> str:
+    """The hash of the whole recipe, byte for byte as jobs/manifest.py `recipe_hash` computes it on the bot."""
+    return hashlib.sha256(json.dumps(env, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def parse_manifest(body: bytes) -> Manifest:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError("manifest must be a JSON object")
+    if data.get("version") != 1:
+        raise ManifestError(f"manifest version {data.get('version')!r} is not supported (expected 1)")
+    env = _require(data, "env", dict, "")
+    model = _require(data, "model", dict, "")
+    dataset = _require(data, "dataset", dict, "")
+    steps = []
+    for index, step in enumerate(_require(env, "steps", list, "env.")):
+        if not isinstance(step, dict):
+            raise ManifestError(f"manifest env.steps[{index}] must be an object")
+        cwd = step.get("cwd")
+        if cwd is not None and not isinstance(cwd, str):
+            raise ManifestError(f"manifest env.steps[{index}].cwd must be a string")
+        steps.append(EnvStep(_require(step, "name", str, f"env.steps[{index}]."),
+                             _argv(step.get("argv"), f"env.steps[{index}].argv"), cwd))
+    stages = data.get("stages", ["train"])
+    if not isinstance(stages, list) or not set(stages) <= {"prepare", "train"}:
+        raise ManifestError(f"manifest stages must be a list of 'prepare'/'train', got {stages!r}")
+    dataset_sha = _require(dataset, "sha256", str, "dataset.").lower()
+    if not SHA256.match(dataset_sha):
+        raise ManifestError("manifest dataset.sha256 must be 64 hex digits")
+    model_sha = model.get("sha256")
+    if model_sha is not None and (not isinstance(model_sha, str) or not SHA256.match(model_sha.lower())):
+        raise ManifestError("manifest model.sha256 must be 64 hex digits or null")
+    files = data.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ManifestError("manifest files must map file names to text")
+    for name in files:
+        _safe_name(name, "files name")
+    uploads = _require(data, "uploads", dict, "")
+    epochs = _require(data, "epochs", int, "")
+    if epochs < 1:
+        raise ManifestError("manifest epochs must be at least 1")
+    interval = data.get("status_interval_s", 5)
+    timeout = data.get("ready_timeout_s", 3600)
+    if not isinstance(interval, (int, float)) or interval <= 0:
+        raise ManifestError("manifest status_interval_s must be a positive number")
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ManifestError("manifest ready_timeout_s must be a positive number")
+    size = model.get("size")
+    return Manifest(
+        raw=data,
+        job_id=_safe_name(_require(data, "job_id", str, ""), "job_id"),
+        output_name=_safe_name(_require(data, "output_name", str, ""), "output_name"),
+        stages=list(stages),
+        env_name=_require(env, "name", str, "env."),
+        env_python=_require(env, "python", str, "env."),
+        env_steps=steps,
+        launcher=_argv(env.get("launcher"), "env.launcher"),
+        gpu_check=_argv(env.get("gpu_check"), "env.gpu_check"),
+        recipe_hash=recipe_hash(env),
+        model_url=_require(model, "url", str, "model."),
+        model_sha256=model_sha.lower() if model_sha else None,
+        model_size=size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None,
+        model_filename=_safe_name(_require(model, "filename", str, "model."), "model.filename"),
+        model_token_env=model.get("token_env") or None,
+        dataset_url=_require(dataset, "url", str, "dataset."),
+        dataset_sha256=dataset_sha,
+        dataset_size=dataset.get("size") if isinstance(dataset.get("size"), int) else None,
+        script=_safe_name(_require(data, "script", str, ""), "script"),
+        args=[str(a) for a in _require(data, "args", list, "")],
+        files=dict(files),
+        epochs=epochs,
+        sample_prompts=int(data.get("sample_prompts", 0) or 0),
+        uploads=uploads,
+        status_interval_s=float(interval),
+        ready_timeout_s=float(timeout),
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives on the volume (docs/CONTRACTS.md "Layout on the volume")."""
+
+    volume: Path
+    manifest: Manifest
+
+    @property
+    def root(self) -> Path:
+        return self.volume / "lorabot"
+
+    @property
+    def env_dir(self) -> Path:
+        return self.root / "env" / self.manifest.recipe_hash
+
+    @property
+    def venv(self) -> Path:
+        return self.env_dir / "venv"
+
+    @property
+    def sd_scripts(self) -> Path:
+        return self.env_dir / "sd-scripts"
+
+    @property
+    def env_complete(self) -> Path:
+        return self.env_dir / "COMPLETE"
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / "models" / self.manifest.model_filename
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / "datasets" / self.manifest.dataset_sha256
+
+    @property
+    def job_dir(self) -> Path:
+        return self.root / "jobs" / self.manifest.job_id
+
+    @property
+    def data_dir(self) -> Path:
+        return self.job_dir / "data"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.job_dir / "output"
+
+    @property
+    def ready(self) -> Path:
+        return self.job_dir / "READY"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.job_dir / "logs"
+
+    @property
+    def status_dir(self) -> Path:
+        return self.job_dir / "status"
+
+    @property
+    def ledger(self) -> Path:
+        return self.job_dir / "uploads.json"
+
+    def placeholders(self) -> dict[str, str]:
+        return {
+            "{python}": self.manifest.env_python,
+            "{venv}": str(self.venv),
+            "{sd_scripts}": str(self.sd_scripts),
+            "{job_dir}": str(self.job_dir),
+            "{data_dir}": str(self.data_dir),
+            "{output_dir}": str(self.output_dir),
+            "{model_path}": str(self.model_path),
+            "{volume}": str(self.volume),
+        }
+
+    def expand(self, text: str) -> str:
+        for key, value in self.placeholders().items():
+            text = text.replace(key, value)
+        return text
+
+    def expand_argv(self, argv: list[str]) -> list[str]:
+        return [self.expand(item) for item in argv]

@@ -1,0 +1,249 @@
+"""The prepare stage (CPU pod): build what the volume's cache lacks, then write READY for the GPU pod.
+
+Every step checks its own cache first, so a second run (or a second job on the same volume) does no work twice.
+Things other pods read (env, model, dataset, READY) only ever appear complete: built in place behind a COMPLETE
+marker written last, or written under a temp name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .context import Context, Interrupted, StageFailed, file_lock, run_logged
+from .fsutil import atomic_write, fsync_dir, sha256_file, write_if_changed
+from .net import HttpFailure, Stopped
+from .report import Reporter
+
+# Guesses for the ETA until the run has measured something better.
+DEFAULT_ENV_STEP_S = 60.0
+DEFAULT_BYTES_PER_S = 50e6
+PHASE_OF_STEP = {"job": "starting", "env": "building_env", "model": "downloading_model", "dataset": "fetching_dataset"}
+MAX_ZIP_ENTRIES = 100_000
+
+
+class Prepare:
+    def __init__(self, ctx: Context, reporter: Reporter) -> None:
+        self.ctx = ctx
+        self.rep = reporter
+        self.layout = ctx.layout
+        self.m = ctx.manifest
+        self.log_path = self.layout.logs_dir / "prepare.log"
+        self.rate_bytes_per_s = DEFAULT_BYTES_PER_S
+        for name in ("job", "env", "model", "dataset"):
+            self.rep.step(name)
+
+    # --- ETA ------------------------------------------------------------------------------------------------
+    def eta(self) -> float:
+        total = 0.0
+        for step in self.rep.status["steps"]:
+            if step["state"] in ("done", "skipped"):
+                continue
+            if step["name"] == "env":
+                total += (len(self.m.env_steps) - step.get("env_steps_done", 0)) * DEFAULT_ENV_STEP_S
+            elif step["name"] in ("model", "dataset"):
+                left = max(0, (step["bytes_total"] or 0) - (step["bytes_done"] or 0))
+                total += left / self.rate_bytes_per_s
+        return round(total, 1)
+
+    def _publish(self, force: bool = False) -> None:
+        self.rep.status["eta_seconds"] = self.eta()
+        if force or self.rep.due():
+            self.rep.publish()
+
+    def _start(self, name: str) -> float:
+        self.rep.step(name, state="running")
+        self.rep.status["phase"] = PHASE_OF_STEP[name]
+        self._publish(force=True)
+        return self.ctx.clock.now()
+
+    def _done(self, name: str, started: float, cached: bool) -> None:
+        self.rep.step(name, state="skipped" if cached else "done", cached=cached,
+                      seconds=round(self.ctx.clock.now() - started, 3))
+        self.rep.log(f"step {name}: {'cached, skipped' if cached else 'done'}")
+
+    # --- the stage ------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.rep.step("model", bytes_total=self.m.model_size or 0)
+        self.rep.step("dataset", bytes_total=self.m.dataset_size or 0)
+        self.job_files()
+        self.env()
+        self.model()
+        self.dataset()
+        self.link_and_ready()
+
+    def job_files(self) -> None:
+        started = self._start("job")
+        layout = self.layout
+        for folder in (layout.job_dir, layout.output_dir, layout.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        changed = False
+        for name, text in self.m.files.items():
+            changed |= write_if_changed(layout.job_dir / name, layout.expand(text).encode("utf-8"))
+        self._done("job", started, cached=not changed and layout.ready.exists())
+
+    def env(self) -> None:
+        started = self._start("env")
+        layout = self.layout
+        with file_lock(layout.env_dir.with_name(layout.env_dir.name + ".lock")):
+            if layout.env_complete.is_file():
+                self._done("env", started, cached=True)
+                return
+            # A folder without COMPLETE is a build that died halfway: start it again from nothing.
+            if layout.env_dir.exists():
+                self.rep.log(f"removing an incomplete environment at {layout.env_dir}")
+                shutil.rmtree(layout.env_dir)
+            layout.env_dir.mkdir(parents=True)
+            for index, step in enumerate(self.m.env_steps):
+                argv = layout.expand_argv(step.argv)
+                self.rep.log(f"env step {step.name}: {' '.join(argv)}")
+                cwd = Path(layout.expand(step.cwd)) if step.cwd else layout.env_dir
+                code = run_logged(argv, self.log_path, self.ctx.stop, self.ctx.child_env(), cwd=cwd)
+                if code != 0:
+                    raise StageFailed("env_build", f"environment step '{step.name}' exited with code {code}; "
+                                                   "see the prepare log")
+                self.rep.step("env", env_steps_done=index + 1)
+                self._publish()
+            recipe = {"name": self.m.env_name, "hash": self.m.recipe_hash, "built_at": self.ctx.clock.iso()}
+            atomic_write(layout.env_complete, json.dumps(recipe, sort_keys=True).encode())
+        self._done("env", started, cached=False)
+
+    def _download(self, step: str, url: str, part: Path, headers: dict[str, str]) -> None:
+        clock = self.ctx.clock
+        began, began_bytes = clock.now(), part.stat().st_size if part.exists() else 0
+
+        def progress(done: int, total: int | None) -> None:
+            elapsed = clock.now() - began
+            if elapsed > 0 and done > began_bytes:
+                self.rate_bytes_per_s = (done - began_bytes) / elapsed
+            self.rep.step(step, bytes_done=done, bytes_total=total or self.rep.step(step)["bytes_total"])
+            self._publish()
+
+        self.ctx.http.download(url, part, headers=headers, on_progress=progress)
+
+    def model(self) -> None:
+        started = self._start("model")
+        m, target = self.m, self.layout.model_path
+        verified = target.with_name(f".{target.name}.verified")
+        expected = json.dumps({"sha256": m.model_sha256, "size": m.model_size}, sort_keys=True)
+        with file_lock(target.with_name(f".{target.name}.lock")):
+            if target.is_file() and verified.is_file() and verified.read_text() == expected:
+                self.rep.step("model", bytes_done=target.stat().st_size, bytes_total=target.stat().st_size)
+                self._done("model", started, cached=True)
+                return
+            headers = {}
+            if m.model_token_env:
+                token = self.ctx.env.get(m.model_token_env)
+                if token:
+                    self.ctx.redact.add(token)
+                    headers["Authorization"] = f"Bearer {token}"
+                else:
+                    self.rep.log(f"{m.model_token_env} is not set: downloading the model without a token")
+            part = target.with_name(target.name + ".part")
+            try:
+                self._download("model", m.model_url, part, headers)
+            except HttpFailure as exc:
+                hint = " (is the token set and allowed to read this model?)" if exc.status in (401, 403) else ""
+                raise StageFailed("model_download", f"base model download failed: {exc}{hint}") from None
+            size = part.stat().st_size
+            if m.model_size is not None and size != m.model_size:
+                part.unlink()
+                raise StageFailed("model_download", f"base model has {size} bytes, expected {m.model_size}")
+            if m.model_sha256 is not None:
+                digest = sha256_file(part)
+                if digest != m.model_sha256:
+                    part.unlink()
+                    raise StageFailed("model_download", f"base model sha256 is {digest}, expected "
+                                                        f"{m.model_sha256}; the partial file was removed")
+            os.replace(part, target)
+            fsync_dir(target.parent)
+            atomic_write(verified, expected.encode())
+        self._done("model", started, cached=False)
+
+    def dataset(self) -> None:
+        started = self._start("dataset")
+        m, final = self.m, self.layout.dataset_dir
+        with file_lock(final.with_name(f".{final.name}.lock")):
+            if (final / "COMPLETE").is_file():
+                self._done("dataset", started, cached=True)
+                return
+            part = final.with_name(f"{final.name}.zip.part")
+            try:
+                self._download("dataset", m.dataset_url, part, {})
+            except HttpFailure as exc:
+                raise StageFailed("dataset", f"dataset download failed: {exc}") from None
+            digest = sha256_file(part)
+            if digest != m.dataset_sha256:
+                part.unlink()
+                raise StageFailed("dataset", f"dataset sha256 is {digest}, expected {m.dataset_sha256}")
+            staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+            if staging.exists():
+                shutil.rmtree(staging)
+            unpack_zip(part, staging)
+            (staging / "COMPLETE").write_text(digest)
+            if final.exists():
+                shutil.rmtree(final)  # a folder without COMPLETE: an older agent died mid-way
+            os.replace(staging, final)
+            fsync_dir(final.parent)
+            part.unlink()
+        self._done("dataset", started, cached=False)
+
+    def link_and_ready(self) -> None:
+        layout = self.layout
+        target = os.path.relpath(layout.dataset_dir, layout.job_dir)
+        if not layout.data_dir.is_symlink() or os.readlink(layout.data_dir) != target:
+            tmp = layout.job_dir / f".data.tmp-{os.getpid()}"
+            if tmp.is_symlink():
+                tmp.unlink()
+            os.symlink(target, tmp)
+            os.replace(tmp, layout.data_dir)
+        ready = {"job_id": self.m.job_id, "recipe_hash": self.m.recipe_hash,
+                 "model": {"filename": self.m.model_filename, "sha256": self.m.model_sha256},
+                 "dataset_sha256": self.m.dataset_sha256}
+        write_if_changed(layout.ready, json.dumps(ready, sort_keys=True).encode())
+        fsync_dir(layout.job_dir)
+
+
+def unpack_zip(archive: Path, into: Path) -> None:
+    """Unpack the bot's normalised zip; refuse anything that could write outside `into`."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            entries = zf.infolist()
+            if len(entries) > MAX_ZIP_ENTRIES:
+                raise StageFailed("dataset", f"dataset zip has {len(entries)} entries (limit {MAX_ZIP_ENTRIES})")
+            into.mkdir(parents=True)
+            for entry in entries:
+                name = PurePosixPath(entry.filename)
+                if name.is_absolute() or ".." in name.parts or "\\" in entry.filename:
+                    raise StageFailed("dataset", f"dataset zip entry {entry.filename!r} points outside the folder")
+                if stat.S_ISLNK(entry.external_attr >> 16):
+                    raise StageFailed("dataset", f"dataset zip entry {entry.filename!r} is a symlink")
+                zf.extract(entry, into)
+    except zipfile.BadZipFile as exc:
+        raise StageFailed("dataset", f"dataset is not a valid zip: {exc}") from None
+
+
+def run_prepare(ctx: Context, rep: Reporter) -> bool:
+    """Run the stage and report it; True when READY is written."""
+    rep.phase("building_env", publish=False)
+    prep = Prepare(ctx, rep)
+    try:
+        prep.run()
+    except StageFailed as exc:
+        rep.fail(exc.kind, exc.message)
+        rep.upload_log(prep.log_path)
+        return False
+    except (Interrupted, Stopped):
+        rep.timing("finished_at")
+        rep.phase("interrupted", publish=False)
+        rep.publish(quick=True)
+        return False
+    rep.status["eta_seconds"] = 0.0
+    rep.timing("ready_at")
+    rep.phase("ready")
+    rep.upload_log(prep.log_path)
+    return True
