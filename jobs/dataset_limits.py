@@ -1,0 +1,42 @@
+"""The caps an ingest enforces and the one error type it raises (shared by the dataset_* helpers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Caps for one dataset zip; the defaults suit a small team and can be overridden from config."""
+
+    max_zip_bytes: int = 2 * 1024**3
+    max_entries: int = 5000
+    max_entry_bytes: int = 64 * 1024**2
+    max_total_bytes: int = 4 * 1024**3
+    # Uncompressed/compressed, per entry and for the whole zip: the zip-bomb guard.
+    max_ratio: float = 100.0
+    max_image_pixels: int = 64_000_000
+    max_images: int = 2000
+    # Small entries (a caption of repeated spaces) legitimately compress 1000:1; the ratio
+    # guard only bites once an entry (or the whole zip) has produced this many bytes.
+    ratio_grace_bytes: int = 1024**2
+    max_caption_bytes: int = 64 * 1024
+
+
+class DatasetError(Exception):
+    """A refused dataset: `code` is a short stable slug for programs, str() the message for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def name_some(items: list[str], limit: int = 3) -> str:
+    """'a', 'b', 'c' and 4 more: keeps user-facing messages short however many files are at fault."""
+    shown = ", ".join(repr(item) for item in items[:limit])
+    rest = len(items) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown

@@ -1,0 +1,262 @@
+"""Opening an untrusted zip without trusting it.
+
+Nothing here extracts by the names in the zip: callers get validated entries and copy them, chunk by chunk,
+to files they name themselves. Sizes in the headers are checked first (cheap refusals) and the real
+decompressed bytes are counted again while copying, because headers can lie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from jobs.dataset_limits import DatasetError, IngestLimits
+
+CHUNK_BYTES = 1024 * 1024
+_LOCAL_HEADER_MAGIC = b"PK\x03\x04"
+_END_OF_CENTRAL_DIR_MAGIC = b"PK\x05\x06"
+_END_OF_CENTRAL_DIR_SIZE = 22
+_MAX_ZIP_COMMENT = 65535
+# The methods CPython's zipfile can decompress: stored, deflate, bzip2, lzma.
+_SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_OTHER_ARCHIVES = {
+    b"Rar!": "a RAR archive",
+    b"7z\xbc\xaf": "a 7-Zip archive",
+    b"\x1f\x8b": "a gzip/tar.gz archive",
+}
+
+
+@dataclass(frozen=True)
+class SafeEntry:
+    """A regular file in the zip whose name passed every check; `parts` never holds '', '.' or '..'."""
+
+    info: zipfile.ZipInfo
+    name: str
+    parts: tuple[str, ...]
+
+
+def open_zip(zip_path: Path, limits: IngestLimits) -> zipfile.ZipFile:
+    """Open `zip_path` after checking its size and declared entry count; map every failure to a DatasetError."""
+    try:
+        size = zip_path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetError("not_found", f"The dataset file {zip_path.name!r} does not exist.") from None
+    if size == 0:
+        raise DatasetError("not_a_zip", f"{zip_path.name!r} is empty (0 bytes), not a zip.")
+    if size > limits.max_zip_bytes:
+        raise DatasetError(
+            "zip_too_large",
+            f"The zip is {_mib(size)}; the limit is {_mib(limits.max_zip_bytes)}.",
+        )
+    with zip_path.open("rb") as handle:
+        head = handle.read(16)
+        tail_len = min(size, _END_OF_CENTRAL_DIR_SIZE + _MAX_ZIP_COMMENT)
+        handle.seek(size - tail_len)
+        tail = handle.read(tail_len)
+    # Refuse a huge central directory before zipfile parses all of it into memory.
+    declared = _declared_entry_count(tail)
+    if declared is not None and declared > limits.max_entries:
+        raise _too_many_entries(declared, limits)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        raise _not_a_zip_error(zip_path.name, head, tail, exc) from None
+    except (OSError, EOFError, ValueError) as exc:
+        raise DatasetError("corrupt_zip", f"{zip_path.name!r} is a damaged zip ({exc}).") from None
+    if len(archive.infolist()) > limits.max_entries:
+        archive.close()
+        raise _too_many_entries(len(archive.infolist()), limits)
+    return archive
+
+
+def list_entries(archive: zipfile.ZipFile, zip_size: int, limits: IngestLimits) -> list[SafeEntry]:
+    """Validate every entry (names, type, encryption, declared sizes) and return the regular files."""
+    entries: list[SafeEntry] = []
+    seen: set[str] = set()
+    declared_total = 0
+    for info in archive.infolist():
+        parts = _check_name(info.orig_filename)
+        name = "/".join(parts)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise DatasetError("symlink", f"{name!r} is a symbolic link; zips with links are refused.")
+        if info.is_dir() or stat.S_ISDIR(mode):
+            continue
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise DatasetError("special_file", f"{name!r} is not a regular file (device, pipe or socket).")
+        if info.flag_bits & 0x1:
+            raise DatasetError(
+                "encrypted", f"{name!r} is encrypted (password-protected); zip the dataset without a password."
+            )
+        if info.compress_type not in _SUPPORTED_COMPRESSION:
+            raise DatasetError(
+                "unsupported_compression",
+                f"{name!r} uses compression method {info.compress_type}; re-create the zip with standard"
+                " (deflate) compression.",
+            )
+        if name in seen:
+            raise DatasetError("duplicate_entry", f"{name!r} appears twice in the zip.")
+        seen.add(name)
+        if info.file_size > limits.max_entry_bytes:
+            raise _entry_too_large(name, info.file_size, limits, declared=True)
+        if _ratio_exceeded(info.file_size, info.compress_size, limits):
+            raise _entry_bomb(name, info.file_size, info.compress_size, limits)
+        declared_total += info.file_size
+        if declared_total > limits.max_total_bytes:
+            raise _total_too_large(declared_total, limits, declared=True)
+        entries.append(SafeEntry(info=info, name=name, parts=parts))
+    if _ratio_exceeded(declared_total, zip_size, limits):
+        raise _zip_bomb(declared_total, zip_size, limits)
+    return entries
+
+
+class ByteBudget:
+    """Counts the bytes really decompressed, per entry and overall, and stops a copy the moment a cap is hit."""
+
+    def __init__(self, archive: zipfile.ZipFile, zip_size: int, limits: IngestLimits) -> None:
+        self._archive = archive
+        self._zip_size = zip_size
+        self._limits = limits
+        self.total_bytes = 0
+
+    def copy(self, entry: SafeEntry, destination: BinaryIO) -> str:
+        """Stream `entry` into `destination`; return the sha256 hex of the bytes written."""
+        digest = hashlib.sha256()
+        for chunk in self._chunks(entry, self._limits.max_entry_bytes, None):
+            digest.update(chunk)
+            destination.write(chunk)
+        return digest.hexdigest()
+
+    def read_small(self, entry: SafeEntry, max_bytes: int, too_large: DatasetError) -> bytes:
+        """Read a small entry (a caption) whole, refusing with `too_large` past `max_bytes`."""
+        return b"".join(self._chunks(entry, max_bytes, too_large))
+
+    def read_head(self, entry: SafeEntry, size: int = 64) -> bytes:
+        """The first bytes of an entry, to sniff its format without extracting it."""
+        try:
+            with self._archive.open(entry.info) as source:
+                return source.read(size)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+            raise _corrupt_entry(entry.name, exc) from None
+
+    def _chunks(self, entry: SafeEntry, max_bytes: int, too_large: DatasetError | None) -> Iterator[bytes]:
+        written = 0
+        try:
+            with self._archive.open(entry.info) as source:
+                while chunk := source.read(CHUNK_BYTES):
+                    written += len(chunk)
+                    self.total_bytes += len(chunk)
+                    if written > max_bytes:
+                        raise too_large or _entry_too_large(entry.name, written, self._limits, declared=False)
+                    if _ratio_exceeded(written, entry.info.compress_size, self._limits):
+                        raise _entry_bomb(entry.name, written, entry.info.compress_size, self._limits)
+                    if self.total_bytes > self._limits.max_total_bytes:
+                        raise _total_too_large(self.total_bytes, self._limits, declared=False)
+                    if _ratio_exceeded(self.total_bytes, self._zip_size, self._limits):
+                        raise _zip_bomb(self.total_bytes, self._zip_size, self._limits)
+                    yield chunk
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+            raise _corrupt_entry(entry.name, exc) from None
+
+
+def _check_name(raw: str) -> tuple[str, ...]:
+    # orig_filename keeps what zipfile's ZipInfo cuts at a NUL byte (an old malware trick).
+    if any(ord(char) < 32 or ord(char) == 127 for char in raw):
+        raise DatasetError("bad_name", f"{raw!r} has control characters in its name.")
+    if "\\" in raw:
+        raise DatasetError(
+            "backslash_path", f"{raw!r} uses backslashes in its path; re-create the zip with a standard tool."
+        )
+    if raw.startswith("/"):
+        raise DatasetError("absolute_path", f"{raw!r} is an absolute path; zip entries must be relative.")
+    if _DRIVE.match(raw):
+        raise DatasetError("drive_path", f"{raw!r} names a drive; zip entries must be relative.")
+    parts = tuple(part for part in raw.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise DatasetError("path_escape", f"{raw!r} climbs out of the dataset with '..'.")
+    if not parts:
+        raise DatasetError("bad_name", f"{raw!r} is not a usable file name.")
+    return parts
+
+
+def _declared_entry_count(tail: bytes) -> int | None:
+    position = tail.rfind(_END_OF_CENTRAL_DIR_MAGIC)
+    if position < 0 or position + _END_OF_CENTRAL_DIR_SIZE > len(tail):
+        return None
+    (count,) = struct.unpack("<H", tail[position + 10 : position + 12])
+    return None if count == 0xFFFF else int(count)  # 0xFFFF: zip64 holds the real count
+
+
+def _not_a_zip_error(file_name: str, head: bytes, tail: bytes, exc: Exception) -> DatasetError:
+    if head.startswith(_LOCAL_HEADER_MAGIC) and _END_OF_CENTRAL_DIR_MAGIC not in tail:
+        return DatasetError(
+            "truncated_zip",
+            f"{file_name!r} starts like a zip but its end is missing: the upload or download was cut short.",
+        )
+    if _END_OF_CENTRAL_DIR_MAGIC in tail:
+        return DatasetError("corrupt_zip", f"{file_name!r} is a damaged zip ({exc}).")
+    for magic, kind in _OTHER_ARCHIVES.items():
+        if head.startswith(magic):
+            return DatasetError("not_a_zip", f"{file_name!r} is {kind}; only .zip is supported.")
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return DatasetError(
+            "not_a_zip", f"{file_name!r} is a web page, not a zip (a share page instead of a download link?)."
+        )
+    return DatasetError("not_a_zip", f"{file_name!r} is not a zip file.")
+
+
+def _ratio_exceeded(uncompressed: int, compressed: int, limits: IngestLimits) -> bool:
+    return uncompressed > limits.ratio_grace_bytes and uncompressed > max(compressed, 1) * limits.max_ratio
+
+
+def _too_many_entries(count: int, limits: IngestLimits) -> DatasetError:
+    return DatasetError("too_many_entries", f"The zip holds {count} entries; the limit is {limits.max_entries}.")
+
+
+def _entry_too_large(name: str, size: int, limits: IngestLimits, *, declared: bool) -> DatasetError:
+    verb = "declares" if declared else "unpacks to more than"
+    return DatasetError(
+        "entry_too_large",
+        f"{name!r} {verb} {_mib(size)}; one file may be at most {_mib(limits.max_entry_bytes)}.",
+    )
+
+
+def _total_too_large(size: int, limits: IngestLimits, *, declared: bool) -> DatasetError:
+    verb = "declares" if declared else "unpacks to more than"
+    return DatasetError(
+        "total_too_large",
+        f"The zip {verb} {_mib(size)} in total; the limit is {_mib(limits.max_total_bytes)}.",
+    )
+
+
+def _entry_bomb(name: str, size: int, compressed: int, limits: IngestLimits) -> DatasetError:
+    return DatasetError(
+        "zip_bomb",
+        f"{name!r} expands {size // max(compressed, 1)}x ({_mib(size)} from {compressed} bytes);"
+        f" more than {limits.max_ratio:g}x looks like a zip bomb.",
+    )
+
+
+def _zip_bomb(size: int, zip_size: int, limits: IngestLimits) -> DatasetError:
+    return DatasetError(
+        "zip_bomb",
+        f"The zip expands {size // max(zip_size, 1)}x overall ({_mib(size)} from {_mib(zip_size)});"
+        f" more than {limits.max_ratio:g}x looks like a zip bomb.",
+    )
+
+
+def _corrupt_entry(name: str, exc: Exception) -> DatasetError:
+    return DatasetError("corrupt_entry", f"{name!r} is damaged inside the zip ({exc}); re-create the zip.")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB"
