@@ -62,13 +62,13 @@ class _ArtifactRoutes:
         cap = self._store.max_put_bytes
         if request.content_length is not None and request.content_length > cap:
             # Refuse before reading a byte when the client says up front that it is too big.
-            raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=request.content_length)
+            raise _too_large(cap, f"{request.content_length} bytes announced")
         with self._store.begin_upload(key, max_bytes=cap) as upload:
             try:
                 async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
                     await asyncio.to_thread(upload.write, chunk)
             except ArtifactTooLarge:
-                raise web.HTTPRequestEntityTooLarge(max_size=cap, actual_size=upload.size) from None
+                raise _too_large(cap, "cut off while receiving") from None
             info = await asyncio.to_thread(upload.commit)
         return web.Response(status=200, headers={"ETag": f'"{info.sha256}"', "x-lorabot-sha256": str(info.sha256)})
 
@@ -78,3 +78,9 @@ class _ArtifactRoutes:
         if stored != OCTET_STREAM:
             return stored
         return mimetypes.guess_type(key)[0] or OCTET_STREAM
+
+
+def _too_large(cap: int, detail: str) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=cap, actual_size=0, text=f"upload too large: the limit is {cap} bytes ({detail})"
+    )

@@ -81,14 +81,16 @@ class LocalWorld:
 
 
 @contextmanager
-def served_local_store(root: Path, max_put_bytes: int = 1024 * 1024) -> Iterator[LocalWorld]:
+def served_local_store(
+    root: Path, max_put_bytes: int = 1024 * 1024, secret: bytes = URL_SECRET
+) -> Iterator[LocalWorld]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
     clock = FakeClock()
     store = LocalArtifactStore(
-        root, f"http://127.0.0.1:{port}", URL_SECRET, clock=clock.now, max_put_bytes=max_put_bytes
+        root, f"http://127.0.0.1:{port}", secret, clock=clock.now, max_put_bytes=max_put_bytes
     )
     app = web.Application()
     add_artifact_routes(app, store)
