@@ -1,0 +1,455 @@
+"""The cost ledger: what each job, user, team and month spent, in integer micro-dollars (1 $ = 1,000,000 µ$).
+
+Rules (they are the contract behind every figure the bot shows):
+- **Pods** bill per second from the moment RunPod created them (``pods.api_created_at``) until they are gone
+  (``pods.terminated_at``; ``now`` while they still exist). A started second counts as a whole one.
+  ``cost = billed_seconds × rate_micros_per_hour // 3600``: the exact product, floored to a whole micro-dollar
+  once per pod, so the error is below 1 µ$ per pod and sums never drift (no float anywhere).
+- **Network Volume**: $0.07/GB/month (``VOLUME_PRICE_MICROS_PER_GB_MONTH``), a month being 720 hours (30 days;
+  seed 000's dashboard: 30 GB → $2.10/month → $0.003/h). RunPod prorates it "by the hour" (facts/runpod.md), so a
+  started hour counts as a whole one (an upper bound: RunPod's billing page now says "per second", which can only
+  be lower, by less than one hour of volume, ~$0.003 for 30 GB). A job pays for its volume from its first pod's
+  creation to its last pod's end; idle hours between jobs belong to no job.
+- **Months** are UTC calendar months; a job's whole cost belongs to the month it was created in (a job lasts
+  hours, and a budget check needs one month to charge the estimate to).
+- **Budgets** count a running job at the larger of its cost so far and its estimate (it is expected to spend it),
+  a finished job at its cost.
+
+Every function takes ``now`` explicitly: the orchestrator runs on the emulator's simulated clock in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jobs.names import job_public_id
+from jobs.states import CostKind, PodRole
+from storage.models import CostItem, Job, Pod, Volume
+from storage.queries import get_budget_limit
+
+MICROS_PER_USD = 1_000_000
+SECONDS_PER_HOUR = 3600
+# RunPod quotes storage per month; seed 000's $2.10/month ↔ $0.003/h for 30 GB matches a 30-day month.
+HOURS_PER_BILLING_MONTH = 720
+# $0.07 per GB per month (RunPod Network Volume, facts/runpod.md).
+VOLUME_PRICE_MICROS_PER_GB_MONTH = 70_000
+# Below half a cent a cost prints as "<$0.01" rather than a misleading "$0.00".
+_HALF_CENT_MICROS = 5_000
+
+_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+_POD_KIND = {PodRole.CPU: CostKind.CPU_POD, PodRole.GPU: CostKind.GPU_POD}
+
+
+# -- pure maths ----------------------------------------------------------------------------------------------------
+
+
+def usd_to_micros(amount: Decimal | str | int | float) -> int:
+    """A dollar amount (RunPod's ``costPerHr`` is a JSON float like 0.69) → micro-dollars, rounded half up.
+
+    A float goes through its shortest decimal text (``str(0.69)`` is ``"0.69"``), never through binary maths.
+    """
+    try:
+        value = Decimal(str(amount)) if isinstance(amount, float) else Decimal(amount)
+    except InvalidOperation:
+        raise ValueError(f"not a dollar amount: {amount!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"a price must be a finite amount ≥ $0, got {amount!r}")
+    return int((value * MICROS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def billed_seconds(start: dt.datetime, end: dt.datetime) -> int:
+    """Whole seconds billed between two instants; a started second counts."""
+    if end < start:
+        raise ValueError(f"billing window ends ({end.isoformat()}) before it starts ({start.isoformat()})")
+    delta = end - start
+    whole = delta.days * 86_400 + delta.seconds
+    return whole + (1 if delta.microseconds else 0)
+
+
+def pod_cost_micros(seconds: int, rate_micros_per_hour: int) -> int:
+    """Exact per-second cost, floored once to a whole micro-dollar (see the module's rules)."""
+    if seconds < 0 or rate_micros_per_hour < 0:
+        raise ValueError(f"seconds and rate must be ≥ 0, got {seconds} s at {rate_micros_per_hour} µ$/h")
+    return seconds * rate_micros_per_hour // SECONDS_PER_HOUR
+
+
+def volume_billed_hours(start: dt.datetime, end: dt.datetime) -> int:
+    """Hours of volume billed between two instants; a started hour counts."""
+    return math.ceil(billed_seconds(start, end) / SECONDS_PER_HOUR)
+
+
+def volume_cost_micros(
+    size_gb: int, hours: int, *, price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH
+) -> int:
+    """``size_gb × price/GB/month × hours / 720``, floored once to a whole micro-dollar."""
+    if size_gb < 0 or hours < 0 or price_micros_per_gb_month < 0:
+        raise ValueError(f"size, hours and price must be ≥ 0, got {size_gb} GB, {hours} h, {price_micros_per_gb_month}")
+    return size_gb * price_micros_per_gb_month * hours // HOURS_PER_BILLING_MONTH
+
+
+def volume_rate_micros_per_hour(
+    size_gb: int, *, price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH
+) -> int:
+    """The hourly rate shown next to a volume cost (rounded half up; the cost itself uses the exact fraction)."""
+    exact = Decimal(size_gb * price_micros_per_gb_month) / HOURS_PER_BILLING_MONTH
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def format_usd(micros: int) -> str:
+    """``750_000`` → ``"$0.75"``: cents, rounded half up; ``"<$0.01"`` for a positive amount under half a cent."""
+    if 0 < micros < _HALF_CENT_MICROS:
+        return "<$0.01"
+    sign = "-" if micros < 0 else ""
+    dollars = (Decimal(abs(micros)) / MICROS_PER_USD).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{sign}${dollars:,.2f}"
+
+
+def month_of(moment: dt.datetime) -> str:
+    """The UTC month (``"2026-11"``) an instant falls in."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m")
+
+
+def month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
+    """``"2026-11"`` → [2026-11-01T00:00Z, 2026-12-01T00:00Z)."""
+    match = _MONTH.fullmatch(month)
+    if match is None:
+        raise ValueError(f"a month looks like 2026-11 (year-month), got {month[:20]!r}")
+    year, number = int(match.group(1)), int(match.group(2))
+    start = dt.datetime(year, number, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + number // 12, number % 12 + 1, 1, tzinfo=dt.UTC)
+    return start, end
+
+
+# -- one pod -------------------------------------------------------------------------------------------------------
+
+
+def pod_billing_window(pod: Pod, now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """From RunPod's creation to termination (or ``now``); None while RunPod has not created the pod."""
+    if pod.api_created_at is None:
+        return None
+    end = pod.terminated_at or now
+    return pod.api_created_at, max(end, pod.api_created_at)
+
+
+def pod_cost_so_far(pod: Pod, now: dt.datetime) -> int:
+    """The pod's cost at ``now``: final once it is terminated, growing with ``now`` while it lives."""
+    window = pod_billing_window(pod, now)
+    if window is None or pod.cost_per_hr_micros is None:
+        return 0
+    return pod_cost_micros(billed_seconds(*window), pod.cost_per_hr_micros)
+
+
+@dataclass(frozen=True)
+class UptimeDrift:
+    """Our billed seconds against RunPod's ``uptimeSeconds`` at the same instant (the pod's last look).
+
+    RunPod's uptime starts when the container starts, so a positive drift of about the image pull time is normal;
+    a negative drift means we missed billing time (e.g. the create was recorded late).
+    """
+
+    pod_name: str
+    recorded_seconds: int
+    api_seconds: int
+
+    @property
+    def drift_seconds(self) -> int:
+        return self.recorded_seconds - self.api_seconds
+
+
+def uptime_drift(pod: Pod) -> UptimeDrift | None:
+    if pod.api_created_at is None or pod.uptime_seconds_api is None or pod.last_seen_at is None:
+        return None
+    seen_at = pod.last_seen_at if pod.terminated_at is None else min(pod.last_seen_at, pod.terminated_at)
+    recorded = billed_seconds(pod.api_created_at, max(seen_at, pod.api_created_at))
+    return UptimeDrift(pod_name=pod.name, recorded_seconds=recorded, api_seconds=pod.uptime_seconds_api)
+
+
+def close_pod_cost(session: Session, pod: Pod) -> CostItem | None:
+    """Write the final cost item of a terminated pod (once: a second call returns the first item).
+
+    None for a pod that is not terminated yet, or that RunPod never created (nothing was billed).
+    """
+    existing = session.execute(select(CostItem).where(CostItem.pod_id == pod.id)).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    if pod.terminated_at is None or pod.api_created_at is None or pod.cost_per_hr_micros is None:
+        return None
+    start, end = pod.api_created_at, max(pod.terminated_at, pod.api_created_at)
+    seconds = billed_seconds(start, end)
+    item = CostItem(
+        job_id=pod.job_id,
+        pod_id=pod.id,
+        kind=_POD_KIND[pod.role],
+        started_at=start,
+        ended_at=end,
+        rate_micros_per_hour=pod.cost_per_hr_micros,
+        amount_micros=pod_cost_micros(seconds, pod.cost_per_hr_micros),
+        final=True,
+        note=f"{pod.name}: {seconds} s at {format_usd(pod.cost_per_hr_micros)}/h",
+    )
+    session.add(item)
+    session.flush()
+    return item
+
+
+# -- one job -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    """Seed 000's table: volume / CPU pod / GPU pod (+ artifact storage), in micro-dollars."""
+
+    volume_micros: int = 0
+    cpu_pod_micros: int = 0
+    gpu_pod_micros: int = 0
+    storage_micros: int = 0
+    # True while a pod may still be billing: the figures grow with ``now``.
+    live: bool = False
+
+    @property
+    def total_micros(self) -> int:
+        return self.volume_micros + self.cpu_pod_micros + self.gpu_pod_micros + self.storage_micros
+
+    def __add__(self, other: CostBreakdown) -> CostBreakdown:
+        return CostBreakdown(
+            volume_micros=self.volume_micros + other.volume_micros,
+            cpu_pod_micros=self.cpu_pod_micros + other.cpu_pod_micros,
+            gpu_pod_micros=self.gpu_pod_micros + other.gpu_pod_micros,
+            storage_micros=self.storage_micros + other.storage_micros,
+            live=self.live or other.live,
+        )
+
+    def by_kind(self) -> dict[CostKind, int]:
+        return {
+            CostKind.VOLUME: self.volume_micros,
+            CostKind.CPU_POD: self.cpu_pod_micros,
+            CostKind.GPU_POD: self.gpu_pod_micros,
+            CostKind.STORAGE: self.storage_micros,
+        }
+
+
+def job_volume_window(pods: Iterable[Pod], now: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+    """From the job's first pod creation to its last pod's end (``now`` while one lives)."""
+    windows = [window for pod in pods if (window := pod_billing_window(pod, now)) is not None]
+    if not windows:
+        return None
+    return min(start for start, _ in windows), max(end for _, end in windows)
+
+
+def close_volume_cost(
+    session: Session,
+    job_id: int,
+    *,
+    now: dt.datetime,
+    price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+) -> CostItem | None:
+    """Write the job's final volume item once all its pods are gone (once; None when there is nothing to bill)."""
+    existing = _volume_item(session, job_id)
+    if existing is not None:
+        return existing
+    job, volume, pods = _job_volume_and_pods(session, job_id)
+    if volume is None or any(pod.terminated_at is None for pod in pods if pod.api_created_at is not None):
+        return None
+    window = job_volume_window(pods, now)
+    if window is None:
+        return None
+    hours = volume_billed_hours(*window)
+    item = CostItem(
+        job_id=job.id,
+        pod_id=None,
+        kind=CostKind.VOLUME,
+        started_at=window[0],
+        ended_at=window[1],
+        rate_micros_per_hour=volume_rate_micros_per_hour(
+            volume.size_gb, price_micros_per_gb_month=price_micros_per_gb_month
+        ),
+        amount_micros=volume_cost_micros(volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month),
+        final=True,
+        note=f"{volume.size_gb} GB × {format_usd(price_micros_per_gb_month)}/GB/month, {hours} started hour(s)",
+    )
+    session.add(item)
+    session.flush()
+    return item
+
+
+def job_cost(
+    session: Session,
+    job_id: int,
+    *,
+    now: dt.datetime,
+    price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+) -> CostBreakdown:
+    """A job's cost at ``now``: closed cost items as written, everything still open computed live."""
+    job, volume, pods = _job_volume_and_pods(session, job_id)
+    items = session.execute(select(CostItem).where(CostItem.job_id == job.id)).scalars().all()
+    amounts = dict.fromkeys(CostKind, 0)
+    for item in items:
+        amounts[item.kind] += item.amount_micros
+    closed_pod_ids = {item.pod_id for item in items if item.pod_id is not None}
+    live = False
+    for pod in pods:
+        if pod.id in closed_pod_ids:
+            continue
+        amounts[_POD_KIND[pod.role]] += pod_cost_so_far(pod, now)
+        live = live or (pod.terminated_at is None and pod.api_created_at is not None)
+    if volume is not None and not any(item.kind is CostKind.VOLUME for item in items):
+        window = job_volume_window(pods, now)
+        if window is not None:
+            hours = volume_billed_hours(*window)
+            amounts[CostKind.VOLUME] += volume_cost_micros(
+                volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month
+            )
+    return CostBreakdown(
+        volume_micros=amounts[CostKind.VOLUME],
+        cpu_pod_micros=amounts[CostKind.CPU_POD],
+        gpu_pod_micros=amounts[CostKind.GPU_POD],
+        storage_micros=amounts[CostKind.STORAGE],
+        live=live,
+    )
+
+
+def exceeds_job_budget(session: Session, job_id: int, *, now: dt.datetime) -> bool:
+    """True when a job with its own ``budget_micros`` has spent more than that (the tick then stops it)."""
+    job = _get_job(session, job_id)
+    if job.budget_micros is None:
+        return False
+    return job_cost(session, job_id, now=now).total_micros > job.budget_micros
+
+
+def _job_volume_and_pods(session: Session, job_id: int) -> tuple[Job, Volume | None, Sequence[Pod]]:
+    job = _get_job(session, job_id)
+    volume = session.get(Volume, job.volume_id) if job.volume_id is not None else None
+    pods = session.execute(select(Pod).where(Pod.job_id == job_id).order_by(Pod.id)).scalars().all()
+    return job, volume, pods
+
+
+def _volume_item(session: Session, job_id: int) -> CostItem | None:
+    statement = select(CostItem).where(CostItem.job_id == job_id, CostItem.kind == CostKind.VOLUME).limit(1)
+    return session.execute(statement).scalar_one_or_none()
+
+
+def _get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_public_id(job_id)} does not exist")
+    return job
+
+
+# -- users, team, months -------------------------------------------------------------------------------------------
+
+
+def _jobs_of_month(session: Session, month: str, user_id: int | None) -> Sequence[Job]:
+    start, end = month_bounds(month)
+    statement = select(Job).where(Job.created_at >= start, Job.created_at < end)
+    if user_id is not None:
+        statement = statement.where(Job.user_id == user_id)
+    return session.execute(statement.order_by(Job.id)).scalars().all()
+
+
+def user_month_cost(session: Session, user_id: int, month: str, *, now: dt.datetime) -> CostBreakdown:
+    return sum((job_cost(session, job.id, now=now) for job in _jobs_of_month(session, month, user_id)), CostBreakdown())
+
+
+def team_month_cost(session: Session, month: str, *, now: dt.datetime) -> CostBreakdown:
+    return sum((job_cost(session, job.id, now=now) for job in _jobs_of_month(session, month, None)), CostBreakdown())
+
+
+def month_cost_by_user(session: Session, month: str, *, now: dt.datetime) -> dict[int, CostBreakdown]:
+    """Every user's cost in ``month`` (for ``/cost`` without a user: the team's table)."""
+    totals: dict[int, CostBreakdown] = {}
+    for job in _jobs_of_month(session, month, None):
+        totals[job.user_id] = totals.get(job.user_id, CostBreakdown()) + job_cost(session, job.id, now=now)
+    return totals
+
+
+def committed_micros(session: Session, month: str, *, now: dt.datetime, user_id: int | None) -> int:
+    """Spent plus reserved in ``month`` by a user (or the team, ``user_id=None``): a job that has not finished
+    counts at least its estimate, so five queued jobs cannot each pass the budget check on their own."""
+    total = 0
+    for job in _jobs_of_month(session, month, user_id):
+        spent = job_cost(session, job.id, now=now).total_micros
+        total += spent if job.status.is_terminal() else max(spent, job.estimate_micros)
+    return total
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """The answer to "may this user start a job estimated at N?"; ``reason`` says which limit and by how much."""
+
+    allowed: bool
+    reason: str | None
+    user_committed_micros: int
+    user_limit_micros: int | None
+    team_committed_micros: int
+    team_limit_micros: int | None
+
+
+def would_exceed(
+    session: Session,
+    user_id: int,
+    month: str,
+    estimate_micros: int,
+    *,
+    now: dt.datetime,
+    default_user_limit_micros: int | None = None,
+    default_team_limit_micros: int | None = None,
+) -> BudgetCheck:
+    """Check a new job's estimate against the user's and the team's budget for ``month``.
+
+    A limit stored in the ``budgets`` table wins over the configured default; no limit at all means unlimited.
+    """
+    if estimate_micros < 0:
+        raise ValueError(f"an estimate must be ≥ 0, got {estimate_micros}")
+    user_limit = _limit(session, user_id, month, default_user_limit_micros)
+    team_limit = _limit(session, None, month, default_team_limit_micros)
+    user_committed = committed_micros(session, month, now=now, user_id=user_id)
+    team_committed = committed_micros(session, month, now=now, user_id=None)
+    reason = None
+    if user_limit is not None and user_committed + estimate_micros > user_limit:
+        reason = (
+            f"this job (about {format_usd(estimate_micros)}) would take your {month} spending to "
+            f"{format_usd(user_committed + estimate_micros)}, over your budget of {format_usd(user_limit)} "
+            f"({format_usd(max(user_limit - user_committed, 0))} left)"
+        )
+    elif team_limit is not None and team_committed + estimate_micros > team_limit:
+        reason = (
+            f"this job (about {format_usd(estimate_micros)}) would take the team's {month} spending to "
+            f"{format_usd(team_committed + estimate_micros)}, over the team budget of {format_usd(team_limit)} "
+            f"({format_usd(max(team_limit - team_committed, 0))} left)"
+        )
+    return BudgetCheck(
+        allowed=reason is None,
+        reason=reason,
+        user_committed_micros=user_committed,
+        user_limit_micros=user_limit,
+        team_committed_micros=team_committed,
+        team_limit_micros=team_limit,
+    )
+
+
+def remaining_budget(
+    session: Session,
+    user_id: int | None,
+    month: str,
+    *,
+    now: dt.datetime,
+    default_limit_micros: int | None = None,
+) -> int | None:
+    """What a user (or the team, ``user_id=None``) may still commit in ``month``; None when unlimited, ≥ 0."""
+    limit = _limit(session, user_id, month, default_limit_micros)
+    if limit is None:
+        return None
+    return max(limit - committed_micros(session, month, now=now, user_id=user_id), 0)
+
+
+def _limit(session: Session, user_id: int | None, month: str, default: int | None) -> int | None:
+    stored = get_budget_limit(session, user_id=user_id, month=month)
+    return stored if stored is not None else default

@@ -1,0 +1,123 @@
+"""The schema comes from alembic: an empty SQLite file is migrated at start-up, a second run changes nothing,
+and the migration creates exactly what the models describe."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from storage.db import DatabaseUrlError, alembic_config, database_url, make_engine, migrate
+from storage.models import Base
+
+TABLES = {"jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets"}
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_migrate_creates_every_table_on_an_empty_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "lorabot.db"
+    path.parent.mkdir()
+    migrate(f"sqlite:///{path}")
+    assert _tables(path) == TABLES | {"alembic_version"}
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+
+
+def test_migrate_twice_is_a_no_op_and_keeps_the_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lorabot.db'}"
+    migrate(url)
+    with sqlite3.connect(tmp_path / "lorabot.db") as connection:
+        connection.execute("INSERT INTO budgets (subject, month, limit_micros) VALUES ('team', '*', 5)")
+        schema_before = connection.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    migrate(url)
+    with sqlite3.connect(tmp_path / "lorabot.db") as connection:
+        assert connection.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema_before
+        assert connection.execute("SELECT limit_micros FROM budgets").fetchall() == [(5,)]
+
+
+def test_the_migration_creates_exactly_what_the_models_describe(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            differences = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
+    finally:
+        engine.dispose()
+
+
+def test_foreign_keys_are_enforced(db_engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with db_engine.connect() as connection, pytest.raises(IntegrityError):
+        connection.execute(
+            text(
+                "INSERT INTO pods (job_id, role, name, attempt, status, spot, created_at) "
+                "VALUES (999, 'gpu', 'lorabot-j999-gpu', 1, 'creating', 0, '2026-11-24 12:00:00')"
+            )
+        )
+
+
+def test_the_migration_renders_for_postgresql() -> None:
+    """Offline mode writes the DDL PostgreSQL would run: the migration is portable, not SQLite-only."""
+    config = alembic_config("postgresql://lorabot:secret@db.invalid/lorabot")
+    out = io.StringIO()
+    config.stdout = out
+    with redirect_stdout(out):
+        command.upgrade(config, "head", sql=True)
+    ddl = out.getvalue()
+    assert "CREATE TABLE jobs" in ddl
+    assert "TIMESTAMP WITH TIME ZONE" in ddl
+    assert "CONSTRAINT uq_notices_idempotency_key UNIQUE (idempotency_key)" in ddl
+
+
+def test_database_url_defaults_to_a_sqlite_file_in_the_data_folder(tmp_path: Path) -> None:
+    url = database_url(tmp_path / "data", environ={})
+    assert url == f"sqlite:///{(tmp_path / 'data' / 'lorabot.db').resolve()}"
+    assert (tmp_path / "data").is_dir()
+
+
+def test_database_url_override_and_heroku_style_postgres_scheme(tmp_path: Path) -> None:
+    url = database_url(tmp_path, environ={"DATABASE_URL": "postgres://bot:pw@db:5432/lorabot"})
+    assert url == "postgresql://bot:pw@db:5432/lorabot"
+    assert not (tmp_path / "lorabot.db").exists()
+
+
+def test_a_bad_database_url_says_what_is_expected_without_repeating_it(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUrlError) as caught:
+        database_url(tmp_path, environ={"DATABASE_URL": "hunter2-not-a-url"})
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert "postgresql://" in message
+
+
+def test_inspected_indexes_serve_the_tick_queries(db_engine) -> None:
+    inspector = inspect(db_engine)
+    job_indexes = {tuple(index["column_names"]) for index in inspector.get_indexes("jobs")}
+    assert {("status",), ("user_id", "status"), ("created_at",)} <= job_indexes
+    assert ("status",) in {tuple(index["column_names"]) for index in inspector.get_indexes("pods")}
