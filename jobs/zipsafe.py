@@ -259,4 +259,6 @@ def _corrupt_entry(name: str, exc: Exception) -> DatasetError:
 
 
 def _mib(size: int) -> str:
+    if size < 1024**2:
+        return f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KiB"
     return f"{size / 1024**2:.1f} MiB"

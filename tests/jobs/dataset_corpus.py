@@ -109,7 +109,7 @@ class BadInput:
     build: Callable[[Path], Path]
     code: str
     message: str
-    limits: IngestLimits = IngestLimits()
+    limits: IngestLimits = field(default_factory=IngestLimits)
     options: dict[str, Any] = field(default_factory=dict)
 
 
