@@ -1,0 +1,28 @@
+"""RunPod emulator: RunPod's GraphQL API served locally, with pods that run as local process groups.
+
+Part of the product (the sandbox cloud and `lorabot demo` run on it) and of the test world
+(`tests/world/fixtures_runpod.py`). See `emulator.py` for the entry point.
+"""
+
+from jobs.sandbox.emulator.catalog import COMMUNITY, SECURE, Catalog, CpuFlavor, DataCenter, GpuType
+from jobs.sandbox.emulator.clock import SimClock
+from jobs.sandbox.emulator.emulator import RunpodEmulator
+from jobs.sandbox.emulator.server import RequestRecord
+from jobs.sandbox.emulator.state import NO_FREE_GPUS_ON_HOST, NO_STOCK, PodReport, PodState, VolumeReport
+
+__all__ = [
+    "COMMUNITY",
+    "NO_FREE_GPUS_ON_HOST",
+    "NO_STOCK",
+    "SECURE",
+    "Catalog",
+    "CpuFlavor",
+    "DataCenter",
+    "GpuType",
+    "PodReport",
+    "PodState",
+    "RequestRecord",
+    "RunpodEmulator",
+    "SimClock",
+    "VolumeReport",
+]

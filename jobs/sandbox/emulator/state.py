@@ -1,0 +1,649 @@
+"""The emulated RunPod account: pods, Network Volumes, stock and billing, on a simulated clock.
+
+Everything here is synchronous and guarded by one lock, because two threads touch it: the aiohttp server's
+(API requests and the ticker that starts and reaps pods) and the test's (knobs and records). Errors a client
+could get from RunPod are `ApiError`s carrying RunPod's own message.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+import shlex
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobs.sandbox.emulator import billing
+from jobs.sandbox.emulator.catalog import (
+    COMMUNITY,
+    DEFAULT_CPU_INSTANCE,
+    SECURE,
+    Catalog,
+    CatalogError,
+)
+from jobs.sandbox.emulator.clock import SimClock
+from jobs.sandbox.emulator.pods import PodProcess, substitute_mount, write_nvidia_smi
+
+NO_STOCK = (
+    "There are no longer any instances available with the requested specifications. "
+    "Please refresh and try again."
+)
+NO_FREE_GPUS_ON_HOST = "There are not enough free GPUs on the host machine to start this pod."
+DEFAULT_MOUNT_PATH = "/workspace"
+# Emulator figures for what a GPU brings along (RunPod gives each GPU a share of the host's vCPUs and RAM).
+VCPU_PER_GPU = 8
+MEMORY_GB_PER_GPU = 32
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class ApiError(Exception):
+    """An answer RunPod gives as a GraphQL error; `message` is the exact text clients see."""
+
+    def __init__(self, message: str, code: str = "BAD_USER_INPUT") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class PodState(enum.StrEnum):
+    STARTING = "STARTING"  # created or resumed, container not up yet: runtime is null
+    RUNNING = "RUNNING"  # start command runs
+    EXITED = "EXITED"  # start command ended by itself; still holds its GPU and still bills
+    STOPPED = "STOPPED"  # stopped or interrupted: no billing, container disk wiped, volume kept
+    TERMINATED = "TERMINATED"  # gone from the account
+
+
+def _new_id(length: int) -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+@dataclass
+class BillingInterval:
+    """One stretch the pod was billed, at the price it had then (a resumed spot pod may bid anew)."""
+
+    start: float
+    end: float | None
+    cost_per_hr_micros: int
+
+
+@dataclass
+class Volume:
+    id: str
+    name: str
+    size_gb: int
+    data_center_id: str
+    path: Path
+    created_at: float
+    deleted_at: float | None = None
+
+
+@dataclass
+class Pod:
+    id: str
+    name: str
+    kind: str  # "gpu" or "cpu"
+    image_name: str
+    env: dict[str, str]
+    docker_args: str
+    volume_mount_path: str
+    network_volume_id: str | None
+    data_center_id: str
+    cloud: str
+    gpu_type_id: str | None
+    gpu_display_name: str | None
+    gpu_count: int
+    cpu_instance_id: str | None
+    vcpu_count: int
+    memory_gb: int
+    container_disk_gb: int
+    volume_in_gb: int
+    ports: str | None
+    cost_per_hr_micros: int
+    spot: bool
+    bid_per_gpu_micros: int | None
+    machine_id: str
+    pod_host_id: str
+    created_at: float
+    dir: Path
+    state: PodState = PodState.STARTING
+    start_due: float | None = None
+    never_start: bool = False
+    run_started_at: float | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None
+    terminated_at: float | None = None
+    interrupted_at: float | None = None
+    exit_code: int | None = None
+    last_status_change: float = 0.0
+    billing: list[BillingInterval] = field(default_factory=list)
+    holds_stock: bool = True
+    process: PodProcess | None = None
+    wipe_disk_when_dead: bool = False
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "disk"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "pod.log"
+
+
+@dataclass(frozen=True)
+class PodReport:
+    """What a test may read about a pod, frozen at the moment it was asked (sim times in seconds)."""
+
+    id: str
+    name: str
+    kind: str
+    state: str
+    gpu_type_id: str | None
+    gpu_count: int
+    cpu_instance_id: str | None
+    cloud: str
+    data_center_id: str
+    spot: bool
+    image_name: str
+    env: dict[str, str]
+    docker_args: str
+    volume_id: str | None
+    volume_mount_path: str
+    cost_per_hr_micros: int
+    created_at: float
+    started_at: float | None
+    stopped_at: float | None
+    terminated_at: float | None
+    interrupted_at: float | None
+    exit_code: int | None
+    process_alive: bool
+    billed_seconds: int
+    cost_micros: int
+    events: tuple[tuple[float, str], ...]
+
+
+@dataclass(frozen=True)
+class VolumeReport:
+    id: str
+    name: str
+    size_gb: int
+    data_center_id: str
+    path: Path
+    created_at: float
+    deleted_at: float | None
+    cost_micros: int
+
+
+class Account:
+    """The emulated account. Public methods take the lock; `_`-methods expect it held."""
+
+    def __init__(
+        self,
+        clock: SimClock,
+        root: Path,
+        catalog: Catalog | None = None,
+        kill_grace_s: float = 10.0,
+        startup_delay_s: dict[str, float] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.root = root
+        self.catalog = catalog or Catalog()
+        self.kill_grace_s = kill_grace_s
+        self.startup_delay_s = {"gpu": 120.0, "cpu": 30.0, **(startup_delay_s or {})}
+        self.lock = threading.RLock()
+        self.pods: dict[str, Pod] = {}
+        self.volumes: dict[str, Volume] = {}
+        self._never_start_next = 0
+        (root / "pods").mkdir(parents=True, exist_ok=True)
+        (root / "volumes").mkdir(parents=True, exist_ok=True)
+
+    # ----- knobs -----
+    def never_start_next_pod(self, count: int = 1) -> None:
+        with self.lock:
+            self._never_start_next += count
+
+    def set_startup_delay(self, kind: str, seconds: float) -> None:
+        if kind not in ("gpu", "cpu"):
+            raise ValueError(f"kind must be 'gpu' or 'cpu', got {kind!r}")
+        with self.lock:
+            self.startup_delay_s[kind] = seconds
+
+    # ----- volumes -----
+    def create_volume(self, name: str, size_gb: int, data_center_id: str) -> Volume:
+        with self.lock:
+            if not name:
+                raise ApiError("Network volume name must not be empty.")
+            if not 1 <= size_gb <= 4000:
+                raise ApiError(f"Network volume size must be between 1 and 4000 GB, got {size_gb}.")
+            try:
+                self.catalog.data_center(data_center_id)
+            except CatalogError as exc:
+                raise ApiError(str(exc)) from None
+            volume_id = _new_id(10)
+            path = self.root / "volumes" / volume_id
+            path.mkdir()
+            volume = Volume(volume_id, name, size_gb, data_center_id, path, self.clock.now())
+            self.volumes[volume_id] = volume
+            return volume
+
+    def delete_volume(self, volume_id: str) -> None:
+        with self.lock:
+            volume = self.volumes.get(volume_id)
+            if volume is None or volume.deleted_at is not None:
+                raise ApiError(f"Tried to delete nonexistent network volume {volume_id}")
+            users = [p.id for p in self.pods.values()
+                     if p.network_volume_id == volume_id and p.state != PodState.TERMINATED]
+            if users:
+                raise ApiError(f"Network volume {volume_id} is attached to pods {', '.join(users)}; "
+                               "terminate them before deleting it.")
+            volume.deleted_at = self.clock.now()
+            shutil.rmtree(volume.path, ignore_errors=True)
+
+    def live_volumes(self) -> list[Volume]:
+        with self.lock:
+            return [v for v in self.volumes.values() if v.deleted_at is None]
+
+    # ----- pods: create -----
+    def deploy_gpu_pod(self, spec: dict[str, Any], *, spot: bool) -> Pod:
+        with self.lock:
+            self._tick()
+            try:
+                gpu = self.catalog.gpu(spec["gpuTypeId"])
+            except CatalogError as exc:
+                raise ApiError(str(exc)) from None
+            gpu_count = spec.get("gpuCount") or 1
+            if not 1 <= gpu_count <= gpu.max_gpu_count:
+                raise ApiError(f"gpuCount must be between 1 and {gpu.max_gpu_count} for {gpu.id}.")
+            clouds = self._clouds(spec.get("cloudType"))
+            data_centers = self._data_centers(spec)
+            bid_micros = None
+            if spot:
+                bid = spec["bidPerGpu"]
+                if bid <= 0:
+                    raise ApiError("bidPerGpu must be greater than 0.")
+                bid_micros = billing.dollars_to_micros(str(bid))
+            offers = []
+            for cloud in clouds:
+                price = gpu.price_micros(cloud, spot=spot)
+                if price is None:
+                    continue
+                for dc in data_centers:
+                    if self.catalog.gpu_stock.get((gpu.id, cloud, dc), 0) >= gpu_count:
+                        offers.append((price, cloud, dc))
+            if not offers:
+                raise ApiError(NO_STOCK, code="INSUFFICIENT_CAPACITY")
+            offers.sort(key=lambda offer: offer[0])
+            if spot:
+                assert bid_micros is not None
+                affordable = [offer for offer in offers if bid_micros >= offer[0]]
+                if not affordable:
+                    minimum = billing.micros_to_float(offers[0][0])
+                    raise ApiError(f"Your bid price is lower than the minimum bid of ${minimum:.3f}/hr per GPU "
+                                   f"for {gpu.id}.")
+                price, cloud, dc = affordable[0]
+                cost = bid_micros * gpu_count  # a spot pod pays its bid
+            else:
+                price, cloud, dc = offers[0]
+                cost = price * gpu_count
+            self.catalog.gpu_stock[(gpu.id, cloud, dc)] -= gpu_count
+            return self._new_pod(
+                spec, kind="gpu", cloud=cloud, data_center_id=dc, gpu_type_id=gpu.id,
+                gpu_display_name=gpu.display_name, gpu_count=gpu_count, cpu_instance_id=None,
+                vcpu=max(spec.get("minVcpuCount") or 0, VCPU_PER_GPU * gpu_count),
+                memory_gb=max(spec.get("minMemoryInGb") or 0, MEMORY_GB_PER_GPU * gpu_count),
+                cost=cost, spot=spot, bid_micros=bid_micros,
+            )
+
+    def deploy_cpu_pod(self, spec: dict[str, Any]) -> Pod:
+        with self.lock:
+            self._tick()
+            try:
+                instance = self.catalog.cpu_instance(spec.get("instanceId") or DEFAULT_CPU_INSTANCE)
+            except CatalogError as exc:
+                raise ApiError(str(exc)) from None
+            # CPU pods run in Secure Cloud only; asking for COMMUNITY finds nothing, like an empty market.
+            if SECURE not in self._clouds(spec.get("cloudType")):
+                raise ApiError(NO_STOCK, code="INSUFFICIENT_CAPACITY")
+            available = [dc for dc in self._data_centers(spec) if self.catalog.cpu_stock.get(dc, 0) > 0]
+            if not available:
+                raise ApiError(NO_STOCK, code="INSUFFICIENT_CAPACITY")
+            dc = available[0]
+            self.catalog.cpu_stock[dc] -= 1
+            return self._new_pod(
+                spec, kind="cpu", cloud=SECURE, data_center_id=dc, gpu_type_id=None, gpu_display_name=None,
+                gpu_count=0, cpu_instance_id=instance.id, vcpu=instance.vcpu, memory_gb=instance.memory_gb,
+                cost=instance.cost_per_hr_micros, spot=False, bid_micros=None,
+            )
+
+    def _clouds(self, cloud_type: str | None) -> list[str]:
+        if cloud_type in (None, "ALL"):
+            return [COMMUNITY, SECURE]
+        return [cloud_type]
+
+    def _data_centers(self, spec: dict[str, Any]) -> list[str]:
+        requested = spec.get("dataCenterId")
+        if requested is not None:
+            try:
+                self.catalog.data_center(requested)
+            except CatalogError as exc:
+                raise ApiError(str(exc)) from None
+        volume_id = spec.get("networkVolumeId")
+        if volume_id is not None:
+            volume = self.volumes.get(volume_id)
+            if volume is None or volume.deleted_at is not None:
+                raise ApiError(f"Network volume {volume_id} not found.")
+            if requested is not None and requested != volume.data_center_id:
+                raise ApiError(
+                    f"Network volume {volume_id} is in data center {volume.data_center_id}; "
+                    f"it can't be attached to a pod in {requested}."
+                )
+            return [volume.data_center_id]
+        if requested is not None:
+            return [requested]
+        country = spec.get("countryCode")
+        return [dc.id for dc in self.catalog.data_centers.values()
+                if country is None or dc.id.split("-")[1] == country or dc.location == country]
+
+    def _new_pod(self, spec: dict[str, Any], *, kind: str, cloud: str, data_center_id: str,
+                 gpu_type_id: str | None, gpu_display_name: str | None, gpu_count: int,
+                 cpu_instance_id: str | None, vcpu: int, memory_gb: int, cost: int, spot: bool,
+                 bid_micros: int | None) -> Pod:
+        now = self.clock.now()
+        pod_id = _new_id(14)
+        env: dict[str, str] = {}
+        for item in spec.get("env") or []:
+            env[item["key"]] = item["value"]
+        never_start = self._never_start_next > 0
+        if never_start:
+            self._never_start_next -= 1
+        pod_dir = self.root / "pods" / pod_id
+        (pod_dir / "disk").mkdir(parents=True)
+        (pod_dir / "pod.log").touch()
+        pod = Pod(
+            id=pod_id, name=spec.get("name") or "", kind=kind, image_name=spec.get("imageName") or "",
+            env=env, docker_args=spec.get("dockerArgs") or "",
+            volume_mount_path=spec.get("volumeMountPath") or DEFAULT_MOUNT_PATH,
+            network_volume_id=spec.get("networkVolumeId"), data_center_id=data_center_id, cloud=cloud,
+            gpu_type_id=gpu_type_id, gpu_display_name=gpu_display_name, gpu_count=gpu_count,
+            cpu_instance_id=cpu_instance_id, vcpu_count=vcpu, memory_gb=memory_gb,
+            container_disk_gb=spec.get("containerDiskInGb") or 10, volume_in_gb=spec.get("volumeInGb") or 0,
+            ports=spec.get("ports"), cost_per_hr_micros=cost, spot=spot, bid_per_gpu_micros=bid_micros,
+            machine_id=_new_id(12), pod_host_id=f"{pod_id}-{secrets.token_hex(4)}", created_at=now,
+            dir=pod_dir, start_due=now + self.startup_delay_s[kind], never_start=never_start,
+            last_status_change=now,
+        )
+        pod.billing.append(BillingInterval(now, None, cost))
+        pod.events.append((now, "created"))
+        self.pods[pod_id] = pod
+        return pod
+
+    # ----- pods: lifecycle -----
+    def get_pod(self, pod_id: str) -> Pod | None:
+        with self.lock:
+            self._tick()
+            pod = self.pods.get(pod_id)
+            return None if pod is None or pod.state == PodState.TERMINATED else pod
+
+    def listed_pods(self) -> list[Pod]:
+        with self.lock:
+            self._tick()
+            return [pod for pod in self.pods.values() if pod.state != PodState.TERMINATED]
+
+    def stop_pod(self, pod_id: str) -> Pod:
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "stop")
+            if pod.state != PodState.STOPPED:
+                self._halt(pod, PodState.STOPPED, "stopped")
+            return pod
+
+    def terminate_pod(self, pod_id: str) -> None:
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "terminate")
+            self._halt(pod, PodState.TERMINATED, "terminated")
+
+    def interrupt(self, pod_id: str) -> None:
+        """Spot interruption: the platform takes the GPU back (SIGTERM, then SIGKILL after the grace)."""
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "interrupt")
+            if not pod.spot:
+                raise ValueError(f"pod {pod_id} is on-demand; only spot (interruptible) pods are interrupted")
+            if pod.state == PodState.STOPPED:
+                raise ValueError(f"pod {pod_id} is already stopped")
+            pod.interrupted_at = self.clock.now()
+            self._halt(pod, PodState.STOPPED, "interrupted")
+
+    def resume_pod(self, pod_id: str, gpu_count: int | None, bid_per_gpu: float | None = None) -> Pod:
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "resume")
+            if pod.state != PodState.STOPPED:
+                return pod  # already running or starting: resuming again changes nothing
+            if pod.spot and bid_per_gpu is None:
+                raise ApiError("Cannot resume a spot pod as an on demand pod.")
+            if not pod.spot and bid_per_gpu is not None:
+                raise ApiError("Cannot resume an on demand pod as a spot pod.")
+            count = gpu_count if gpu_count is not None else pod.gpu_count
+            if pod.kind == "gpu" and count != pod.gpu_count:
+                raise ApiError(f"gpuCount must be {pod.gpu_count} to resume this pod.")
+            cost = pod.cost_per_hr_micros
+            if pod.kind == "gpu":
+                assert pod.gpu_type_id is not None
+                gpu = self.catalog.gpu(pod.gpu_type_id)
+                if bid_per_gpu is not None:
+                    minimum = gpu.price_micros(pod.cloud, spot=True) or 0
+                    bid_micros = billing.dollars_to_micros(str(bid_per_gpu))
+                    if bid_micros < minimum:
+                        raise ApiError(f"Your bid price is lower than the minimum bid of "
+                                       f"${billing.micros_to_float(minimum):.3f}/hr per GPU for {gpu.id}.")
+                    pod.bid_per_gpu_micros = bid_micros
+                    cost = bid_micros * pod.gpu_count
+                key = (pod.gpu_type_id, pod.cloud, pod.data_center_id)
+                if self.catalog.gpu_stock.get(key, 0) < pod.gpu_count:
+                    raise ApiError(NO_FREE_GPUS_ON_HOST, code="INSUFFICIENT_CAPACITY")
+                self.catalog.gpu_stock[key] -= pod.gpu_count
+            else:
+                if self.catalog.cpu_stock.get(pod.data_center_id, 0) < 1:
+                    raise ApiError(NO_STOCK, code="INSUFFICIENT_CAPACITY")
+                self.catalog.cpu_stock[pod.data_center_id] -= 1
+            now = self.clock.now()
+            pod.cost_per_hr_micros = cost
+            pod.holds_stock = True
+            pod.state = PodState.STARTING
+            pod.start_due = now + self.startup_delay_s[pod.kind]
+            pod.exit_code = None
+            pod.stopped_at = None
+            pod.last_status_change = now
+            pod.billing.append(BillingInterval(now, None, cost))
+            pod.events.append((now, "resumed"))
+            return pod
+
+    def _live_pod(self, pod_id: str, verb: str) -> Pod:
+        pod = self.pods.get(pod_id)
+        if pod is None or pod.state == PodState.TERMINATED:
+            raise ApiError(f"pod not found to {verb}", code="NOT_FOUND")
+        return pod
+
+    def _halt(self, pod: Pod, state: PodState, event: str) -> None:
+        now = self.clock.now()
+        if pod.billing and pod.billing[-1].end is None:
+            pod.billing[-1].end = now
+        self._release_stock(pod)
+        if pod.process is not None:
+            pod.process.send_term(now)
+        pod.wipe_disk_when_dead = True
+        pod.state = state
+        pod.start_due = None
+        pod.run_started_at = None
+        pod.last_status_change = now
+        if state == PodState.TERMINATED:
+            pod.terminated_at = now
+        else:
+            pod.stopped_at = now
+        pod.events.append((now, event))
+        self._settle(pod)
+
+    def _release_stock(self, pod: Pod) -> None:
+        if not pod.holds_stock:
+            return
+        pod.holds_stock = False
+        if pod.kind == "gpu":
+            assert pod.gpu_type_id is not None
+            key = (pod.gpu_type_id, pod.cloud, pod.data_center_id)
+            self.catalog.gpu_stock[key] = self.catalog.gpu_stock.get(key, 0) + pod.gpu_count
+        else:
+            self.catalog.cpu_stock[pod.data_center_id] = self.catalog.cpu_stock.get(pod.data_center_id, 0) + 1
+
+    # ----- time passes -----
+    def tick(self) -> None:
+        with self.lock:
+            self._tick()
+
+    def _tick(self) -> None:
+        now = self.clock.now()
+        for pod in list(self.pods.values()):
+            if (pod.state == PodState.STARTING and not pod.never_start and pod.start_due is not None
+                    and now >= pod.start_due):
+                self._launch(pod, now)
+            self._settle(pod)
+
+    def _settle(self, pod: Pod) -> None:
+        """Reap, escalate SIGTERM to SIGKILL after the grace, and wipe the disk once nothing runs."""
+        process = pod.process
+        now = self.clock.now()
+        if process is not None:
+            code = process.exit_code()
+            if code is not None and pod.state == PodState.RUNNING:
+                # The start command ended on its own: RunPod shows the pod EXITED and keeps billing it.
+                pod.state = PodState.EXITED
+                pod.exit_code = code
+                pod.run_started_at = None
+                pod.last_status_change = now
+                pod.events.append((now, f"exited with code {code}"))
+            if pod.state != PodState.RUNNING:
+                if code is not None and process.term_sent_at is None:
+                    process.kill()  # leftovers of a container whose main process ended
+                elif process.term_sent_at is not None and now - process.term_sent_at >= self.kill_grace_s:
+                    if process.group_alive() and not process.killed:
+                        pod.events.append((now, "killed after grace period"))
+                    process.kill()
+                if not process.group_alive():
+                    if pod.exit_code is None and pod.state != PodState.RUNNING:
+                        pod.exit_code = process.exit_code()
+                    pod.process = None
+        if pod.process is None and pod.wipe_disk_when_dead:
+            pod.wipe_disk_when_dead = False
+            shutil.rmtree(pod.disk, ignore_errors=True)
+            if pod.state == PodState.STOPPED:
+                pod.disk.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(pod.dir / "bin", ignore_errors=True)
+
+    def _launch(self, pod: Pod, now: float) -> None:
+        pod.state = PodState.RUNNING
+        pod.run_started_at = now
+        pod.started_at = pod.started_at if pod.started_at is not None else now
+        pod.last_status_change = now
+        pod.events.append((now, "started"))
+        mount = self._mount_folder(pod)
+        env = {key: substitute_mount(value, pod.volume_mount_path, mount) for key, value in pod.env.items()}
+        env.update(self._platform_env(pod))
+        if pod.kind == "gpu":
+            assert pod.gpu_type_id is not None and pod.gpu_display_name is not None
+            gpu = self.catalog.gpu(pod.gpu_type_id)
+            write_nvidia_smi(pod.dir / "bin", gpu.id, gpu.memory_gb, pod.gpu_count)
+            env["PATH"] = f"{pod.dir / 'bin'}{os.pathsep}{env['PATH']}"
+            env["LORABOT_FAKE_GPU"] = pod.gpu_display_name
+        pod.disk.mkdir(parents=True, exist_ok=True)
+        try:
+            argv = [substitute_mount(arg, pod.volume_mount_path, mount) for arg in shlex.split(pod.docker_args)]
+        except ValueError as exc:
+            self._start_failed(pod, now, f"cannot split dockerArgs: {exc}", 1)
+            return
+        if not argv:
+            self._start_failed(pod, now, "no start command (dockerArgs is empty)", 0)
+            return
+        try:
+            pod.process = PodProcess.spawn(argv, env, pod.disk, pod.log_path)
+        except OSError as exc:
+            self._start_failed(pod, now, f"exec {argv[0]!r} failed: {exc.strerror}", 127)
+
+    def _start_failed(self, pod: Pod, now: float, reason: str, code: int) -> None:
+        with pod.log_path.open("a") as log:
+            log.write(f"[emulator] container start failed: {reason}\n")
+        pod.state = PodState.EXITED
+        pod.exit_code = code
+        pod.run_started_at = None
+        pod.events.append((now, f"exited with code {code}: {reason}"))
+
+    def _mount_folder(self, pod: Pod) -> Path:
+        if pod.network_volume_id is not None:
+            return self.volumes[pod.network_volume_id].path
+        # No Network Volume: the mount path is a folder of the pod's own (a pod volume, kept across stops).
+        folder = pod.dir / "pod-volume"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def _platform_env(self, pod: Pod) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(pod.disk)),
+            "RUNPOD_POD_ID": pod.id,
+            "RUNPOD_POD_HOSTNAME": pod.pod_host_id,
+            "RUNPOD_GPU_COUNT": str(pod.gpu_count),
+            "RUNPOD_CPU_COUNT": str(pod.vcpu_count),
+            "RUNPOD_DC_ID": pod.data_center_id,
+            "LORABOT_TIME_SCALE": repr(self.clock.time_scale),
+        }
+
+    # ----- records -----
+    def billed(self, pod: Pod) -> tuple[int, int]:
+        """(billed seconds, cost in micro-dollars), each interval rounded up to a whole second."""
+        now = self.clock.now()
+        seconds = cost = 0
+        for interval in pod.billing:
+            interval_seconds = billing.billed_seconds([(interval.start, interval.end)], now)
+            seconds += interval_seconds
+            cost += billing.cost_micros(interval_seconds, interval.cost_per_hr_micros)
+        return seconds, cost
+
+    def report(self, pod: Pod) -> PodReport:
+        seconds, cost = self.billed(pod)
+        return PodReport(
+            id=pod.id, name=pod.name, kind=pod.kind, state=pod.state.value, gpu_type_id=pod.gpu_type_id,
+            gpu_count=pod.gpu_count, cpu_instance_id=pod.cpu_instance_id, cloud=pod.cloud,
+            data_center_id=pod.data_center_id, spot=pod.spot, image_name=pod.image_name, env=dict(pod.env),
+            docker_args=pod.docker_args, volume_id=pod.network_volume_id, volume_mount_path=pod.volume_mount_path,
+            cost_per_hr_micros=pod.cost_per_hr_micros, created_at=pod.created_at, started_at=pod.started_at,
+            stopped_at=pod.stopped_at, terminated_at=pod.terminated_at, interrupted_at=pod.interrupted_at,
+            exit_code=pod.exit_code, process_alive=pod.process is not None and pod.process.group_alive(),
+            billed_seconds=seconds, cost_micros=cost, events=tuple(pod.events),
+        )
+
+    def volume_report(self, volume: Volume) -> VolumeReport:
+        end = volume.deleted_at if volume.deleted_at is not None else self.clock.now()
+        return VolumeReport(volume.id, volume.name, volume.size_gb, volume.data_center_id, volume.path,
+                            volume.created_at, volume.deleted_at,
+                            billing.volume_cost_micros(volume.size_gb, end - volume.created_at))
+
+    def kill_everything(self) -> None:
+        with self.lock:
+            for pod in self.pods.values():
+                if pod.process is not None:
+                    pod.process.kill_and_wait()
+                    pod.process = None
+
+    def last_status_text(self, pod: Pod) -> str:
+        when: datetime = self.clock.to_datetime(pod.last_status_change)
+        verb = {PodState.STARTING: "Rented by User", PodState.RUNNING: "Rented by User",
+                PodState.EXITED: "Exited by User", PodState.STOPPED: "Exited by User",
+                PodState.TERMINATED: "Terminated by User"}[pod.state]
+        if pod.interrupted_at is not None and pod.state == PodState.STOPPED:
+            verb = "Exited by Runpod (spot interrupted)"
+        return f"{verb}: {when.strftime('%a %b %d %Y %H:%M:%S')} GMT+0000 (Coordinated Universal Time)"
