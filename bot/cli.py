@@ -1,0 +1,218 @@
+"""The `lorabot` command: `plan` a dataset zip without spending anything, `run` the bot, `demo` the sandbox.
+
+Imports stay light at module level (no discord): `lorabot plan` must start fast and work without Discord set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_NOT_BUILT = 1
+EXIT_REFUSED = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (like 1e-4)") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _extra(text: str) -> tuple[str, bool | int | float | str]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like KEY=VALUE (e.g. noise_offset=0.05)")
+    value: bool | int | float | str
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = raw
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorabot", description="Train LoRAs on RunPod from Discord.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="check a dataset zip and show the exact training command, time and cost")
+    plan.add_argument("dataset", type=Path, help="the dataset zip (flat folder or {repeats}_{concept} folders)")
+    plan.add_argument("--preset", help="training preset (default: the catalog's default, sdxl-character)")
+    plan.add_argument("--base-model", help="base model id from the catalog (e.g. illustrious-xl-v0.1)")
+    plan.add_argument("--trigger", help="the trigger word the LoRA learns")
+    plan.add_argument("--class-word", help="the class the subject belongs to (e.g. 1girl, person)")
+    plan.add_argument("--output-name", help="file name of the LoRA (default: the trigger)")
+    plan.add_argument("--repeats", type=_positive_int, help="repeats per image (default: folder prefix or preset)")
+    plan.add_argument("--epochs", type=_positive_int)
+    plan.add_argument("--dim", type=_positive_int, help="network dim (rank)")
+    plan.add_argument("--alpha", type=_positive_float, help="network alpha")
+    plan.add_argument("--unet-lr", type=_positive_float)
+    plan.add_argument("--te-lr", type=_positive_float, help="text-encoder learning rate (0 = U-Net only)")
+    plan.add_argument("--resolution", type=_positive_int)
+    plan.add_argument("--batch-size", type=_positive_int)
+    plan.add_argument("--clip-skip", type=_positive_int)
+    plan.add_argument("--sample-prompt", action="append", default=[], help="a sample prompt (repeatable)")
+    plan.add_argument("--generate-captions", action="store_true", help="write 'TRIGGER, CLASS' where none exists")
+    plan.add_argument("--gpu", help="GPU (e.g. 4090, 3090, a6000)")
+    plan.add_argument("--spot", action="store_true", help="price and plan for an interruptible (spot) pod")
+    plan.add_argument("--warm", action="store_true", help="assume the volume cache is warm (env + model present)")
+    plan.add_argument("--extra", action="append", type=_extra, default=[], metavar="KEY=VALUE",
+                      help="an allow-listed sd-scripts option (e.g. noise_offset=0.05)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    run = sub.add_parser("run", help="start the bot")
+    run.add_argument("rest", nargs=argparse.REMAINDER)
+    demo = sub.add_parser("demo", help="run the sandbox demo (no Discord, no RunPod, $0)")
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if args.command == "plan":
+        return _plan(args)
+    module = {"run": "bot.launcher", "demo": "jobs.sandbox.demo"}[args.command]
+    return _delegate(module, list(args.rest))
+
+
+def _delegate(module_name: str, rest: list[str]) -> int:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            print(f"lorabot: {module_name} is not built yet", file=sys.stderr)
+            return EXIT_NOT_BUILT
+        raise
+    result = module.main(rest)
+    return int(result or 0)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    # Imported here so `lorabot run` does not pay for them, and a broken planner cannot break the bot's start.
+    from jobs.catalog import load_catalog
+    from jobs.dataset import DatasetError, ingest_zip
+    from jobs.planning import make_plan
+    from jobs.presets import load_presets
+    from jobs.prices import StaticPriceProvider
+    from jobs.rules import PlanRefused
+    from jobs.spec import UserOptions
+
+    if not args.dataset.is_file():
+        print(f"lorabot plan: refused: {args.dataset} is not a file", file=sys.stderr)
+        return EXIT_REFUSED
+    options = UserOptions(
+        preset=args.preset,
+        base_model=args.base_model,
+        output_name=args.output_name,
+        trigger=args.trigger,
+        class_word=args.class_word,
+        epochs=args.epochs,
+        repeats=args.repeats,
+        network_dim=args.dim,
+        network_alpha=args.alpha,
+        unet_lr=args.unet_lr,
+        te_lr=args.te_lr,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        clip_skip=args.clip_skip,
+        sample_prompts=tuple(args.sample_prompt),
+        gpu=args.gpu,
+        spot=True if args.spot else None,
+        extra_options=dict(args.extra),
+    )
+    # The ingest lives in a temp dir that is always removed: planning leaves nothing on disk.
+    with tempfile.TemporaryDirectory(prefix="lorabot-plan-") as tmp:
+        try:
+            dataset = ingest_zip(
+                args.dataset,
+                Path(tmp) / "dataset",
+                trigger=args.trigger,
+                class_word=args.class_word,
+                generate_captions=args.generate_captions,
+            )
+            plan = make_plan(
+                dataset,
+                options,
+                presets=load_presets(),
+                catalog=load_catalog(),
+                prices=StaticPriceProvider(),
+                warm=args.warm,
+            )
+        except DatasetError as exc:
+            print(f"lorabot plan: refused: dataset: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except PlanRefused as exc:
+            for notice in exc.notices:
+                print(notice.render(), file=sys.stderr)
+            print("lorabot plan: refused:", file=sys.stderr)
+            for reason in exc.reasons:
+                print(f"  - {reason}", file=sys.stderr)
+            return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(_plan_json(plan), indent=2))
+    else:
+        print(plan.render_text(), end="")
+    return EXIT_OK
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    estimate = plan.estimate
+    return {
+        "preset": plan.spec.preset,
+        "base_model": plan.model.id,
+        "family": plan.spec.family,
+        "output_name": plan.spec.output_name,
+        "notices": [{"level": n.level, "code": n.code, "text": n.text} for n in plan.notices],
+        "script": plan.script,
+        "args": list(plan.args),
+        "files": plan.command.files,
+        "steps": plan.steps.total,
+        "gpu": plan.gpu.gpu_id,
+        "durations_s": {
+            "cpu_stage": estimate.durations.cpu_stage_s,
+            "gpu_billed": estimate.durations.gpu_billed_s,
+            "train": estimate.durations.train_s,
+            "wall": estimate.durations.wall_s,
+        },
+        "volume_gb": estimate.volume_gb,
+        "costs_usd_micros": {
+            cost.cloud: {
+                "volume": cost.volume_micros,
+                "cpu_pod": cost.cpu_micros,
+                "gpu_pod": cost.gpu_micros,
+                "total": cost.total_micros,
+            }
+            for cost in estimate.costs
+        },
+        "inference_notes": list(plan.inference_notes),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

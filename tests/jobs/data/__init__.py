@@ -1,0 +1,1 @@
+"""Fixtures of the planning tests (presets, rules, builder, estimate, CLI)."""
