@@ -296,10 +296,10 @@ class ArgumentCoercer:
                 raise GraphQLInputError(f'Value {_show(value)} does not exist in "{base}" enum.')
             return name
         if base in INPUT_TYPES:
-            return self._coerce_object(value, base)
+            return self._coerce_object(value, base, from_variable)
         return _coerce_scalar(value, base)
 
-    def _coerce_object(self, value: Any, type_name: str) -> dict[str, Any]:
+    def _coerce_object(self, value: Any, type_name: str, from_variable: bool) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise GraphQLInputError(f'Expected value of type "{type_name}", found {_show(value)}.')
         fields = INPUT_TYPES[type_name]
@@ -314,7 +314,7 @@ class ArgumentCoercer:
                         f'Field "{type_name}.{key}" of required type "{field_type}" was not provided.'
                     )
                 continue
-            result[key] = self.coerce(value[key], field_type)
+            result[key] = self.coerce(value[key], field_type, from_variable=from_variable)
         return result
 
 
