@@ -58,10 +58,11 @@ class S3ArtifactStore(ArtifactStore):
         link_lifetime_s: int = DEFAULT_LINK_LIFETIME_S,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         multipart_chunksize: int = DEFAULT_MULTIPART_CHUNKSIZE,
+        max_attempts: int = 5,
     ) -> None:
         """`region="auto"` and the account's endpoint URL for R2; None credentials use boto3's usual chain.
 
-        `endpoint_url=None` also lets boto3 read `AWS_ENDPOINT_URL_S3` (how the test world points at moto).
+        `endpoint_url=None` falls back to `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` (the test world's moto).
         """
         if not bucket:
             raise ValueError("S3 bucket name must not be empty")
@@ -69,10 +70,12 @@ class S3ArtifactStore(ArtifactStore):
             raise ValueError("give both the S3 access key and the secret key, or neither")
         self.bucket = bucket
         self.prefix = validate_prefix(prefix.strip("/") + "/") if prefix.strip("/") else ""
+        # Resolved here rather than left to boto3 so the addressing style below knows about it.
+        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         self.endpoint_url = endpoint_url
         self.region = region
         self.link_lifetime_s = validate_lifetime(link_lifetime_s)
-        self._access_key_hint = _redact(access_key)
+        self._credentials_given = access_key is not None
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize, max_concurrency=4
         )
@@ -83,7 +86,7 @@ class S3ArtifactStore(ArtifactStore):
             # Only checksum when S3 requires it: R2 and presigned PUTs from pods don't speak the newer defaults.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=10,
             read_timeout=60,
         )
@@ -103,7 +106,7 @@ class S3ArtifactStore(ArtifactStore):
     def __repr__(self) -> str:
         return (
             f"S3ArtifactStore(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint_url={self.endpoint_url!r}, "
-            f"region={self.region!r}, access_key={self._access_key_hint!r}, secret_key=<redacted>)"
+            f"region={self.region!r}, credentials={'<redacted>' if self._credentials_given else 'from environment'})"
         )
 
     def _full(self, key: str) -> str:
@@ -310,8 +313,3 @@ def _copy_hashing(body: Any, sink: Any) -> tuple[str, int]:
         body.close()
     return digest.hexdigest(), size
 
-
-def _redact(access_key: str | None) -> str | None:
-    if access_key is None:
-        return None
-    return access_key[:4] + "…" if len(access_key) > 8 else "…"

@@ -132,7 +132,7 @@ def new_bucket(endpoint_url: str, region: str = "us-east-1") -> str:
     return name
 
 
-def s3_store(bucket: str, endpoint_url: str, **overrides: object) -> S3ArtifactStore:
+def s3_store(bucket: str, endpoint_url: str | None, **overrides: object) -> S3ArtifactStore:
     options: dict[str, object] = {
         "prefix": "lorabot/",
         "endpoint_url": endpoint_url,
