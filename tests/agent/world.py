@@ -69,7 +69,7 @@ class Job:
         return self.bucket.presign_get(self.keys.manifest)
 
     def status(self, stage: str) -> dict[str, Any]:
-        return json.loads(self.bucket.objects[self.keys.status(stage)])  # type: ignore[no-any-return]
+        return json.loads(self.bucket.objects[self.keys.status(stage)])
 
     def history(self, stage: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.bucket.objects[self.keys.history(stage)].splitlines()]
