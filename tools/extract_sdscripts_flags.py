@@ -80,9 +80,7 @@ class Extractor:
         self._walk_function(module, module.functions["setup_parser"], {}, found)
         return sorted(found)
 
-    def _walk_function(
-        self, module: _Module, func: ast.FunctionDef, bound: dict[str, Any], found: set[str]
-    ) -> None:
+    def _walk_function(self, module: _Module, func: ast.FunctionDef, bound: dict[str, Any], found: set[str]) -> None:
         self._walk_body(module, func.body, bound, found)
 
     def _walk_body(self, module: _Module, body: list[ast.stmt], bound: dict[str, Any], found: set[str]) -> None:

@@ -21,12 +21,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, ThreadedMotoServer, create_backend_app
 from werkzeug.serving import make_server
 
 REGION = "us-east-1"
 FAKE_KEY_ID = "testing-key-id"
-FAKE_SECRET = "testing-secret-key"  # noqa: S105 - moto accepts any key; never a real credential
+FAKE_SECRET = "testing-secret-key"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -72,6 +72,7 @@ class _RecordingApp:
             app: WsgiApp = _refuse_signature
         else:
             app = self._app
+
         def recording_start_response(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
             record = RecordedRequest(
                 method=environ["REQUEST_METHOD"],
@@ -89,7 +90,9 @@ class _RecordingApp:
 
 
 def _refuse_signature(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(_SIGNATURE_MISMATCH)))])
+    start_response(
+        "403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(_SIGNATURE_MISMATCH)))]
+    )
     return [_SIGNATURE_MISMATCH]
 
 
@@ -103,7 +106,6 @@ class _RecordingMotoServer(ThreadedMotoServer):
 
     def _server_entry(self) -> None:
         # same as moto's, with our app; threaded=True so a slow client cannot block the others
-        from moto.server import MotoRequestHandler  # type: ignore[attr-defined]
 
         self._server = make_server(
             self._ip_address, self._port, self.recorder, True, request_handler=MotoRequestHandler
@@ -181,7 +183,9 @@ class S3World:
 
     def presign_get(self, key: str, expires_s: int = 3600) -> str:
         return str(
-            self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s)
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+            )
         )
 
     def put(self, key: str, data: bytes) -> None:
@@ -212,9 +216,7 @@ class S3World:
 
 def urllib_put(url: str, data: bytes) -> int:
     """Upload the way the stdlib-only agent does."""
-    request = urllib.request.Request(
-        url, data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
-    )
+    request = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Type": "application/octet-stream"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)
 

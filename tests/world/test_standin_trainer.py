@@ -63,7 +63,10 @@ class Job:
         }
         done = subprocess.run(
             [sys.executable, str(SDSCRIPTS / script), *args],
-            capture_output=True, env=env, timeout=timeout, cwd=self.root,
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            cwd=self.root,
         )
         # bytes, not text=True: universal newlines would turn tqdm's carriage returns into line breaks
         return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
@@ -115,7 +118,9 @@ def test_it_prints_the_lines_the_agent_parses(job: Job) -> None:
     assert [int(n) for n in re.findall(r"^epoch (\d+)/3$", run.stdout, re.MULTILINE)] == [1, 2, 3]
     bars = [segment for segment in run.stderr.split("\r") if segment.startswith("steps:")]
     # at 2000x real time, a millisecond of Python is two simulated seconds: the rate is not asserted
-    assert re.match(r"steps: 100%\|██████████\| 60/60 \[\d\d:\d\d<00:00, +[\d.]+(it/s|s/it), avr_loss=0\.\d+\]", bars[-1])
+    assert re.match(
+        r"steps: 100%\|██████████\| 60/60 \[\d\d:\d\d<00:00, +[\d.]+(it/s|s/it), avr_loss=0\.\d+\]", bars[-1]
+    )
     losses = [float(m) for m in re.findall(r"avr_loss=([\d.]+)\]", run.stderr)]
     assert losses[-1] < losses[0]  # it learns
 
@@ -131,7 +136,10 @@ def test_samples_are_pngs_named_like_sd_scripts_and_differ_per_epoch_and_prompt(
     parsed = [SAMPLE_NAME.match(p.name) for p in samples]
     assert all(parsed), [p.name for p in samples]
     assert [(m.group(1), m.group(2), m.group(4)) for m in parsed if m] == [
-        ("000001", "00", "_7"), ("000001", "01", None), ("000002", "00", "_7"), ("000002", "01", None)
+        ("000001", "00", "_7"),
+        ("000001", "01", None),
+        ("000002", "00", "_7"),
+        ("000002", "01", None),
     ]
     with Image.open(samples[0]) as first:
         assert first.size == (256, 384)
@@ -152,7 +160,11 @@ def test_save_state_writes_accelerate_folders_with_train_state(job: Job) -> None
     assert run.returncode == 0, run.stderr
     state = job.output / "kana-000002-state"
     assert sorted(p.name for p in state.iterdir()) == [
-        "model.safetensors", "optimizer.bin", "random_states_0.pkl", "scheduler.bin", "train_state.json"
+        "model.safetensors",
+        "optimizer.bin",
+        "random_states_0.pkl",
+        "scheduler.bin",
+        "train_state.json",
     ]
     assert json.loads((state / "train_state.json").read_text()) == {"current_epoch": 2, "current_step": 40}
     assert (job.output / "kana-state" / "train_state.json").exists()
@@ -201,7 +213,9 @@ def test_te_output_caching_with_te_training_fails_with_sd_scripts_assertion(job:
 
 
 def test_te_output_caching_is_fine_when_only_the_unet_trains(job: Job) -> None:
-    run = job.run("sdxl_train_network.py", job.args("--cache_text_encoder_outputs", "--network_train_unet_only", epochs=1))
+    run = job.run(
+        "sdxl_train_network.py", job.args("--cache_text_encoder_outputs", "--network_train_unet_only", epochs=1)
+    )
 
     assert run.returncode == 0, run.stderr
 
@@ -314,3 +328,22 @@ def test_sd15_script_accepts_its_own_flags_only(job: Job) -> None:
     run = job.run("train_network.py", [*job.args(epochs=1), "--cache_text_encoder_outputs"])
 
     assert run.returncode == 2  # an SDXL/Flux-only flag
+
+
+def test_the_python_310_toml_fallback_reads_dataset_configs_like_tomllib() -> None:
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("standin_dataset", SDSCRIPTS / "_standin_dataset.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    text = (
+        "[general]\nenable_bucket = true\ncaption_extension = '.txt'  # comment\n\n"
+        "[[datasets]]\nresolution = [1024, 768]\n"
+        'batch_size = 2\n\n  [[datasets.subsets]]\n  image_dir = "/v/data/5_kana"\n  num_repeats = 5\n'
+        "  [[datasets.subsets]]\n  image_dir = '/v/data/1_bg'\n  keep_tokens = 1\n"
+    )
+
+    assert module.parse_simple_toml(text) == tomllib.loads(text)

@@ -16,12 +16,19 @@ import os
 import random
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from _standin_cli import build_parser
 from _standin_console import Clock, Console, bar_line
 from _standin_dataset import Dataset, datasets_from_config, datasets_from_train_data_dir, load_user_config, scan
-from _standin_files import lora_tensors, png_bytes, read_safetensors_header, safetensors_bytes, write_file, write_state_dir
+from _standin_files import (
+    lora_tensors,
+    png_bytes,
+    read_safetensors_header,
+    safetensors_bytes,
+    write_file,
+    write_state_dir,
+)
 
 ARCHITECTURES = {"sdxl_train_network.py": "sdxl", "train_network.py": "sd", "flux_train_network.py": "flux"}
 KNOWN_NETWORK_MODULES = {"networks.lora", "networks.lora_flux", "networks.dylora", "networks.oft", "lycoris.kohya"}
@@ -49,7 +56,7 @@ class Fault:
         return self.kind if self.kind and step >= self.step else ""
 
 
-def default_if_none(value: Optional[str], default: str) -> str:
+def default_if_none(value: str | None, default: str) -> str:
     return default if value is None else value
 
 
@@ -57,7 +64,7 @@ class LossRecorder:
     """train_util.LossRecorder: moving average over the last epoch's worth of steps."""
 
     def __init__(self) -> None:
-        self.loss_list: List[float] = []
+        self.loss_list: list[float] = []
         self.loss_total = 0.0
 
     def add(self, epoch: int, step: int, loss: float) -> None:
@@ -92,9 +99,9 @@ class Trainer:
 
     # --- dataset and argument checks ------------------------------------------------------------
 
-    def load_datasets(self) -> Tuple[List[Dataset], Dict[str, Any]]:
+    def load_datasets(self) -> tuple[list[Dataset], dict[str, Any]]:
         args = self.args
-        general: Dict[str, Any] = {}
+        general: dict[str, Any] = {}
         if args.dataset_config is not None:
             self.log("INFO", f"Loading dataset config from {args.dataset_config}")
             config = load_user_config(args.dataset_config)
@@ -115,7 +122,7 @@ class Trainer:
         scan(datasets, self.log)
         return datasets, general
 
-    def assert_extra_args(self, general: Dict[str, Any]) -> None:
+    def assert_extra_args(self, general: dict[str, Any]) -> None:
         args = self.args
         enable_bucket = bool(general.get("enable_bucket", args.enable_bucket))
         bucket_reso_steps = int(general.get("bucket_reso_steps", args.bucket_reso_steps))
@@ -143,7 +150,7 @@ class Trainer:
             )
             assert cacheable, (
                 "when caching Text Encoder output, either caption_dropout_rate, shuffle_caption, token_warmup_step or "
-                "caption_tag_dropout_rate cannot be used / Text Encoderの出力をキャッシュするときはcaption_dropout_rate, "
+                "caption_tag_dropout_rate cannot be used / Text Encoderの出力をキャッシュするときはcaption_dropout_rate, "  # noqa: E501 - sd-scripts' exact text
                 "shuffle_caption, token_warmup_step, caption_tag_dropout_rateは使えません"
             )
         if self.arch == "sdxl":
@@ -152,7 +159,10 @@ class Trainer:
                 "Text Encoderの出力をキャッシュしながらText Encoderのネットワークを学習することはできません"
             )
         if self.arch == "flux" and args.max_token_length is not None:
-            self.log("WARNING", "max_token_length is not used in Flux training / max_token_lengthはFluxのトレーニングでは使用されません")
+            self.log(
+                "WARNING",
+                "max_token_length is not used in Flux training / max_token_lengthはFluxのトレーニングでは使用されません",  # noqa: E501 - sd-scripts' exact text
+            )
         if self.arch in ("sdxl", "flux"):
             self._verify_bucket_reso_steps(enable_bucket, bucket_reso_steps, 32)
 
@@ -181,12 +191,12 @@ class Trainer:
             return
         self.log(
             "ERROR",
-            "model is not found as a file or in Hugging Face, perhaps file name is wrong? / 指定したモデル名のファイル、"
+            "model is not found as a file or in Hugging Face, perhaps file name is wrong? / 指定したモデル名のファイル、"  # noqa: E501 - sd-scripts' exact text
             f"またはHugging Faceのモデルが見つかりません。ファイル名が誤っているかもしれません: {path}",
         )
         raise OSError(
             f"{path} is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'\n"
-            "If this is a private repository, make sure to pass a token having permission to this repo either by logging "
+            "If this is a private repository, make sure to pass a token having permission to this repo either by logging "  # noqa: E501 - sd-scripts' exact text
             "in with `huggingface-cli login` or by passing `token=<your_token>`"
         )
 
@@ -250,8 +260,9 @@ class Trainer:
         p(f"  gradient accumulation steps / 勾配を合計するステップ数 = {grad_acc}")
         p(f"  total optimization steps / 学習ステップ数: {args.max_train_steps}")
 
-        metadata = self.metadata(session_id, training_started_at, datasets, num_train_images, batches_per_epoch,
-                                 num_train_epochs)
+        metadata = self.metadata(
+            session_id, training_started_at, datasets, num_train_images, batches_per_epoch, num_train_epochs
+        )
 
         # train_network.py: initial_step / epoch_to_start, including its quirk that global_step restarts at 0
         initial_step = 0
@@ -264,7 +275,7 @@ class Trainer:
             initial_step = steps_from_state
         if initial_step > 0:
             assert args.max_train_steps > initial_step, (
-                "max_train_steps should be greater than initial step / max_train_stepsは初期ステップより大きい必要があります: "
+                "max_train_steps should be greater than initial step / max_train_stepsは初期ステップより大きい必要があります: "  # noqa: E501 - sd-scripts' exact text
                 f"{args.max_train_steps} vs {initial_step}"
             )
         epoch_to_start = 0
@@ -281,7 +292,7 @@ class Trainer:
         self.sample_images(0, 0)  # --sample_at_first
         if initial_step > 0:
             for skip_epoch in range(epoch_to_start):
-                self.log("INFO", f"skipping epoch {skip_epoch+1} because initial_step (multiplied) is {initial_step}")
+                self.log("INFO", f"skipping epoch {skip_epoch + 1} because initial_step (multiplied) is {initial_step}")
                 initial_step -= batches_per_epoch
             global_step = initial_step
 
@@ -293,7 +304,7 @@ class Trainer:
         loss = 0.0
         self.console.bar_update(bar_line("steps", 0, bar_total, 0.0, {}))
         for epoch in range(epoch_to_start, num_train_epochs):
-            p(f"\nepoch {epoch+1}/{num_train_epochs}\n")
+            p(f"\nepoch {epoch + 1}/{num_train_epochs}\n")
             metadata["ss_epoch"] = str(epoch + 1)
             for step in range(updates_per_epoch):
                 steps_run += 1
@@ -310,8 +321,11 @@ class Trainer:
                 )
                 if fault == "nan":
                     self.console.bar_close()
-                    print(f"[stand-in] loss is nan at step {global_step}; stopping (LORABOT_STANDIN_FAULT=nan)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[stand-in] loss is nan at step {global_step}; stopping (LORABOT_STANDIN_FAULT=nan)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     return 1
                 self.sample_images(None, global_step)
                 if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0:
@@ -348,7 +362,7 @@ class Trainer:
         self.log("INFO", "model saved.")
         return 0
 
-    def resume(self) -> Optional[int]:
+    def resume(self) -> int | None:
         """accelerate.load_state + train_network.py load_model_hook: the step count in train_state.json."""
         state_dir = self.args.resume
         if not state_dir:
@@ -373,12 +387,14 @@ class Trainer:
             while True:  # stops printing; only a signal ends it
                 time.sleep(3600)
         if fault == "crash":
-            raise RuntimeError(f"stand-in trainer crashed at step {step} (LORABOT_STANDIN_FAULT=crash@{self.fault.step})")
+            raise RuntimeError(
+                f"stand-in trainer crashed at step {step} (LORABOT_STANDIN_FAULT=crash@{self.fault.step})"
+            )
         if fault == "oom":
             raise OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 1.25 GiB. GPU 0 has a total capacity of 23.65 GiB of which "
                 "812.31 MiB is free. Process 4242 has 22.85 GiB memory in use. Of the allocated memory 21.93 GiB is "
-                "allocated by PyTorch, and 512.40 MiB is reserved by PyTorch but unallocated. If reserved but unallocated "
+                "allocated by PyTorch, and 512.40 MiB is reserved by PyTorch but unallocated. If reserved but unallocated "  # noqa: E501 - sd-scripts' exact text
                 "memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  "
                 "See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
             )
@@ -393,13 +409,13 @@ class Trainer:
         precision = self.args.save_precision or self.args.mixed_precision
         return {"fp16": "F16", "bf16": "BF16"}.get(precision, "F32")
 
-    def network_bytes(self, seed: int, metadata: Dict[str, str]) -> bytes:
+    def network_bytes(self, seed: int, metadata: dict[str, str]) -> bytes:
         args = self.args
         dim = args.network_dim or 4  # networks/lora.py create_network: network_dim defaults to 4
         alpha = args.network_alpha if args.network_alpha is not None else 1.0
         return safetensors_bytes(lora_tensors(self.arch, dim, alpha, seed), self.save_dtype(), metadata)
 
-    def save_model(self, name: str, metadata: Dict[str, str], steps: int, epoch_no: int) -> None:
+    def save_model(self, name: str, metadata: dict[str, str], steps: int, epoch_no: int) -> None:
         args = self.args
         if args.save_model_as != "safetensors":
             raise ValueError(f"stand-in sd-scripts writes safetensors only, got --save_model_as={args.save_model_as}")
@@ -428,12 +444,15 @@ class Trainer:
 
     def save_state(self, dir_name: str, current_epoch: int, current_step: int) -> None:
         state_dir = os.path.join(self.args.output_dir, dir_name)
-        self.log("INFO", f"save train state to {os.path.join(state_dir, 'train_state.json')} at epoch {current_epoch} "
-                         f"step {current_step}")
+        self.log(
+            "INFO",
+            f"save train state to {os.path.join(state_dir, 'train_state.json')} at epoch {current_epoch} "
+            f"step {current_step}",
+        )
         self.clock.sleep(SAVE_SIM_SECONDS)
         write_state_dir(state_dir, self.network_bytes(current_step, {}), current_epoch, current_step)
 
-    def sample_images(self, epoch: Optional[int], steps: int) -> None:
+    def sample_images(self, epoch: int | None, steps: int) -> None:
         """train_util.sample_images_common: when to sample, and the exact file names."""
         args = self.args
         if steps == 0:
@@ -472,12 +491,19 @@ class Trainer:
 
     # --- metadata -------------------------------------------------------------------------------
 
-    def metadata(self, session_id: int, started_at: float, datasets: List[Dataset], num_train_images: int,
-                 batches_per_epoch: int, num_train_epochs: int) -> Dict[str, str]:
+    def metadata(
+        self,
+        session_id: int,
+        started_at: float,
+        datasets: list[Dataset],
+        num_train_images: int,
+        batches_per_epoch: int,
+        num_train_epochs: int,
+    ) -> dict[str, str]:
         """train_network.py's metadata dict (values made str), the keys a LoRA browser reads."""
         args = self.args
         te_lr = args.text_encoder_lr
-        meta: Dict[str, Any] = {
+        meta: dict[str, Any] = {
             "ss_session_id": session_id,
             "ss_training_started_at": started_at,
             "ss_output_name": args.output_name,
@@ -524,8 +550,11 @@ class Trainer:
                         "num_train_images": d.num_train_images,
                         "resolution": d.resolution,
                         "subsets": [
-                            {"img_count": s.img_count, "num_repeats": s.num_repeats,
-                             "image_dir": os.path.basename(s.image_dir)}
+                            {
+                                "img_count": s.img_count,
+                                "num_repeats": s.num_repeats,
+                                "image_dir": os.path.basename(s.image_dir),
+                            }
                             for s in d.subsets
                         ],
                     }
@@ -536,8 +565,11 @@ class Trainer:
             meta["ss_batch_size_per_device"] = args.train_batch_size
             meta["ss_resolution"] = args.resolution
             meta["ss_dataset_dirs"] = json.dumps(
-                {os.path.basename(s.image_dir): {"n_repeats": s.num_repeats, "img_count": s.img_count}
-                 for d in datasets for s in d.subsets}
+                {
+                    os.path.basename(s.image_dir): {"n_repeats": s.num_repeats, "img_count": s.img_count}
+                    for d in datasets
+                    for s in d.subsets
+                }
             )
         if args.network_args:
             meta["ss_network_args"] = json.dumps(dict(a.split("=", 1) for a in args.network_args if "=" in a))
@@ -549,7 +581,7 @@ class Trainer:
             meta["ss_sd_model_name"] = model
         return {k: str(v) for k, v in meta.items()}
 
-    def sai_metadata(self, title: str) -> Dict[str, str]:
+    def sai_metadata(self, title: str) -> dict[str, str]:
         # library/sai_model_spec.py build_metadata: the modelspec.* keys next to ss_*
         arch = {"sdxl": "stable-diffusion-xl-v1-base", "flux": "flux-1-dev", "sd": "stable-diffusion-v1"}[self.arch]
         return {
@@ -562,8 +594,14 @@ class Trainer:
 
 
 # train_util.SS_METADATA_MINIMUM_KEYS
-MINIMUM_KEYS = ["ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha",
-                "ss_network_args"]
+MINIMUM_KEYS = [
+    "ss_v2",
+    "ss_base_model_version",
+    "ss_network_module",
+    "ss_network_dim",
+    "ss_network_alpha",
+    "ss_network_args",
+]
 
 
 def model_hash(filename: str) -> str:
@@ -581,7 +619,7 @@ def hash_seed(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def load_prompts(path: str) -> List[Dict[str, Any]]:
+def load_prompts(path: str) -> list[dict[str, Any]]:
     """train_util.load_prompts + line_to_prompt_dict for .txt and .json prompt files."""
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
@@ -595,14 +633,20 @@ def load_prompts(path: str) -> List[Dict[str, Any]]:
     return prompts
 
 
-def line_to_prompt_dict(line: str) -> Dict[str, Any]:
+def line_to_prompt_dict(line: str) -> dict[str, Any]:
     import re
 
     parts = line.split(" --")
-    prompt: Dict[str, Any] = {"prompt": parts[0]}
-    patterns = [("width", r"w (\d+)", int), ("height", r"h (\d+)", int), ("seed", r"d (\d+)", int),
-                ("sample_steps", r"s (\d+)", int), ("scale", r"l ([\d\.]+)", float),
-                ("guidance_scale", r"g ([\d\.]+)", float), ("negative_prompt", r"n (.+)", str)]
+    prompt: dict[str, Any] = {"prompt": parts[0]}
+    patterns = [
+        ("width", r"w (\d+)", int),
+        ("height", r"h (\d+)", int),
+        ("seed", r"d (\d+)", int),
+        ("sample_steps", r"s (\d+)", int),
+        ("scale", r"l ([\d\.]+)", float),
+        ("guidance_scale", r"g ([\d\.]+)", float),
+        ("negative_prompt", r"n (.+)", str),
+    ]
     for part in parts[1:]:
         for key, pattern, convert in patterns:
             m = re.match(pattern, part, re.IGNORECASE)

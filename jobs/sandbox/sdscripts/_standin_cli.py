@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
-_TYPES: Dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
 
 
-def load_flags() -> Dict[str, Any]:
+def load_flags() -> dict[str, Any]:
     return json.loads((HERE / "flags.json").read_text(encoding="utf-8"))
 
 
@@ -36,7 +37,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         if action != "store":
             raise ValueError(f"{flag}: argparse action {action!r} is not modelled by the stand-in")
         # int_or_float and Path are kept as text: the stand-in never computes with those flags.
-        options: Dict[str, Any] = {"default": kind["default"], "type": _TYPES.get(kind["type"] or "str", str)}
+        options: dict[str, Any] = {"default": kind["default"], "type": _TYPES.get(kind["type"] or "str", str)}
         if kind["nargs"] is not None:
             options["nargs"] = kind["nargs"]
         if kind["choices"] is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Dict, Optional
 
 
 class Clock:
@@ -24,7 +23,7 @@ class Clock:
         self._sim_start = time.time()
 
     @classmethod
-    def from_env(cls) -> "Clock":
+    def from_env(cls) -> Clock:
         return cls(float(os.environ.get("LORABOT_TIME_SCALE", "1") or "1"))
 
     def now(self) -> float:
@@ -46,7 +45,7 @@ class Console:
         """accelerator.print: plain print to stdout."""
         print(text, flush=True)
 
-    def log(self, level: str, message: str, where: Optional[str] = None) -> None:
+    def log(self, level: str, message: str, where: str | None = None) -> None:
         """A RichHandler line: time, level padded to 8, message, source file (no wrapping here).
 
         Like rich, it does not start a fresh line after a tqdm bar: sd-scripts logs "" first where it cares.
@@ -89,7 +88,7 @@ def _format_num(value: float) -> str:
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 
 
-def bar_line(desc: str, n: int, total: int, elapsed: float, postfix: Dict[str, float]) -> str:
+def bar_line(desc: str, n: int, total: int, elapsed: float, postfix: dict[str, float]) -> str:
     """One tqdm line with smoothing=0 (rate = n / elapsed) and the 10-cell bar tqdm draws without a tty."""
     frac = n / total if total else 0.0
     cells = frac * 10
@@ -104,7 +103,4 @@ def bar_line(desc: str, n: int, total: int, elapsed: float, postfix: Dict[str, f
         rate_text = f"{rate:5.2f}it/s" if rate >= 1 else f"{1 / rate:5.2f}s/it"
         remaining = _format_interval((total - n) / rate)
     post = "".join(f", {k}={_format_num(v)}" for k, v in postfix.items())
-    return (
-        f"{desc}: {frac * 100:3.0f}%|{bar}| {n}/{total} "
-        f"[{_format_interval(elapsed)}<{remaining}, {rate_text}{post}]"
-    )
+    return f"{desc}: {frac * 100:3.0f}%|{bar}| {n}/{total} [{_format_interval(elapsed)}<{remaining}, {rate_text}{post}]"

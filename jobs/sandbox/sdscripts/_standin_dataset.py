@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 try:
     import tomllib as _toml  # Python 3.11+
@@ -29,7 +30,7 @@ class Subset:
     image_dir: str
     num_repeats: int
     caption_extension: str
-    class_tokens: Optional[str] = None
+    class_tokens: str | None = None
     img_count: int = 0
 
 
@@ -37,7 +38,7 @@ class Subset:
 class Dataset:
     batch_size: int
     resolution: str
-    subsets: List[Subset] = field(default_factory=list)
+    subsets: list[Subset] = field(default_factory=list)
 
     @property
     def num_train_images(self) -> int:
@@ -48,7 +49,7 @@ class Dataset:
         return math.ceil(self.num_train_images / self.batch_size)
 
 
-def load_user_config(path: str) -> Dict[str, Any]:
+def load_user_config(path: str) -> dict[str, Any]:
     # config_util.load_user_config: same messages, raised as ValueError
     if not os.path.exists(path):
         raise ValueError(f"file not found / ファイルが見つかりません: {path}")
@@ -59,9 +60,9 @@ def load_user_config(path: str) -> Dict[str, Any]:
     return _toml.loads(text) if _toml is not None else parse_simple_toml(text)
 
 
-def parse_simple_toml(text: str) -> Dict[str, Any]:
+def parse_simple_toml(text: str) -> dict[str, Any]:
     """The TOML our dataset configs use: [table], [[array.of.tables]], key = scalar or [scalars]."""
-    root: Dict[str, Any] = {}
+    root: dict[str, Any] = {}
     current = root
     for raw in text.splitlines():
         line = raw.split(" #", 1)[0].strip()
@@ -95,7 +96,7 @@ def _scalar(value: str) -> Any:
         return float(value)
 
 
-def datasets_from_config(config: Dict[str, Any], args: Any) -> List[Dataset]:
+def datasets_from_config(config: dict[str, Any], args: Any) -> list[Dataset]:
     """[general] < [[datasets]] < [[datasets.subsets]], falling back to the command line like BlueprintGenerator."""
     general = config.get("general", {})
     datasets = []
@@ -119,7 +120,7 @@ def datasets_from_config(config: Dict[str, Any], args: Any) -> List[Dataset]:
     return datasets
 
 
-def datasets_from_train_data_dir(args: Any, log: Log) -> List[Dataset]:
+def datasets_from_train_data_dir(args: Any, log: Log) -> list[Dataset]:
     """config_util.generate_dreambooth_subsets_config_by_subdirs: `{repeats}_{class tokens}` folders only."""
     dataset = Dataset(batch_size=args.train_batch_size, resolution=str(args.resolution))
     base = args.train_data_dir
@@ -135,11 +136,13 @@ def datasets_from_train_data_dir(args: Any, log: Log) -> List[Dataset]:
                 continue
             if repeats < 1:
                 continue
-            dataset.subsets.append(Subset(os.path.join(base, name), repeats, args.caption_extension, "_".join(tokens[1:])))
+            dataset.subsets.append(
+                Subset(os.path.join(base, name), repeats, args.caption_extension, "_".join(tokens[1:]))
+            )
     return [dataset]
 
 
-def scan(datasets: List[Dataset], log: Log) -> None:
+def scan(datasets: list[Dataset], log: Log) -> None:
     """Count images per subset and warn about missing captions, as DreamBoothDataset does."""
     for dataset in datasets:
         for subset in dataset.subsets:
@@ -159,15 +162,15 @@ def scan(datasets: List[Dataset], log: Log) -> None:
                     log(
                         "WARNING",
                         "neither caption file nor class tokens are found. use empty caption for "
-                        f"{path} / キャプションファイルもclass tokenも見つかりませんでした。空のキャプションを使用します: {path}",
+                        f"{path} / キャプションファイルもclass tokenも見つかりませんでした。空のキャプションを使用します: {path}",  # noqa: E501 - sd-scripts' exact text
                     )
             if missing:
                 n = len(missing)
                 log(
                     "WARNING",
                     f"No caption file found for {n} images. Training will continue without captions for these images. "
-                    f"If class token exists, it will be used. / {n}枚の画像にキャプションファイルが見つかりませんでした。"
-                    "これらの画像についてはキャプションなしで学習を続行します。class tokenが存在する場合はそれを使います。",
+                    f"If class token exists, it will be used. / {n}枚の画像にキャプションファイルが見つかりませんでした。"  # noqa: E501 - sd-scripts' exact text
+                    "これらの画像についてはキャプションなしで学習を続行します。class tokenが存在する場合はそれを使います。",  # noqa: E501 - sd-scripts' exact text
                 )
                 for i, path in enumerate(missing):
                     if i >= 5:

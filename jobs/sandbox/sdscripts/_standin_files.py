@@ -16,26 +16,35 @@ import pickle
 import random
 import struct
 import zlib
-from typing import Dict, List, Tuple
 
 # Module names in the style of each architecture's LoRA (networks/lora.py, networks/lora_flux.py).
 _MODULES = {
-    "sdxl": ["lora_unet_input_blocks_4_1_proj_in", "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k",
-             "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v", "lora_te1_text_model_encoder_layers_0_mlp_fc1"],
-    "sd": ["lora_unet_down_blocks_0_attentions_0_proj_in", "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q",
-           "lora_te_text_model_encoder_layers_0_self_attn_k_proj"],
-    "flux": ["lora_unet_double_blocks_0_img_attn_proj", "lora_unet_double_blocks_0_txt_mlp_0",
-             "lora_unet_single_blocks_0_linear1"],
+    "sdxl": [
+        "lora_unet_input_blocks_4_1_proj_in",
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k",
+        "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_v",
+        "lora_te1_text_model_encoder_layers_0_mlp_fc1",
+    ],
+    "sd": [
+        "lora_unet_down_blocks_0_attentions_0_proj_in",
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q",
+        "lora_te_text_model_encoder_layers_0_self_attn_k_proj",
+    ],
+    "flux": [
+        "lora_unet_double_blocks_0_img_attn_proj",
+        "lora_unet_double_blocks_0_txt_mlp_0",
+        "lora_unet_single_blocks_0_linear1",
+    ],
 }
 _FEATURES = 64  # in/out features of every stand-in module: small so files stay tiny
 
-_DTYPES = {"F32": (4, "<f"), "F16": (2, "<e"), "BF16": (2, None)}
+_STRUCT_CODES = {"F32": "f", "F16": "e"}  # BF16 has no struct code: see _encode
 
 
-def lora_tensors(architecture: str, dim: int, alpha: float, seed: int) -> Dict[str, Tuple[List[int], List[float]]]:
+def lora_tensors(architecture: str, dim: int, alpha: float, seed: int) -> dict[str, tuple[list[int], list[float]]]:
     """Tensor name -> (shape, values) for a small LoRA; values depend on `seed` so epochs differ."""
     rng = random.Random(seed)
-    tensors: Dict[str, Tuple[List[int], List[float]]] = {}
+    tensors: dict[str, tuple[list[int], list[float]]] = {}
     for module in _MODULES[architecture]:
         tensors[f"{module}.alpha"] = ([], [float(alpha)])
         tensors[f"{module}.lora_down.weight"] = ([dim, _FEATURES], [rng.gauss(0, 0.02) for _ in range(dim * _FEATURES)])
@@ -43,19 +52,18 @@ def lora_tensors(architecture: str, dim: int, alpha: float, seed: int) -> Dict[s
     return tensors
 
 
-def _encode(values: List[float], dtype: str) -> bytes:
+def _encode(values: list[float], dtype: str) -> bytes:
     if dtype == "BF16":
         # bfloat16 is the upper half of an IEEE float32
         return b"".join(struct.pack("<f", v)[2:] for v in values)
-    fmt = _DTYPES[dtype][1]
-    return struct.pack(f"<{len(values)}{fmt[1]}", *values)
+    return struct.pack(f"<{len(values)}{_STRUCT_CODES[dtype]}", *values)
 
 
-def safetensors_bytes(tensors: Dict[str, Tuple[List[int], List[float]]], dtype: str, metadata: Dict[str, str]) -> bytes:
-    header: Dict[str, object] = {}
+def safetensors_bytes(tensors: dict[str, tuple[list[int], list[float]]], dtype: str, metadata: dict[str, str]) -> bytes:
+    header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = metadata
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     offset = 0
     for name in sorted(tensors):
         shape, values = tensors[name]
@@ -68,7 +76,7 @@ def safetensors_bytes(tensors: Dict[str, Tuple[List[int], List[float]]], dtype: 
     return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(chunks)
 
 
-def read_safetensors_header(path: str) -> Dict[str, object]:
+def read_safetensors_header(path: str) -> dict[str, object]:
     """What accelerate's load_state needs to trust a model.safetensors: a parseable header."""
     with open(path, "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
@@ -103,7 +111,9 @@ def png_bytes(width: int, height: int, seed: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(raw), 6)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(raw), 6)) + chunk(b"IEND", b"")
+    )
 
 
 def write_state_dir(state_dir: str, network_weights: bytes, current_epoch: int, current_step: int) -> None:
