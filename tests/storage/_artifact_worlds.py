@@ -1,7 +1,6 @@
 """Small worlds for the artifact store tests: a fake UTC clock, the local store served over real HTTP from a
-background thread (so stdlib urllib can call it like a pod would), and one moto S3 server per test process.
-
-When `tests/world/fixtures_s3.py` lands, the moto part moves there; the rest is specific to these tests.
+background thread (so stdlib urllib can call it like a pod would), and an S3 store on the test world's moto
+bucket (`s3_world` from tests/world/fixtures_s3.py).
 """
 
 from __future__ import annotations
@@ -9,16 +8,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 from aiohttp import web
-from moto.server import ThreadedMotoServer
 
 from storage.artifacts_local import LocalArtifactStore
 from storage.artifacts_s3 import S3ArtifactStore
@@ -100,36 +96,6 @@ def served_local_store(
         yield LocalWorld(store, clock, root)
     finally:
         server.stop()
-
-
-_moto_lock = threading.Lock()
-_moto_url: str | None = None
-
-
-def moto_url() -> str:
-    """The endpoint of one moto S3 server for the whole test process (started on first use, daemon thread)."""
-    global _moto_url
-    with _moto_lock:
-        if _moto_url is None:
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            server.start()
-            host, port = server.get_host_and_port()
-            _moto_url = f"http://{host}:{port}"
-        return _moto_url
-
-
-def new_bucket(endpoint_url: str, region: str = "us-east-1") -> str:
-    """A fresh bucket per test keeps tests independent on the shared server."""
-    name = f"lorabot-test-{uuid.uuid4().hex[:12]}"
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-    )
-    client.create_bucket(Bucket=name)
-    return name
 
 
 def s3_store(bucket: str, endpoint_url: str | None, **overrides: object) -> S3ArtifactStore:

@@ -22,7 +22,7 @@ from storage.artifacts import (
     InvalidKey,
     RetentionPolicy,
 )
-from tests.storage._artifact_worlds import moto_url, new_bucket, s3_store, served_local_store
+from tests.storage._artifact_worlds import s3_store, served_local_store
 
 UPLOAD_OPERATIONS = {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}
 
@@ -33,8 +33,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactSt
         with served_local_store(tmp_path / "store") as world:
             yield world.store
     else:
-        endpoint = moto_url()
-        yield s3_store(new_bucket(endpoint), endpoint)
+        world = request.getfixturevalue("s3_world")
+        yield s3_store(world.bucket, world.endpoint_url)
 
 
 def _write(path: Path, data: bytes) -> Path:

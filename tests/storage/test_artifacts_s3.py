@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,18 @@ import pytest
 
 from storage.artifacts import OCTET_STREAM, ArtifactStoreError
 from storage.artifacts_s3 import S3ArtifactStore
-from tests.storage._artifact_worlds import S3_ACCESS_KEY, S3_SECRET_KEY, moto_url, new_bucket, s3_store
+from tests.storage._artifact_worlds import S3_ACCESS_KEY, S3_SECRET_KEY, s3_store
+from tests.world.s3 import S3World, urllib_put
 
 
 @pytest.fixture
-def endpoint() -> str:
-    return moto_url()
+def endpoint(s3_world: S3World) -> str:
+    return s3_world.endpoint_url
 
 
 @pytest.fixture
-def bucket(endpoint: str) -> str:
-    return new_bucket(endpoint)
+def bucket(s3_world: S3World) -> str:
+    return s3_world.bucket
 
 
 def _raw_client(endpoint: str) -> Any:
@@ -101,13 +103,45 @@ def test_r2_style_settings_work(endpoint: str, bucket: str) -> None:
     assert store.get_bytes("jobs/j1/status/prepare.json") == b'{"phase": "ready"}'
 
 
-def test_endpoint_from_the_environment(endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test world (and some operators) set AWS_ENDPOINT_URL_S3 instead of passing the endpoint."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-    store = s3_store(bucket, None)
-    assert store.endpoint_url == endpoint
+def test_endpoint_and_credentials_from_the_environment(s3_world: S3World) -> None:
+    """The test world (and some operators) set AWS_ENDPOINT_URL_S3 and AWS_* keys instead of passing them."""
+    store = S3ArtifactStore(s3_world.bucket, prefix="lorabot/")
+    assert store.endpoint_url == s3_world.endpoint_url
     store.put_bytes("jobs/j1/manifest.json", b"{}")
-    assert store.exists("jobs/j1/manifest.json")
+    assert s3_world.read("lorabot/jobs/j1/manifest.json") == b"{}"
+    assert "from environment" in repr(store)
+
+
+def test_dataset_is_uploaded_once_by_the_servers_count(s3_world: S3World, tmp_path: Path) -> None:
+    """Issue 9: the same zip twice is one object; moto's own request record shows one upload."""
+    store = s3_store(s3_world.bucket, s3_world.endpoint_url)
+    data = os.urandom(100_000)
+    sha = hashlib.sha256(data).hexdigest()
+    zip_path = tmp_path / "dataset.zip"
+    zip_path.write_bytes(data)
+
+    assert store.put_dataset(sha, zip_path)[1] is True
+    assert store.put_dataset(sha, zip_path)[1] is False
+    assert store.put_dataset(sha, zip_path)[1] is False
+
+    requests = list(s3_world.requests_for(f"lorabot/datasets/{sha}.zip"))
+    assert [(r.method, r.content_length) for r in requests if r.method in ("PUT", "POST")] == [("PUT", len(data))]
+    assert [r.method for r in requests].count("HEAD") == 3
+
+
+def test_a_presigned_put_with_another_content_type_is_refused(s3_world: S3World) -> None:
+    """Real S3 refuses a Content-Type other than the signed one; the world enforces it for registered URLs."""
+    store = s3_store(s3_world.bucket, s3_world.endpoint_url)
+    url = store.presign_put("jobs/j42/status/train.json", 600)
+    signature = parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
+    s3_world.server.signed_content_types[signature] = OCTET_STREAM
+
+    wrong = urllib.request.Request(url, data=b"{}", method="PUT", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(wrong, timeout=10)
+    assert caught.value.code == 403
+    assert urllib_put(url, b"{}") == 200
+    assert store.get_bytes("jobs/j42/status/train.json") == b"{}"
 
 
 def test_credentials_never_show(endpoint: str, bucket: str) -> None:
