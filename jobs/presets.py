@@ -164,7 +164,7 @@ def _try(candidate: Any, value: Any) -> tuple[bool, Any]:
 
 
 def _describe(hint: Any) -> str:
-    return str(hint).replace("typing.", "")
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 # Fields a preset may leave out: TrainSpec gives them a default (Flux-only settings, extras, notes).

@@ -1,0 +1,89 @@
+"""Steps, duration and cost: seed 000's 5,900 steps, ~50 min on a 4090 and ~$0.75 secure / less on community."""
+
+from decimal import Decimal
+
+import pytest
+
+from jobs.estimate import StageFigures, count_steps, estimate, volume_size_gb
+from jobs.prices import StaticPriceProvider, format_usd, usd_to_micros
+from tests.jobs.data.specs import CATALOG, spec
+
+TABLE = StaticPriceProvider().get_table()
+
+
+def _seed_estimate(warm: bool = False, gpu: str = "4090"):
+    s = spec(sample_prompts=("a", "b"))
+    steps = count_steps([(59, 10)], s.epochs, s.batch_size)
+    model = CATALOG.get(s.base_model)
+    return estimate(s, steps, image_count=59, model_bytes=model.total_bytes, gpu=TABLE.gpu(gpu), prices=TABLE,
+                    warm=warm)
+
+
+def test_seed_000_run_is_5900_steps() -> None:
+    steps = count_steps([(59, 10)], epochs=10, batch_size=1)
+    assert (steps.images_x_repeats, steps.per_epoch, steps.total) == (590, 590, 5900)
+
+
+def test_batches_round_up_per_epoch_as_sd_scripts_does() -> None:
+    assert count_steps([(59, 10), (3, 1)], epochs=2, batch_size=4).total == 2 * 149  # ceil(593 / 4)
+
+
+def test_steps_refuse_a_zero_batch() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        count_steps([(1, 1)], epochs=1, batch_size=0)
+
+
+def test_training_takes_about_50_minutes_on_a_4090() -> None:
+    e = _seed_estimate()
+    assert 48 * 60 <= e.durations.train_s <= 52 * 60
+    assert e.durations.cpu_stage_s >= 30 * 60  # cold: env build + 6.9 GB model
+    assert _seed_estimate(warm=True).durations.cpu_stage_s == 120
+
+
+def test_secure_total_is_within_20_percent_of_seed_000s_measured_075_and_community_is_lower() -> None:
+    e = _seed_estimate()
+    secure, community = e.cost("secure"), e.cost("community")
+    assert abs(secure.total_micros - 750_000) <= 150_000
+    assert community.total_micros < secure.total_micros
+    assert secure.total_micros == secure.volume_micros + secure.cpu_micros + secure.gpu_micros
+    assert all(isinstance(v, int) for v in (secure.volume_micros, secure.cpu_micros, secure.gpu_micros))
+
+
+def test_costs_split_like_seed_000s_table() -> None:
+    e = _seed_estimate()
+    secure = e.cost("secure")
+    assert secure.volume_micros < 20_000  # "noise" (~$0.01)
+    assert 30_000 <= secure.cpu_micros <= 60_000  # $0.08/h for 30-40 min
+    assert 600_000 <= secure.gpu_micros <= 750_000  # $0.69/h for ~60 min
+
+
+def test_a_slower_gpu_trains_longer() -> None:
+    assert _seed_estimate(gpu="a5000").durations.train_s > _seed_estimate().durations.train_s
+
+
+def test_a_gpu_without_a_community_price_has_no_community_line() -> None:
+    e = _seed_estimate(gpu="l4")
+    assert [c.cloud for c in e.costs] == ["secure", "spot"]
+    with pytest.raises(KeyError, match="L4 has no community price"):
+        e.cost("community")
+
+
+def test_volume_is_at_least_30_gb_and_grows_with_the_model() -> None:
+    stages = StageFigures()
+    assert volume_size_gb(6_938_040_682, stages) == 30
+    assert volume_size_gb(CATALOG.get("flux1-dev").total_bytes, stages) == 50
+
+
+def test_money_helpers_round_half_up_in_micro_dollars() -> None:
+    assert usd_to_micros("0.44") == 440_000
+    assert usd_to_micros(Decimal("0.0000005")) == 1
+    assert format_usd(745_000) == "$0.75"
+    assert format_usd(4_321, 3) == "$0.004"
+
+
+def test_render_table_shows_a_total_per_cloud() -> None:
+    table = _seed_estimate().render_table()
+    assert "Steps: 5,900" in table
+    assert "| Cloud | Volume | CPU pod | GPU pod | Total |" in table
+    for cloud in ("community", "secure", "spot"):
+        assert f"| {cloud} |" in table
