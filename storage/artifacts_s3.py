@@ -73,6 +73,11 @@ class S3ArtifactStore(ArtifactStore):
         # Resolved here rather than left to boto3 so the addressing style below knows about it.
         endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         self.endpoint_url = endpoint_url
+        if region == "auto" and not endpoint_url:
+            raise ValueError(
+                'S3 region "auto" is for Cloudflare R2 and needs its endpoint URL; '
+                "for AWS, give the bucket's region (e.g. us-east-1)"
+            )
         self.region = region
         self.link_lifetime_s = validate_lifetime(link_lifetime_s)
         self._credentials_given = access_key is not None
