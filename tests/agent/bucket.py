@@ -47,6 +47,12 @@ class Bucket:
     def presign_put(self, key: str, expires_s: int = 3600) -> str:
         return f"{self.base_url}/{quote(key)}?X-Sig={_signature('PUT', key)}&X-Expires={expires_s}"
 
+    def put(self, key: str, data: bytes) -> None:
+        self.objects[key] = data
+
+    def read(self, key: str) -> bytes:
+        return self.objects[key]
+
     def puts(self, key: str) -> int:
         return sum(1 for r in self.requests if r.method == "PUT" and r.key == key and r.status == 200)
 

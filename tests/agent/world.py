@@ -12,7 +12,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -20,7 +20,17 @@ from jobs.agent_bundle import build_agent
 from jobs.manifest import JobKeys, ModelSource, build_manifest, dataset_key
 from jobs.sandbox.recipe import sandbox_recipe
 
-from .bucket import Bucket
+
+class Store(Protocol):
+    """What a job needs of a bucket: this folder's Bucket, or the world's moto-backed S3World."""
+
+    def presign_get(self, key: str, expires_s: int = 3600) -> str: ...
+
+    def presign_put(self, key: str, expires_s: int = 3600) -> str: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def read(self, key: str) -> bytes: ...
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "jobs" / "sandbox" / "sdscripts"
@@ -58,7 +68,7 @@ class Job:
     job_id: str
     output_name: str
     manifest: dict[str, Any]
-    bucket: Bucket
+    bucket: Store
 
     @property
     def keys(self) -> JobKeys:
@@ -69,21 +79,21 @@ class Job:
         return self.bucket.presign_get(self.keys.manifest)
 
     def status(self, stage: str) -> dict[str, Any]:
-        return json.loads(self.bucket.objects[self.keys.status(stage)])
+        return json.loads(self.bucket.read(self.keys.status(stage)))
 
     def history(self, stage: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.bucket.objects[self.keys.history(stage)].splitlines()]
+        return [json.loads(line) for line in self.bucket.read(self.keys.history(stage)).splitlines()]
 
 
-def put_job(bucket: Bucket, job_id: str = "j1", *, epochs: int = 3, model_sha256: str | None = "auto",
+def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256: str | None = "auto",
             dataset: bytes | None = None, upload_dataset: bool = True, stages: list[str] | None = None,
             status_interval_s: float = 5.0, ready_timeout_s: int = 600) -> Job:
     """Upload the model, the dataset and a manifest for a job on the stand-in trainer; return the job."""
     data = dataset if dataset is not None else dataset_zip()
     data_sha = hashlib.sha256(data).hexdigest()
     if upload_dataset:
-        bucket.objects[dataset_key(data_sha)] = data
-    bucket.objects["models/base.safetensors"] = MODEL_BYTES
+        bucket.put(dataset_key(data_sha), data)
+    bucket.put("models/base.safetensors", MODEL_BYTES)
     sha = hashlib.sha256(MODEL_BYTES).hexdigest() if model_sha256 == "auto" else model_sha256
     output_name = "kana"
     args = [
@@ -102,7 +112,7 @@ def put_job(bucket: Bucket, job_id: str = "j1", *, epochs: int = 3, model_sha256
         store=bucket, expires_s=3600, status_interval_s=status_interval_s, ready_timeout_s=ready_timeout_s,
     )
     job = Job(job_id, output_name, manifest, bucket)
-    bucket.objects[job.keys.manifest] = json.dumps(manifest).encode()
+    bucket.put(job.keys.manifest, json.dumps(manifest).encode())
     return job
 
 
