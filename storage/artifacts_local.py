@@ -71,6 +71,7 @@ class LocalArtifactStore(ArtifactStore):
             folder.mkdir(parents=True, exist_ok=True)
         self._log: builtins.list[RequestRecord] = []
         self._log_lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore(root={str(self.root)!r}, base_url={self.base_url!r}, secret=<redacted>)"
@@ -110,15 +111,20 @@ class LocalArtifactStore(ArtifactStore):
         """Rename a complete temp file into place, then write its metadata (head() ignores stale metadata)."""
         target = self.object_path(key)
         written_at = self._clock().astimezone(UTC)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_path, target)
-        except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
-            raise ArtifactStoreError(f"artifact key {key!r} collides with an existing key's folder or file") from exc
         meta = {"sha256": sha256, "size": size, "content_type": content_type, "written_at": written_at.isoformat()}
         meta_path = self._meta_path(key)
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(meta_path, json.dumps(meta))
+        # One lock for renames, metadata and deletes: two uploads of one key must not pair one's bytes with the
+        # other's sha256, and a delete pruning empty folders must not pull a folder from under a rename.
+        with self._write_lock:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_path, target)
+            except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
+                raise ArtifactStoreError(
+                    f"artifact key {key!r} collides with an existing key's folder or file"
+                ) from exc
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(meta_path, json.dumps(meta))
         self.record("PutObject", key)
         return ObjectInfo(key=key, size=size, sha256=sha256, last_modified=written_at)
 
@@ -219,10 +225,11 @@ class LocalArtifactStore(ArtifactStore):
 
     def delete(self, key: str) -> None:
         self.record("DeleteObject", key)
-        for path in (self.object_path(key), self._meta_path(key)):
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                path.unlink()
-            self._prune_empty_parents(path)
+        with self._write_lock:
+            for path in (self.object_path(key), self._meta_path(key)):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                    path.unlink()
+                self._prune_empty_parents(path)
 
     def delete_prefix(self, prefix: str) -> int:
         if prefix == "":

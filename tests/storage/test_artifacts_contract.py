@@ -246,3 +246,13 @@ def test_cleanup_needs_an_aware_time(store: ArtifactStore) -> None:
     with pytest.raises(ValueError, match="aware UTC"):
         store.cleanup_expired(datetime(2026, 1, 1), policy)  # a naive time is the mistake under test
     assert store.cleanup_expired(datetime(2026, 1, 1, tzinfo=UTC), policy).deleted_keys == []
+
+
+def test_local_store_explains_a_key_that_collides_with_a_folder(tmp_path: Path) -> None:
+    """S3 keys are flat; a folder store cannot hold both "a" and "a/b", and says so instead of half-writing."""
+    with served_local_store(tmp_path / "store") as world:
+        world.store.put_bytes("jobs/j1/final", b"x")
+        with pytest.raises(ArtifactStoreError, match="collides with an existing key"):
+            world.store.put_bytes("jobs/j1/final/kana.safetensors", b"y")
+        assert list((tmp_path / "store" / "tmp").iterdir()) == []
+        assert world.store.get_bytes("jobs/j1/final") == b"x"
