@@ -1,0 +1,988 @@
+"""The controller: turns queued jobs into pods and pods into results, one small non-blocking step per tick.
+
+Shape (STYLE.md: SkyPilot's controller, dstack's checks): `tick()` loads the active jobs and `advance()`s each by at
+most one step: look at the world once (a status object, one `get_pod`), transition in the DB, then act. Every
+transition is committed before its side effect, and every side effect is idempotent:
+- pods have deterministic names and a row written *before* the API call; a pod row without a RunPod id is looked up
+  by name before anything is created again (a crash between "RunPod answered" and "we wrote it down" costs nothing);
+- terminate is idempotent and retried by the next tick, and a clean-up pass terminates any live pod of a finished
+  job; the reaper terminates any `lorabot-*` pod at RunPod that no live job owns.
+A restarted orchestrator is just the next tick: everything it needs is in the DB and the bucket.
+
+Time comes from an injected clock, so the RunPod emulator's simulated time drives deadlines and costs in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs import ledger
+from jobs.cloud import AsyncCloud, CloudError, CloudTransientError, GpuOffer, NoCapacityError, PodNotFound, PodRequest
+from jobs.config import Settings
+from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
+from jobs.names import parse_pod_name
+from jobs.queue import JobPlan
+from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
+from storage.db import session_scope
+from storage.models import Job, Notice, Pod, Volume
+from storage.queries import (
+    count_jobs_in,
+    get_job,
+    get_volume_for_data_center,
+    is_cache_ready,
+    list_active_jobs,
+    list_live_pods,
+    list_pods_for_job,
+    mark_cache_ready,
+    record_volume,
+)
+from storage.transitions import (
+    InvalidTransition,
+    NoticeDraft,
+    add_notice,
+    record_pod_intent,
+    set_pod_created,
+    set_pod_exited,
+    set_pod_running,
+    set_pod_seen,
+    set_pod_terminate_requested,
+    set_pod_terminated,
+    transition,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+RUNNING_STATES = frozenset({JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.INTERRUPTED, JobStatus.COLLECTING})
+# What the agent's error kinds mean for the job, and what to tell the user to try.
+_TRAINER_HINTS = {
+    "oom": "the GPU ran out of memory: lower batch_size or resolution, or enable gradient checkpointing",
+    "nan": "the loss became NaN: lower the learning rates (unet_lr, te_lr) or use bf16",
+    "assertion": "sd-scripts refused the settings; the message above says which",
+    "missing_file": "a file sd-scripts needed was missing on the volume",
+    "trainer_crash": "sd-scripts crashed; the log tail is in the bucket",
+    "no_gpu": "the pod had no usable GPU (CUDA not available); the job can be retried on another pod",
+}
+
+
+class Store(Protocol):
+    """The part of storage.artifacts.ArtifactStore the orchestrator uses."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = ...) -> Any: ...
+
+    def get_bytes(self, key: str, max_bytes: int = ...) -> bytes | None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def sha256_of(self, key: str) -> str | None: ...
+
+    def presign_get(self, key: str, expires_s: int) -> str: ...
+
+    def presign_put(self, key: str, expires_s: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    gpu_type_id: str
+    cloud: str
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    data_center_id: str = "EU-RO-1"
+    volume_size_gb: int = 30
+    volume_mount_path: str = "/workspace"
+    cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
+    gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+    cpu_instance_id: str = "cpu3c-2-4"
+    container_disk_gb: int = 20
+    gpu_fallback: tuple[GpuChoice, ...] = (
+        GpuChoice("NVIDIA GeForce RTX 4090", "COMMUNITY"),
+        GpuChoice("NVIDIA GeForce RTX 4090", "SECURE"),
+    )
+    min_gpu_memory_gb: int = 24
+    max_gpu_price_micros_per_hr: int = 800_000
+    spot: bool = False
+    spot_bid_micros_per_hr: int | None = None
+    reserve_margin_s: int = 120
+    gpu_startup_guess_s: int = 120
+    no_stock_deadline_s: int = 1800
+    startup_timeout_s: int = 1200
+    status_stale_s: int = 600
+    max_concurrent_jobs: int = 2
+    max_gpu_attempts: int = 3
+    url_lifetime_s: int = 7 * 24 * 3600
+    status_interval_s: float = 5.0
+    volume_price_micros_per_gb_month: int = ledger.VOLUME_PRICE_MICROS_PER_GB_MONTH
+    # Extra env for every pod (the sandbox's trainer speed; never secrets: pods' env is visible to their owner).
+    pod_env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OrchestratorConfig:
+        rp = settings.runpod
+
+        def micros(value: Decimal | None) -> int | None:
+            return None if value is None else int(value * 1_000_000)
+
+        return cls(
+            data_center_id=rp.data_centers[0],
+            volume_size_gb=rp.volume_size_gb,
+            volume_mount_path=rp.volume_mount_path,
+            cpu_image=rp.cpu_image,
+            gpu_image=rp.gpu_image,
+            cpu_instance_id=rp.cpu_instance_id,
+            container_disk_gb=rp.container_disk_gb,
+            gpu_fallback=tuple(GpuChoice(c.gpu_type_id, c.cloud) for c in rp.gpu_fallback),
+            min_gpu_memory_gb=rp.min_gpu_memory_gb,
+            max_gpu_price_micros_per_hr=micros(rp.max_gpu_price_per_hr) or 0,
+            spot=rp.spot,
+            spot_bid_micros_per_hr=micros(rp.spot_bid_per_hr),
+            reserve_margin_s=rp.reserve_margin_s,
+            gpu_startup_guess_s=rp.gpu_startup_guess_s,
+            no_stock_deadline_s=rp.no_stock_deadline_s,
+            startup_timeout_s=rp.startup_timeout_s,
+            status_stale_s=rp.status_stale_s,
+            max_concurrent_jobs=settings.limits.max_concurrent_gpu_jobs,
+            url_lifetime_s=settings.s3.link_lifetime_s,
+        )
+
+
+@dataclass
+class TickReport:
+    """What one tick did, for logs and tests."""
+
+    advanced: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        cloud: AsyncCloud,
+        store: Store,
+        config: OrchestratorConfig,
+        env_recipe: dict[str, Any],
+        agent_bundle: tuple[bytes, str],
+        clock: Clock = lambda: dt.datetime.now(dt.UTC),
+        model_token_env: dict[str, str] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.cloud = cloud
+        self.store = store
+        self.config = config
+        self.env_recipe = env_recipe
+        self.env_hash = recipe_hash(env_recipe)
+        self._agent_bytes, self._agent_sha = agent_bundle
+        self.clock = clock
+        # Values of gated-model tokens by env name (HF_TOKEN): only those a job's model names go into its pod.
+        self._model_tokens = dict(model_token_env or {})
+        self._lock = asyncio.Lock()
+
+    # -- the tick ----------------------------------------------------------------------------------------------
+
+    async def tick(self) -> TickReport:
+        """Advance every active job by one step, then clean up pods of finished jobs. Never runs twice at once."""
+        report = TickReport()
+        async with self._lock:
+            with session_scope(self.sessions) as s:
+                job_ids = [job.id for job in list_active_jobs(s)]
+            for job_id in job_ids:
+                try:
+                    await self._advance(job_id)
+                    report.advanced.append(f"j{job_id}")
+                except (CloudTransientError, OSError) as exc:
+                    log.warning("job j%s: transient error, retrying next tick: %s", job_id, exc)
+                    report.errors.append(f"j{job_id}: {exc}")
+                except Exception as exc:  # one bad job must not stop the others
+                    log.exception("job j%s: unexpected error", job_id)
+                    report.errors.append(f"j{job_id}: {type(exc).__name__}: {exc}")
+            await self._clean_up_finished()
+        return report
+
+    async def cancel(self, job_id: int, *, by: str = "user") -> Job:
+        """Stop a job at any state, pods first; safe to call twice and before any pod id is known."""
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            if job.status is JobStatus.QUEUED and not list_pods_for_job(s, job_id):
+                job = transition(
+                    s,
+                    job_id,
+                    JobStatus.CANCELLED,
+                    now=now,
+                    reason=f"cancelled by {by}",
+                    notice=NoticeDraft(NoticeKind.CANCELLED, {"cost": _cost_payload(s, job_id, now)}),
+                )
+                return job
+            if not job.status.is_terminal() and job.status is not JobStatus.CANCELLING:
+                transition(s, job_id, JobStatus.CANCELLING, now=now, reason=f"cancelled by {by}", notify=False)
+        async with self._lock:
+            await self._advance(job_id)
+        with session_scope(self.sessions) as s:
+            return _require_job(s, job_id)
+
+    async def reap(self) -> list[str]:
+        """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one."""
+        reaped = []
+        pods = await self.cloud.list_pods("lorabot-")
+        now = self.clock()
+        for pod in pods:
+            parsed = parse_pod_name(pod.name)
+            if parsed is None:
+                continue
+            with session_scope(self.sessions) as s:
+                job = get_job(s, parsed.job_id)
+                row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
+                owned = (
+                    job is not None
+                    and not job.status.is_terminal()
+                    and row is not None
+                    and row.status is not PodStatus.TERMINATED
+                    and row.runpod_pod_id in (None, pod.id)
+                )
+            if owned:
+                continue
+            await self.cloud.terminate_pod(pod.id)
+            with session_scope(self.sessions) as s:
+                if row is not None and row.runpod_pod_id == pod.id:
+                    set_pod_terminated(s, row.id, now=self.clock(), exit_reason="reaped: no live job owns it")
+                    ledger.close_pod_cost(s, row)
+                add_notice(
+                    s,
+                    job_id=parsed.job_id if job is not None else None,
+                    kind=NoticeKind.INFO,
+                    key=f"reaper:{pod.id}",
+                    now=now,
+                    payload={"text": f"reaper terminated pod {pod.name} ({pod.id}): no live job owned it"},
+                )
+            reaped.append(pod.name)
+            log.warning("reaper terminated %s (%s)", pod.name, pod.id)
+        return reaped
+
+    # -- one job -----------------------------------------------------------------------------------------------
+
+    async def _advance(self, job_id: int) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            status = job.status
+            if status.is_terminal():
+                return
+            if status is not JobStatus.CANCELLING:
+                failure = self._deadline_or_budget_failure(s, job, now)
+                if failure is not None:
+                    kind, reason = failure
+                    transition(
+                        s,
+                        job_id,
+                        kind,
+                        now=now,
+                        reason=reason,
+                        notice=NoticeDraft(NoticeKind.FAILED, {"reason": reason}),
+                    )
+                    status = kind
+        if status.is_terminal():
+            await self._terminate_job_pods(job_id)
+            self._close_costs(job_id)
+            return
+        handler = {
+            JobStatus.QUEUED: self._queued,
+            JobStatus.PREPARING: self._preparing,
+            JobStatus.TRAINING: self._training,
+            JobStatus.INTERRUPTED: self._interrupted,
+            JobStatus.COLLECTING: self._collecting,
+            JobStatus.CANCELLING: self._cancelling,
+        }[status]
+        await handler(job_id)
+
+    def _deadline_or_budget_failure(self, s: Session, job: Job, now: dt.datetime) -> tuple[JobStatus, str] | None:
+        if job.deadline_at is not None and now > job.deadline_at:
+            return (
+                JobStatus.FAILED_TIMEOUT,
+                f"the job ran past its wall-time limit ({job.deadline_at:%Y-%m-%d %H:%M} UTC)",
+            )
+        if job.status is not JobStatus.QUEUED and ledger.exceeds_job_budget(s, job.id, now=now):
+            spent = ledger.job_cost(s, job.id, now=now).total_micros
+            return JobStatus.FAILED_BUDGET, (
+                f"the job spent {ledger.format_usd(spent)}, over its budget of "
+                f"{ledger.format_usd(job.budget_micros or 0)}; pods were stopped"
+            )
+        return None
+
+    async def _queued(self, job_id: int) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            if count_jobs_in(s, RUNNING_STATES) >= self.config.max_concurrent_jobs:
+                return
+            job = _require_job(s, job_id)
+            if job.cancel_requested_at is not None:
+                return
+        volume = await self._ensure_volume()
+        self._ensure_agent_uploaded()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            plan = JobPlan.from_json(job.plan_json)
+            warm = is_cache_ready(s, volume.id, CacheKind.ENV, self.env_hash) and is_cache_ready(
+                s, volume.id, CacheKind.MODEL, plan.model.filename
+            )
+        self._write_manifest(job_id, plan, stages=["prepare", "train"] if warm else ["train"])
+        with session_scope(self.sessions) as s:
+            transition(
+                s,
+                job_id,
+                JobStatus.PREPARING,
+                now=now,
+                expected=JobStatus.QUEUED,
+                volume_id=volume.id,
+                data_center_id=volume.data_center_id,
+                env_hash=self.env_hash,
+                cpu_needed=not warm,
+                notice=NoticeDraft(
+                    NoticeKind.PREPARING,
+                    {
+                        "warm": warm,
+                        "text": "the volume already holds the environment and the model: straight to the GPU"
+                        if warm
+                        else "renting a CPU pod to build the environment and fetch the model and dataset",
+                    },
+                ),
+            )
+        await self._preparing(job_id)
+
+    async def _preparing(self, job_id: int) -> None:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            cpu_needed = bool(job.cpu_needed)
+            plan = JobPlan.from_json(job.plan_json)
+        prepare = self._read_status(job_id, plan, "prepare")
+        ready = not cpu_needed or (prepare is not None and prepare.get("phase") == "ready")
+        if cpu_needed:
+            cpu = await self._ensure_pod(job_id, PodRole.CPU, attempt=1, offer=None)
+            if prepare is not None and prepare.get("phase") == "failed":
+                await self._fail_from_agent(job_id, prepare, stage="prepare")
+                return
+            if ready:
+                await self._terminate_pod(cpu.id, reason="the volume is ready")
+                self._mark_cache(job_id, plan)
+            else:
+                state = await self._observe(cpu.id)
+                if state in ("exited", "gone", "stuck"):
+                    await self._fail(
+                        job_id, JobStatus.FAILED_INTERNAL, f"the CPU pod stopped before the volume was ready ({state})"
+                    )
+                    return
+        gpu = self._current_gpu_pod(job_id)
+        if gpu is None:
+            if ready or self._should_reserve_gpu(prepare):
+                await self._reserve_gpu(job_id)
+            return
+        train = self._read_status(job_id, plan, "train", pod=gpu)
+        if train is not None and train.get("phase") == "failed":
+            await self._fail_from_agent(job_id, train, stage="train")
+            return
+        if train is not None and train.get("phase") in ("training", "uploading", "succeeded"):
+            with session_scope(self.sessions) as s:
+                transition(
+                    s,
+                    job_id,
+                    JobStatus.TRAINING,
+                    now=self.clock(),
+                    expected=JobStatus.PREPARING,
+                    notice=NoticeDraft(
+                        NoticeKind.INFO, {"text": "training started", "gpu": gpu.gpu_type_id, "cloud": gpu.cloud_type}
+                    ),
+                )
+            await self._training(job_id)
+            return
+        state = await self._observe(gpu.id)
+        if state in ("exited", "gone", "stuck"):
+            await self._replace_gpu(job_id, gpu, f"the GPU pod {state} before training started")
+
+    async def _training(self, job_id: int) -> None:
+        with session_scope(self.sessions) as s:
+            plan = JobPlan.from_json(_require_job(s, job_id).plan_json)
+        gpu = self._current_gpu_pod(job_id)
+        if gpu is None:
+            await self._reserve_gpu(job_id)
+            return
+        train = self._read_status(job_id, plan, "train", pod=gpu)
+        if train is not None:
+            self._announce_epochs(job_id, plan, train)
+            phase = train.get("phase")
+            if phase == "succeeded":
+                with session_scope(self.sessions) as s:
+                    transition(
+                        s, job_id, JobStatus.COLLECTING, now=self.clock(), expected=JobStatus.TRAINING, notify=False
+                    )
+                await self._collecting(job_id)
+                return
+            if phase == "failed":
+                await self._fail_from_agent(job_id, train, stage="train")
+                return
+            if phase == "interrupted":
+                await self._interrupt(
+                    job_id, gpu, f"the GPU pod was interrupted after epoch {train.get('last_completed_epoch') or 0}"
+                )
+                return
+        state = await self._observe(gpu.id)
+        if state in ("exited", "gone"):
+            await self._interrupt(job_id, gpu, f"the GPU pod {state} while training")
+        elif state == "stuck" or self._status_is_stale(job_id):
+            await self._interrupt(job_id, gpu, "the GPU pod stopped reporting")
+
+    async def _interrupted(self, job_id: int) -> None:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            attempts = job.attempts
+        for pod in self._live_pods(job_id, PodRole.GPU):
+            await self._terminate_pod(pod.id, reason="replaced after an interruption")
+        if attempts >= self.config.max_gpu_attempts:
+            await self._fail(
+                job_id,
+                JobStatus.FAILED_INTERNAL,
+                f"the GPU pod was lost {attempts} times; giving up (the last saved epoch is kept)",
+            )
+            return
+        if await self._reserve_gpu(job_id):
+            with session_scope(self.sessions) as s:
+                transition(
+                    s,
+                    job_id,
+                    JobStatus.TRAINING,
+                    now=self.clock(),
+                    expected=JobStatus.INTERRUPTED,
+                    notice=NoticeDraft(
+                        NoticeKind.INFO, {"text": "resuming from the last saved epoch on a new GPU pod"}
+                    ),
+                )
+
+    async def _collecting(self, job_id: int) -> None:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            plan = JobPlan.from_json(job.plan_json)
+        gpu = self._current_gpu_pod(job_id)
+        train = self._read_status(job_id, plan, "train", pod=gpu) or {}
+        self._announce_epochs(job_id, plan, train)
+        keys = JobKeys(f"j{job_id}", plan.output_name)
+        final = train.get("final") or {}
+        stored_sha = self.store.sha256_of(keys.final)
+        if not final.get("sha256") or stored_sha != final["sha256"]:
+            await self._fail(
+                job_id,
+                JobStatus.FAILED_INTERNAL,
+                "the final LoRA in the store does not match the sha256 the pod reported",
+            )
+            return
+        await self._terminate_job_pods(job_id)
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            if any(p.status is not PodStatus.TERMINATED for p in list_pods_for_job(s, job_id)):
+                return  # a terminate failed: the next tick repeats it
+        self._close_costs(job_id)
+        with session_scope(self.sessions) as s:
+            epochs = [
+                {
+                    "epoch": e["epoch"],
+                    "key": keys.checkpoint(e["epoch"]),
+                    "sha256": (e.get("checkpoint") or {}).get("sha256"),
+                    "size": (e.get("checkpoint") or {}).get("size"),
+                }
+                for e in train.get("epochs") or []
+                if e.get("checkpoint")
+            ]
+            transition(
+                s,
+                job_id,
+                JobStatus.SUCCEEDED,
+                now=now,
+                expected=JobStatus.COLLECTING,
+                notice=NoticeDraft(
+                    NoticeKind.SUCCEEDED,
+                    {
+                        "final": {"key": keys.final, "sha256": final["sha256"], "size": final.get("size")},
+                        "epochs": epochs,
+                        "cost": _cost_payload(s, job_id, now),
+                    },
+                ),
+            )
+
+    async def _cancelling(self, job_id: int) -> None:
+        await self._terminate_job_pods(job_id)
+        with session_scope(self.sessions) as s:
+            if any(p.status is not PodStatus.TERMINATED for p in list_pods_for_job(s, job_id)):
+                return
+        self._close_costs(job_id)
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            transition(
+                s,
+                job_id,
+                JobStatus.CANCELLED,
+                now=now,
+                expected=JobStatus.CANCELLING,
+                notice=NoticeDraft(NoticeKind.CANCELLED, {"cost": _cost_payload(s, job_id, now)}),
+            )
+
+    # -- failure and interruption ------------------------------------------------------------------------------
+
+    async def _fail(self, job_id: int, kind: JobStatus, reason: str) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            try:
+                transition(
+                    s, job_id, kind, now=now, reason=reason, notice=NoticeDraft(NoticeKind.FAILED, {"reason": reason})
+                )
+            except InvalidTransition:
+                log.info("job j%s: not failing (%s): it moved on", job_id, reason)
+        await self._terminate_job_pods(job_id)
+        self._close_costs(job_id)
+
+    async def _fail_from_agent(self, job_id: int, status: dict[str, Any], *, stage: str) -> None:
+        error = status.get("error") or {}
+        kind = str(error.get("kind") or "internal")
+        message = str(error.get("message") or "no message")[:500]
+        if kind == "dataset":
+            job_status = JobStatus.FAILED_DATASET
+        elif kind in _TRAINER_HINTS:
+            job_status = JobStatus.FAILED_TRAINER
+        else:
+            job_status = JobStatus.FAILED_INTERNAL
+        hint = _TRAINER_HINTS.get(kind)
+        reason = f"{stage} failed ({kind}): {message}" + (f" — {hint}" if hint else "")
+        await self._fail(job_id, job_status, reason)
+
+    async def _interrupt(self, job_id: int, gpu: Pod, reason: str) -> None:
+        with session_scope(self.sessions) as s:
+            transition(
+                s,
+                job_id,
+                JobStatus.INTERRUPTED,
+                now=self.clock(),
+                reason=reason,
+                notice=NoticeDraft(NoticeKind.INTERRUPTED, {"reason": reason}),
+            )
+        await self._terminate_pod(gpu.id, reason=reason)
+        await self._interrupted(job_id)
+
+    async def _replace_gpu(self, job_id: int, gpu: Pod, reason: str) -> None:
+        await self._terminate_pod(gpu.id, reason=reason)
+        with session_scope(self.sessions) as s:
+            attempts = _require_job(s, job_id).attempts
+        if attempts >= self.config.max_gpu_attempts:
+            await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{reason}; giving up after {attempts} GPU pods")
+            return
+        await self._reserve_gpu(job_id)
+
+    # -- GPU reservation ---------------------------------------------------------------------------------------
+
+    def _should_reserve_gpu(self, prepare: dict[str, Any] | None) -> bool:
+        """Seed 000's trick: rent the GPU so that it is up just as the CPU stage finishes."""
+        if prepare is None:
+            return False
+        eta = prepare.get("eta_seconds")
+        if eta is None:
+            return False
+        return float(eta) <= self._gpu_startup_s() + self.config.reserve_margin_s
+
+    def _gpu_startup_s(self) -> float:
+        """The GPU start-up time observed on our recent pods (RunPod's image pull), else the configured guess."""
+        with session_scope(self.sessions) as s:
+            rows = s.execute(
+                select(Pod.api_created_at, Pod.started_at)
+                .where(Pod.role == PodRole.GPU, Pod.started_at.is_not(None), Pod.api_created_at.is_not(None))
+                .order_by(Pod.id.desc())
+                .limit(5)
+            ).all()
+        samples = [(started - created).total_seconds() for created, started in rows if started and created]
+        return max(samples) if samples else float(self.config.gpu_startup_guess_s)
+
+    async def _reserve_gpu(self, job_id: int) -> bool:
+        """Create the next GPU pod through the fallback list; False (and a notice) when nothing has stock."""
+        offers = await self.cloud.list_gpu_offers(self.config.data_center_id)
+        candidates = self._candidates(offers)
+        for offer in candidates:
+            with session_scope(self.sessions) as s:
+                attempt = _require_job(s, job_id).attempts + 1
+            try:
+                pod = await self._ensure_pod(job_id, PodRole.GPU, attempt=attempt, offer=offer)
+            except NoCapacityError:
+                log.info("job j%s: no capacity for %s/%s", job_id, offer.gpu_type_id, offer.cloud)
+                continue
+            with session_scope(self.sessions) as s:
+                job = _require_job(s, job_id)
+                job.attempts = attempt
+                job.gpu_type_id, job.gpu_cloud_type = offer.gpu_type_id, offer.cloud
+                job.gpu_spot = self.config.spot
+                add_notice(
+                    s,
+                    job_id=job_id,
+                    kind=NoticeKind.INFO,
+                    key=f"j{job_id}:gpu:{attempt}",
+                    now=self.clock(),
+                    payload={
+                        "text": f"GPU reserved: {offer.display_name} ({offer.cloud.lower()} cloud, "
+                        f"{ledger.format_usd(pod.cost_per_hr_micros or 0)}/h)"
+                    },
+                )
+            return True
+        await self._no_capacity(job_id, [f"{c.gpu_type_id} ({c.cloud.lower()})" for c in self.config.gpu_fallback])
+        return False
+
+    def _candidates(self, offers: list[GpuOffer]) -> list[GpuOffer]:
+        by_key: dict[tuple[str, str], GpuOffer] = {(o.gpu_type_id, o.cloud): o for o in offers}
+        wanted: list[GpuOffer] = []
+        for choice in self.config.gpu_fallback:
+            offer = by_key.get((choice.gpu_type_id, choice.cloud))
+            if offer is None or not offer.available or offer.memory_gb < self.config.min_gpu_memory_gb:
+                continue
+            if offer.price_micros_per_hr > self.config.max_gpu_price_micros_per_hr:
+                continue
+            wanted.append(offer)
+        return wanted
+
+    async def _no_capacity(self, job_id: int, tried: list[str]) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            key = f"j{job_id}:waiting_gpu"
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.WAITING_GPU,
+                key=key,
+                now=now,
+                payload={"tried": tried, "deadline_s": self.config.no_stock_deadline_s},
+            )
+            first = s.execute(select(Notice.created_at).where(Notice.idempotency_key == key)).scalar_one()
+        if (now - first).total_seconds() >= self.config.no_stock_deadline_s:
+            await self._fail(
+                job_id,
+                JobStatus.FAILED_NO_CAPACITY,
+                f"no GPU with stock for {self.config.no_stock_deadline_s // 60} min; tried " + ", ".join(tried),
+            )
+
+    # -- pods --------------------------------------------------------------------------------------------------
+
+    async def _ensure_pod(self, job_id: int, role: PodRole, *, attempt: int, offer: GpuOffer | None) -> Pod:
+        """The pod of (job, role, attempt): recorded first, then found by name, created only when absent."""
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            pod = record_pod_intent(
+                s,
+                job_id=job_id,
+                role=role,
+                attempt=attempt,
+                now=now,
+                gpu_type_id=offer.gpu_type_id if offer else None,
+                cloud_type=offer.cloud if offer else "SECURE",
+                spot=bool(offer and self.config.spot),
+                data_center_id=job.data_center_id,
+            )
+            volume = s.get(Volume, job.volume_id) if job.volume_id else None
+            plan = JobPlan.from_json(job.plan_json)
+        if pod.runpod_pod_id is not None or pod.status is PodStatus.TERMINATED:
+            return pod
+        if volume is None or volume.runpod_volume_id is None:
+            raise CloudError(f"job j{job_id} has no volume")
+        existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
+        if existing:
+            info = existing[0]
+        else:
+            request = self._pod_request(job_id, role, pod.name, offer, volume, plan)
+            try:
+                info = await self.cloud.create_pod(request)
+            except NoCapacityError:
+                with session_scope(self.sessions) as s:
+                    set_pod_terminated(s, pod.id, now=self.clock(), exit_reason="no capacity: never created")
+                raise
+        with session_scope(self.sessions) as s:
+            return set_pod_created(
+                s, pod.id, runpod_pod_id=info.id, cost_per_hr_micros=info.cost_per_hr_micros, now=self.clock()
+            )
+
+    def _pod_request(
+        self, job_id: int, role: PodRole, name: str, offer: GpuOffer | None, volume: Volume, plan: JobPlan
+    ) -> PodRequest:
+        keys = JobKeys(f"j{job_id}", plan.output_name)
+        env = {
+            "LORABOT_AGENT_URL": self.store.presign_get(agent_key(self._agent_sha), self.config.url_lifetime_s),
+            "LORABOT_MANIFEST_URL": self.store.presign_get(keys.manifest, self.config.url_lifetime_s),
+            "LORABOT_STAGE": "prepare" if role is PodRole.CPU else "train",
+            "LORABOT_VOLUME": self.config.volume_mount_path,
+            **dict(self.config.pod_env),
+        }
+        token_env = plan.model.token_env
+        if token_env and token_env in self._model_tokens:
+            env[token_env] = self._model_tokens[token_env]
+        bid = None
+        if offer is not None and self.config.spot:
+            bid_micros = self.config.spot_bid_micros_per_hr or offer.spot_price_micros_per_hr or 0
+            bid = Decimal(bid_micros) / Decimal(1_000_000)
+        return PodRequest(
+            name=name,
+            image=self.config.cpu_image if role is PodRole.CPU else self.config.gpu_image,
+            docker_args=start_command(),
+            env=env,
+            network_volume_id=volume.runpod_volume_id or "",
+            data_center_id=volume.data_center_id,
+            volume_mount_path=self.config.volume_mount_path,
+            container_disk_gb=self.config.container_disk_gb,
+            gpu_type_id=offer.gpu_type_id if offer else None,
+            cloud=offer.cloud if offer else "SECURE",
+            cpu_instance_id=self.config.cpu_instance_id,
+            spot_bid_per_gpu=bid,
+        )
+
+    async def _observe(self, pod_id: int) -> str:
+        """One look at a pod: 'starting', 'running', 'exited', 'gone' or 'stuck' (never came up in time)."""
+        with session_scope(self.sessions) as s:
+            pod = s.get(Pod, pod_id)
+            assert pod is not None
+            runpod_id, created = pod.runpod_pod_id, pod.api_created_at
+        if runpod_id is None:
+            return "starting"
+        now = self.clock()
+        try:
+            info = await self.cloud.get_pod(runpod_id)
+        except PodNotFound:
+            with session_scope(self.sessions) as s:
+                set_pod_terminated(s, pod_id, now=now, exit_reason="RunPod no longer knows the pod")
+            return "gone"
+        with session_scope(self.sessions) as s:
+            if info.desired_status in ("EXITED", "TERMINATED"):
+                set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.desired_status}")
+                return "exited"
+            if info.has_runtime:
+                set_pod_running(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
+                return "running"
+            set_pod_seen(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
+        if created is not None and (now - created).total_seconds() > self.config.startup_timeout_s:
+            return "stuck"
+        return "starting"
+
+    async def _terminate_pod(self, pod_id: int, *, reason: str) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            pod = s.get(Pod, pod_id)
+            assert pod is not None
+            if pod.status is PodStatus.TERMINATED:
+                return
+            set_pod_terminate_requested(s, pod_id, now=now)
+            runpod_id, name = pod.runpod_pod_id, pod.name
+        if runpod_id is None:
+            # Never confirmed by RunPod: look it up by name in case the create went through after all.
+            found = [p for p in await self.cloud.list_pods(name) if p.name == name]
+            if found:
+                with session_scope(self.sessions) as s:
+                    set_pod_created(
+                        s,
+                        pod_id,
+                        runpod_pod_id=found[0].id,
+                        cost_per_hr_micros=found[0].cost_per_hr_micros,
+                        now=now,
+                        api_created_at=now,
+                    )
+                runpod_id = found[0].id
+        if runpod_id is not None:
+            await self.cloud.terminate_pod(runpod_id)
+        with session_scope(self.sessions) as s:
+            set_pod_terminated(s, pod_id, now=self.clock(), exit_reason=reason)
+            pod = s.get(Pod, pod_id)
+            assert pod is not None
+            ledger.close_pod_cost(s, pod)
+
+    async def _terminate_job_pods(self, job_id: int) -> None:
+        with session_scope(self.sessions) as s:
+            ids = [p.id for p in list_pods_for_job(s, job_id) if p.status is not PodStatus.TERMINATED]
+        for pod_id in ids:
+            await self._terminate_pod(pod_id, reason="job ended")
+
+    async def _clean_up_finished(self) -> None:
+        """Pods whose job is already terminal (a terminate that failed last time): terminate them now."""
+        with session_scope(self.sessions) as s:
+            leftovers = [
+                (p.id, p.job_id)
+                for p in list_live_pods(s)
+                if (job := get_job(s, p.job_id)) is not None and job.status.is_terminal()
+            ]
+        for pod_id, job_id in leftovers:
+            try:
+                await self._terminate_pod(pod_id, reason="job already finished")
+                self._close_costs(job_id)
+            except CloudError as exc:
+                log.warning("could not terminate leftover pod %s: %s", pod_id, exc)
+
+    def _current_gpu_pod(self, job_id: int) -> Pod | None:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            if job.attempts == 0:
+                return None
+            return s.execute(
+                select(Pod).where(Pod.job_id == job_id, Pod.role == PodRole.GPU, Pod.attempt == job.attempts)
+            ).scalar_one_or_none()
+
+    def _live_pods(self, job_id: int, role: PodRole) -> list[Pod]:
+        with session_scope(self.sessions) as s:
+            return [p for p in list_pods_for_job(s, job_id) if p.role is role and p.status is not PodStatus.TERMINATED]
+
+    # -- volume, agent, manifest, status ----------------------------------------------------------------------
+
+    async def _ensure_volume(self) -> Volume:
+        dc = self.config.data_center_id
+        with session_scope(self.sessions) as s:
+            volume = get_volume_for_data_center(s, dc)
+            if volume is not None and volume.runpod_volume_id is not None:
+                return volume
+        name = f"lorabot-{dc.lower()}"
+        found = [v for v in await self.cloud.list_volumes() if v.name == name and v.data_center_id == dc]
+        info = found[0] if found else await self.cloud.create_volume(name, self.config.volume_size_gb, dc)
+        with session_scope(self.sessions) as s:
+            return record_volume(s, runpod_volume_id=info.id, data_center_id=dc, size_gb=info.size_gb, now=self.clock())
+
+    def _ensure_agent_uploaded(self) -> None:
+        key = agent_key(self._agent_sha)
+        if not self.store.exists(key):
+            self.store.put_bytes(key, self._agent_bytes)
+
+    def _write_manifest(self, job_id: int, plan: JobPlan, *, stages: list[str]) -> None:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            sha, size = job.dataset_sha256, job.dataset_size
+        manifest = build_manifest(
+            job_id=f"j{job_id}",
+            output_name=plan.output_name,
+            stages=stages,
+            env_recipe=self.env_recipe,
+            model=ModelSource(
+                plan.model.url, plan.model.filename, plan.model.size, plan.model.sha256, plan.model.token_env
+            ),
+            dataset_sha256=sha,
+            dataset_size=size,
+            script=plan.script,
+            args=plan.args,
+            files=plan.files,
+            epochs=plan.epochs,
+            sample_prompts=plan.sample_prompts,
+            store=self.store,
+            expires_s=self.config.url_lifetime_s,
+            status_interval_s=self.config.status_interval_s,
+        )
+        self.store.put_bytes(JobKeys(f"j{job_id}", plan.output_name).manifest, json.dumps(manifest).encode())
+
+    def _read_status(self, job_id: int, plan: JobPlan, stage: str, pod: Pod | None = None) -> dict[str, Any] | None:
+        """The agent's latest status for a stage; for `train`, only one written by the current GPU pod."""
+        raw = self.store.get_bytes(JobKeys(f"j{job_id}", plan.output_name).status(stage))
+        if raw is None:
+            return None
+        try:
+            status = json.loads(raw)
+        except ValueError:
+            return None  # a torn or foreign write: the agent rewrites it within seconds
+        if not isinstance(status, dict):
+            return None
+        if pod is not None and status.get("pod_id") not in (None, "", pod.runpod_pod_id):
+            return None
+        seq = int(status.get("seq") or 0)
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            if stage == "train" and seq != job.last_status_seq:
+                # updated_at doubles as "last sign of life from the pod" for the staleness check.
+                job.last_status_seq, job.updated_at = seq, self.clock()
+        return status
+
+    def _status_is_stale(self, job_id: int) -> bool:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            return (self.clock() - job.updated_at).total_seconds() > self.config.status_stale_s
+
+    def _mark_cache(self, job_id: int, plan: JobPlan) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            if job.volume_id is None:
+                return
+            mark_cache_ready(s, job.volume_id, CacheKind.ENV, self.env_hash, now=now)
+            mark_cache_ready(s, job.volume_id, CacheKind.MODEL, plan.model.filename, now=now)
+            mark_cache_ready(s, job.volume_id, CacheKind.DATASET, job.dataset_sha256, now=now)
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.PREPARING,
+                key=f"j{job_id}:prepared",
+                now=now,
+                payload={"text": "the volume is ready; the CPU pod is gone"},
+            )
+
+    def _announce_epochs(self, job_id: int, plan: JobPlan, status: dict[str, Any]) -> None:
+        """One EPOCH notice per finished epoch whose checkpoint reached the store, in order, exactly once."""
+        keys = JobKeys(f"j{job_id}", plan.output_name)
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            done = job.last_epoch_notified
+            progress = status.get("progress") or {}
+            for entry in sorted(status.get("epochs") or [], key=lambda e: int(e.get("epoch") or 0)):
+                epoch = int(entry.get("epoch") or 0)
+                if epoch <= done or not entry.get("checkpoint"):
+                    continue
+                samples = [keys.sample(epoch, int(x.get("index", i))) for i, x in enumerate(entry.get("samples") or [])]
+                add_notice(
+                    s,
+                    job_id=job_id,
+                    kind=NoticeKind.EPOCH,
+                    key=f"j{job_id}:epoch:{epoch}",
+                    now=now,
+                    payload={
+                        "epoch": epoch,
+                        "epochs": plan.epochs,
+                        "loss": entry.get("loss"),
+                        "step": progress.get("step"),
+                        "total_steps": progress.get("total_steps") or plan.total_steps,
+                        "eta_seconds": progress.get("eta_seconds"),
+                        "checkpoint": {"key": keys.checkpoint(epoch), **(entry.get("checkpoint") or {})},
+                        "samples": samples,
+                        "cost": _cost_payload(s, job_id, now),
+                    },
+                )
+                done = epoch
+            job.last_epoch_notified = done
+
+    def _close_costs(self, job_id: int) -> None:
+        with session_scope(self.sessions) as s:
+            for pod in list_pods_for_job(s, job_id):
+                if pod.status is PodStatus.TERMINATED:
+                    ledger.close_pod_cost(s, pod)
+            ledger.close_volume_cost(
+                s, job_id, now=self.clock(), price_micros_per_gb_month=self.config.volume_price_micros_per_gb_month
+            )
+
+
+def _require_job(s: Session, job_id: int) -> Job:
+    job = get_job(s, job_id)
+    if job is None:
+        raise LookupError(f"no job j{job_id}")
+    return job
+
+
+def _cost_payload(s: Session, job_id: int, now: dt.datetime) -> dict[str, Any]:
+    cost = ledger.job_cost(s, job_id, now=now)
+    return {
+        "volume_micros": cost.volume_micros,
+        "cpu_pod_micros": cost.cpu_pod_micros,
+        "gpu_pod_micros": cost.gpu_pod_micros,
+        "total_micros": cost.total_micros,
+        "live": cost.live,
+    }
