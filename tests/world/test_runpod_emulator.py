@@ -22,9 +22,15 @@ mutation rentSpot($input: PodRentInterruptableInput!) {
 
 def _spot_input(**overrides: object) -> dict[str, object]:
     spot: dict[str, object] = {
-        "name": "lorabot-j7-gpu", "imageName": "runpod/pytorch", "gpuTypeId": RTX_4090,
-        "cloudType": "COMMUNITY", "gpuCount": 1, "bidPerGpu": 0.30, "dockerArgs": "sleep 1000",
-        "volumeMountPath": "/workspace", "env": [{"key": "LORABOT_STAGE", "value": "train"}],
+        "name": "lorabot-j7-gpu",
+        "imageName": "runpod/pytorch",
+        "gpuTypeId": RTX_4090,
+        "cloudType": "COMMUNITY",
+        "gpuCount": 1,
+        "bidPerGpu": 0.30,
+        "dockerArgs": "sleep 1000",
+        "volumeMountPath": "/workspace",
+        "env": [{"key": "LORABOT_STAGE", "value": "train"}],
     }
     spot.update(overrides)
     return spot
@@ -53,8 +59,13 @@ async def test_gpu_pod_on_a_network_volume_lands_in_the_volumes_data_center(runp
     """The SDK looks the volume's data center up (myself.networkVolumes) and the pod is placed there."""
     volume = runpod_emulator.create_volume("lorabot-cache", 30, "US-KS-2")
     created = runpod.create_pod(
-        "lorabot-j1-gpu", "runpod/pytorch:2.4.0", RTX_4090, cloud_type="SECURE",
-        network_volume_id=volume.id, volume_mount_path="/workspace", docker_args="sleep 1000",
+        "lorabot-j1-gpu",
+        "runpod/pytorch:2.4.0",
+        RTX_4090,
+        cloud_type="SECURE",
+        network_volume_id=volume.id,
+        volume_mount_path="/workspace",
+        docker_args="sleep 1000",
         env={"LORABOT_STAGE": "train"},
     )
     assert set(created) == {"id", "imageName", "env", "machineId", "machine"}
@@ -66,7 +77,10 @@ async def test_gpu_pod_on_a_network_volume_lands_in_the_volumes_data_center(runp
     assert (record.data_center_id, record.cloud, record.volume_id) == ("US-KS-2", SECURE, volume.id)
     assert record.cost_per_hr_micros == 690_000
     assert [r.operation for r in runpod_emulator.requests] == [
-        "query gpuTypes", "query myself", "mutation podFindAndDeployOnDemand"]
+        "query gpuTypes",
+        "query myself",
+        "mutation podFindAndDeployOnDemand",
+    ]
 
 
 async def test_get_pod_shows_runtime_null_until_the_start_up_delay_has_passed(
@@ -88,8 +102,9 @@ async def test_cpu_pod_is_deployed_with_deploy_cpu_pod_and_priced_by_its_flavor(
     runpod_emulator: RunpodEmulator,
 ) -> None:
     """Without gpu_type_id the SDK sends deployCpuPod; cpu3g-2-8 is seed 000's 2 vCPU / 8 GB at $0.08/h."""
-    created = runpod.create_pod("lorabot-j1-cpu", "runpod/base:1.0.2-ubuntu2204", instance_id="cpu3g-2-8",
-                                docker_args="sleep 1000")
+    created = runpod.create_pod(
+        "lorabot-j1-cpu", "runpod/base:1.0.2-ubuntu2204", instance_id="cpu3g-2-8", docker_args="sleep 1000"
+    )
     pod = runpod.get_pod(created["id"])
     assert (pod["gpuCount"], pod["vcpuCount"], pod["memoryInGb"], pod["costPerHr"]) == (0, 2, 8, 0.08)
     assert runpod_emulator.requests[-2].operation == "mutation deployCpuPod"
@@ -157,8 +172,11 @@ async def test_the_key_may_also_come_as_the_api_key_query_parameter(runpod_emula
     """RunPod's docs and older clients send `?api_key=`; the SDK 1.12 sends a Bearer header."""
     import requests
 
-    answer = requests.post(f"{runpod_emulator.graphql_url}?api_key={runpod_emulator.api_key}",
-                           json={"query": "{ myself { pods { id } } }"}, timeout=5)
+    answer = requests.post(
+        f"{runpod_emulator.graphql_url}?api_key={runpod_emulator.api_key}",
+        json={"query": "{ myself { pods { id } } }"},
+        timeout=5,
+    )
     assert answer.json() == {"data": {"myself": {"pods": []}}}
 
 
@@ -180,12 +198,13 @@ async def test_a_bid_under_the_minimum_is_refused(runpod_emulator: RunpodEmulato
 
 
 async def test_a_spot_pod_cannot_be_resumed_on_demand(runpod_emulator: RunpodEmulator) -> None:
-    pod_id = runpod_graphql(runpod_emulator, SPOT_MUTATION, {"input": _spot_input()}).json()[
-        "data"]["podRentInterruptable"]["id"]
+    pod_id = runpod_graphql(runpod_emulator, SPOT_MUTATION, {"input": _spot_input()}).json()["data"][
+        "podRentInterruptable"
+    ]["id"]
     runpod_emulator.interrupt(pod_id)
     interrupted = runpod.get_pod(pod_id)
     assert (interrupted["desiredStatus"], interrupted["runtime"]) == ("EXITED", None)
-    with pytest.raises(QueryError, match="Cannot resume a spot pod as an on demand pod."):
+    with pytest.raises(QueryError, match=r"Cannot resume a spot pod as an on demand pod\."):
         runpod.resume_pod(pod_id, 1)
 
 
@@ -209,7 +228,8 @@ async def test_a_volume_in_another_data_center_cannot_be_attached(runpod_emulato
 async def test_network_volumes_are_created_listed_and_deleted_over_graphql(runpod_emulator: RunpodEmulator) -> None:
     created = runpod_graphql(
         runpod_emulator,
-        "mutation($input: CreateNetworkVolumeInput!) { createNetworkVolume(input: $input) { id name size dataCenterId } }",
+        "mutation($input: CreateNetworkVolumeInput!) {"
+        " createNetworkVolume(input: $input) { id name size dataCenterId } }",
         {"input": {"name": "lorabot-eu-ro-1", "size": 30, "dataCenterId": "EU-RO-1"}},
     ).json()["data"]["createNetworkVolume"]
     assert created["name"] == "lorabot-eu-ro-1" and created["size"] == 30
@@ -218,10 +238,11 @@ async def test_network_volumes_are_created_listed_and_deleted_over_graphql(runpo
     listed = runpod_graphql(
         runpod_emulator, "{ myself { networkVolumes { id dataCenterId dataCenter { id name } } } }"
     ).json()["data"]["myself"]["networkVolumes"]
-    assert listed == [{"id": created["id"], "dataCenterId": "EU-RO-1",
-                       "dataCenter": {"id": "EU-RO-1", "name": "EU-RO-1"}}]
+    assert listed == [
+        {"id": created["id"], "dataCenterId": "EU-RO-1", "dataCenter": {"id": "EU-RO-1", "name": "EU-RO-1"}}
+    ]
 
-    delete = 'mutation { deleteNetworkVolume(input: {id: "%s"}) }' % created["id"]
+    delete = 'mutation { deleteNetworkVolume(input: {id: "' + created["id"] + '"}) }'  # as dstack sends it
     assert runpod_graphql(runpod_emulator, delete).json() == {"data": {"deleteNetworkVolume": None}}
     again = runpod_graphql(runpod_emulator, delete).json()
     assert "Tried to delete nonexistent network volume" in again["errors"][0]["message"]
@@ -233,8 +254,9 @@ async def test_badly_typed_input_is_refused_before_anything_is_created(runpod_em
     assert answer.status_code == 400
     assert answer.json()["errors"][0]["message"] == 'Int cannot represent non-integer value: "two"'
     literal = runpod_graphql(
-        runpod_emulator, 'mutation { podFindAndDeployOnDemand(input: {gpuTypeId: "%s", cloudType: "SECURE"}) '
-        "{ id } }" % RTX_4090)
+        runpod_emulator,
+        'mutation { podFindAndDeployOnDemand(input: {gpuTypeId: "' + RTX_4090 + '", cloudType: "SECURE"}) { id } }',
+    )
     assert literal.json()["errors"][0]["message"] == 'Value "SECURE" does not exist in "CloudTypeEnum" enum.'
     assert runpod_emulator.all_pods() == []
 

@@ -92,11 +92,7 @@ class PodProcess:
         """Whether any process of the pod's group is left (a child may outlive the main process)."""
         if self.alive:
             return True
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return _group_has_live_member(self.pgid)
 
     def send_term(self, sim_now: float) -> None:
         if self.term_sent_at is None:
@@ -116,3 +112,30 @@ class PodProcess:
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """True if a non-zombie process is in group `pgid`.
+
+    Orphans of a killed pod are reparented to PID 1, which may reap them late (a container's init often
+    doesn't): a zombie holds nothing, so it doesn't count. Without /proc (macOS), any member counts.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces and parentheses): state ppid pgrp ...
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
