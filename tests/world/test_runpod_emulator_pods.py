@@ -56,7 +56,7 @@ async def test_start_command_runs_with_the_pod_env_and_the_volume_in_place_of_wo
             "print(json.dumps({k: os.environ.get(k) for k in keys}))\n"
             "print(os.getcwd())\n"
             "volume = pathlib.Path(os.environ['LORABOT_VOLUME'])\n"
-        "(volume / 'hello.txt').write_text('written by ' + os.environ['RUNPOD_POD_ID'])\n"
+            "(volume / 'hello.txt').write_text('written by ' + os.environ['RUNPOD_POD_ID'])\n"
         ),
     )
     pod_id = _gpu_pod(volume.id, args, {"LORABOT_VOLUME": "/workspace", "LORABOT_STAGE": "train"})
@@ -302,8 +302,10 @@ def test_start_and_stop_are_fast_and_leave_no_process_port_or_folder(tmp_path: P
     port, root = emulator.server.port, emulator.root
     volume = emulator.create_volume("v", 30, "EU-RO-1")
     script = tmp_path / "stubborn.py"
-    script.write_text("import signal, subprocess, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                      "subprocess.Popen(['sleep', '1000'])\ntime.sleep(1000)\n")  # and a grandchild
+    script.write_text(
+        "import signal, subprocess, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen(['sleep', '1000'])\ntime.sleep(1000)\n"
+    )  # and a grandchild
     answer = runpod_graphql(
         emulator,
         """

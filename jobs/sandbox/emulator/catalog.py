@@ -35,13 +35,29 @@ class GpuType:
         return self.community_spot_micros if spot else self.community_micros
 
 
-def _gpu(gpu_id: str, name: str, mem: int, secure: str | None, community: str | None,
-         secure_spot: str | None, community_spot: str | None, cuda_cores: int) -> GpuType:
+def _gpu(
+    gpu_id: str,
+    name: str,
+    mem: int,
+    secure: str | None,
+    community: str | None,
+    secure_spot: str | None,
+    community_spot: str | None,
+    cuda_cores: int,
+) -> GpuType:
     def micros(text: str | None) -> int | None:
         return None if text is None else dollars_to_micros(text)
 
-    return GpuType(gpu_id, name, mem, micros(secure), micros(community), micros(secure_spot),
-                   micros(community_spot), cuda_cores=cuda_cores)
+    return GpuType(
+        gpu_id,
+        name,
+        mem,
+        micros(secure),
+        micros(community),
+        micros(secure_spot),
+        micros(community_spot),
+        cuda_cores=cuda_cores,
+    )
 
 
 DEFAULT_GPU_TYPES: tuple[GpuType, ...] = (
@@ -176,6 +192,7 @@ class Catalog:
 
     def free_gpus(self, gpu_id: str, cloud: str, data_center_id: str | None = None) -> int:
         return sum(
-            count for (gid, c, dc), count in self.gpu_stock.items()
+            count
+            for (gid, c, dc), count in self.gpu_stock.items()
             if gid == gpu_id and c == cloud and (data_center_id is None or dc == data_center_id)
         )

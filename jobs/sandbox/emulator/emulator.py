@@ -1,11 +1,11 @@
 """`RunpodEmulator`: the emulated RunPod that tests, the sandbox cloud and `lorabot demo` start and steer.
 
-    emulator = RunpodEmulator(time_scale=60)
-    emulator.start()                       # < 2 s; 127.0.0.1, random port
-    os.environ.update(emulator.sdk_env())  # RUNPOD_API_BASE_URL for the runpod SDK
-    runpod.api_key = emulator.api_key
-    ...
-    emulator.stop()                        # kills every pod process, removes every folder it made
+emulator = RunpodEmulator(time_scale=60)
+emulator.start()                       # < 2 s; 127.0.0.1, random port
+os.environ.update(emulator.sdk_env())  # RUNPOD_API_BASE_URL for the runpod SDK
+runpod.api_key = emulator.api_key
+...
+emulator.stop()                        # kills every pod process, removes every folder it made
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ class RunpodEmulator:
     def __enter__(self) -> RunpodEmulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -114,8 +115,7 @@ class RunpodEmulator:
         self.account.tick()
 
     # ----- volumes -----
-    def create_volume(self, name: str = "lorabot", size_gb: int = 30,
-                      data_center_id: str = "EU-RO-1") -> VolumeReport:
+    def create_volume(self, name: str = "lorabot", size_gb: int = 30, data_center_id: str = "EU-RO-1") -> VolumeReport:
         volume = self.account.create_volume(name, size_gb, data_center_id)
         with self.account.lock:
             return self.account.volume_report(volume)
@@ -138,8 +138,11 @@ class RunpodEmulator:
 
     def running_pods(self) -> list[PodReport]:
         """Pods that cost money or still have a live process: what must be empty after a job ends."""
-        return [pod for pod in self.all_pods()
-                if pod.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED) or pod.process_alive]
+        return [
+            pod
+            for pod in self.all_pods()
+            if pod.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED) or pod.process_alive
+        ]
 
     def pod(self, pod_id: str) -> PodReport:
         with self.account.lock:

@@ -55,8 +55,9 @@ def execute(account: Account, query: Any, variables: Any) -> Outcome:
     try:
         operation = parse(query)
     except GraphQLSyntaxError as exc:
-        outcome = _request_error(str(exc), "?", code="GRAPHQL_PARSE_FAILED",
-                                 locations=[{"line": exc.line, "column": exc.column}])
+        outcome = _request_error(
+            str(exc), "?", code="GRAPHQL_PARSE_FAILED", locations=[{"line": exc.line, "column": exc.column}]
+        )
         outcome.unsupported.append(str(exc))
         return outcome
     root_type = "Mutation" if operation.kind == "mutation" else "Query"
@@ -78,16 +79,23 @@ def execute(account: Account, query: Any, variables: Any) -> Outcome:
     return _run(account, operation, root_type, arguments, coercer, label)
 
 
-def _request_error(message: str, label: str, *, code: str = "BAD_REQUEST",
-                   locations: list[dict[str, int]] | None = None) -> Outcome:
+def _request_error(
+    message: str, label: str, *, code: str = "BAD_REQUEST", locations: list[dict[str, int]] | None = None
+) -> Outcome:
     error: dict[str, Any] = {"message": message, "extensions": {"code": code}}
     if locations:
         error["locations"] = locations
     return Outcome(400, {"errors": [error]}, label, errors=[message])
 
 
-def _run(account: Account, operation: Operation, root_type: str, arguments: list[dict[str, Any]],
-         coercer: ArgumentCoercer, label: str) -> Outcome:
+def _run(
+    account: Account,
+    operation: Operation,
+    root_type: str,
+    arguments: list[dict[str, Any]],
+    coercer: ArgumentCoercer,
+    label: str,
+) -> Outcome:
     data: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
     resolvers = _QUERY if root_type == "Query" else _MUTATION
@@ -98,13 +106,17 @@ def _run(account: Account, operation: Operation, root_type: str, arguments: list
             continue
         try:
             value = resolvers[selected.name](account, args)
-            data[key] = _project(value, selected.selections, OUTPUT_TYPES[root_type][selected.name].type,
-                                 coercer)
+            data[key] = _project(value, selected.selections, OUTPUT_TYPES[root_type][selected.name].type, coercer)
         except ApiError as exc:
             data[key] = None
-            errors.append({"message": exc.message, "locations": [{"line": selected.line,
-                                                                  "column": selected.column}],
-                           "path": [key], "extensions": {"code": exc.code}})
+            errors.append(
+                {
+                    "message": exc.message,
+                    "locations": [{"line": selected.line, "column": selected.column}],
+                    "path": [key],
+                    "extensions": {"code": exc.code},
+                }
+            )
     body: dict[str, Any] = {"data": data}
     if errors:
         body = {"errors": errors, "data": data}
@@ -133,6 +145,7 @@ def _project(value: Any, selections: list[Field] | None, type_ref: str, coercer:
 
 # ----- views: RunPod's JSON for the account's objects -----
 
+
 def _money(micros: int | None) -> float | None:
     return None if micros is None else billing.micros_to_float(micros)
 
@@ -142,8 +155,13 @@ def pod_view(account: Account, pod: Pod) -> dict[str, Any]:
     running = pod.state == PodState.RUNNING  # runtime stays null while STARTING, like an image pull
     uptime = int(now - pod.run_started_at) if running and pod.run_started_at is not None else 0
     volume = account.volumes.get(pod.network_volume_id) if pod.network_volume_id else None
-    desired = {PodState.STARTING: "RUNNING", PodState.RUNNING: "RUNNING", PodState.EXITED: "EXITED",
-               PodState.STOPPED: "EXITED", PodState.TERMINATED: "TERMINATED"}[pod.state]
+    desired = {
+        PodState.STARTING: "RUNNING",
+        PodState.RUNNING: "RUNNING",
+        PodState.EXITED: "EXITED",
+        PodState.STOPPED: "EXITED",
+        PodState.TERMINATED: "TERMINATED",
+    }[pod.state]
     data_center = account.catalog.data_centers[pod.data_center_id]
     return {
         "id": pod.id,
@@ -187,13 +205,15 @@ def _runtime_view(pod: Pod, uptime: int) -> dict[str, Any]:
         number, _, kind = item.strip().partition("/")
         if number.isdigit():
             port = int(number)
-            ports.append({"ip": "127.0.0.1", "isIpPublic": False, "privatePort": port,
-                          "publicPort": port, "type": kind or "tcp"})
+            ports.append(
+                {"ip": "127.0.0.1", "isIpPublic": False, "privatePort": port, "publicPort": port, "type": kind or "tcp"}
+            )
     return {
         "uptimeInSeconds": uptime,
         "ports": ports,
-        "gpus": [{"id": f"GPU-{pod.id}-{i}", "gpuUtilPercent": 0, "memoryUtilPercent": 0}
-                 for i in range(pod.gpu_count)],
+        "gpus": [
+            {"id": f"GPU-{pod.id}-{i}", "gpuUtilPercent": 0, "memoryUtilPercent": 0} for i in range(pod.gpu_count)
+        ],
         "container": {"cpuPercent": 0, "memoryPercent": 0},
     }
 
@@ -216,13 +236,15 @@ def _gpu_type_view(account: Account, gpu: GpuType) -> dict[str, Any]:
         cloud_type = spec.get("cloudType") or ("SECURE" if spec.get("secureCloud") else "ALL")
         clouds = [COMMUNITY, SECURE] if cloud_type == "ALL" else [cloud_type]
         dc = spec.get("dataCenterId")
-        in_stock = [c for c in clouds if gpu.price_micros(c) is not None
-                    and account.catalog.free_gpus(gpu.id, c, dc) >= count]
+        in_stock = [
+            c for c in clouds if gpu.price_micros(c) is not None and account.catalog.free_gpus(gpu.id, c, dc) >= count
+        ]
         on_demand = [gpu.price_micros(c) for c in in_stock]
         spot = [gpu.price_micros(c, spot=True) for c in in_stock]
         free = sum(account.catalog.free_gpus(gpu.id, c, dc) for c in in_stock)
-        status = None if not in_stock else (
-            "High" if free >= _STOCK_HIGH else "Medium" if free >= _STOCK_MEDIUM else "Low")
+        status = (
+            None if not in_stock else ("High" if free >= _STOCK_HIGH else "Medium" if free >= _STOCK_MEDIUM else "Low")
+        )
         return {
             "gpuName": gpu.display_name,
             "gpuTypeId": gpu.id,
@@ -262,8 +284,9 @@ Resolver = Callable[[Account, dict[str, Any]], Any]
 def _myself(account: Account, args: dict[str, Any]) -> dict[str, Any]:
     with account.lock:
         pods = account.listed_pods()
-        spend = sum(p.cost_per_hr_micros for p in pods if p.state in (PodState.STARTING, PodState.RUNNING,
-                                                                        PodState.EXITED))
+        spend = sum(
+            p.cost_per_hr_micros for p in pods if p.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED)
+        )
         return {
             "id": "user_emulated",
             "email": "lorabot@emulator.invalid",
@@ -290,13 +313,15 @@ def _gpu_types(account: Account, args: dict[str, Any]) -> list[dict[str, Any]]:
     if spec.get("ids") is not None:
         wanted = (wanted or set()) | set(spec["ids"])
     with account.lock:
-        return [_gpu_type_view(account, gpu) for gpu in account.catalog.gpu_types.values()
-                if wanted is None or gpu.id in wanted]
+        return [
+            _gpu_type_view(account, gpu)
+            for gpu in account.catalog.gpu_types.values()
+            if wanted is None or gpu.id in wanted
+        ]
 
 
 def _data_centers(account: Account, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"id": dc.id, "name": dc.name, "location": dc.location}
-            for dc in account.catalog.data_centers.values()]
+    return [{"id": dc.id, "name": dc.name, "location": dc.location} for dc in account.catalog.data_centers.values()]
 
 
 def _deploy_on_demand(account: Account, args: dict[str, Any]) -> dict[str, Any]:

@@ -274,8 +274,7 @@ class ArgumentCoercer:
             if value.name not in self.variables:
                 if self.declared[value.name].endswith("!"):
                     raise GraphQLInputError(
-                        f'Variable "${value.name}" of required type "{self.declared[value.name]}" '
-                        "was not provided."
+                        f'Variable "${value.name}" of required type "{self.declared[value.name]}" was not provided.'
                     )
                 value = None
             else:
@@ -345,9 +344,7 @@ def _coerce_scalar(value: Any, scalar: str) -> Any:
     raise GraphQLInputError(f'Unknown type "{scalar}".')
 
 
-def coerce_field_arguments(
-    parent_type: str, selected: Field, coercer: ArgumentCoercer
-) -> dict[str, Any]:
+def coerce_field_arguments(parent_type: str, selected: Field, coercer: ArgumentCoercer) -> dict[str, Any]:
     definition = OUTPUT_TYPES[parent_type][selected.name]
     return {
         name: coercer.coerce(selected.arguments[name], arg_type)

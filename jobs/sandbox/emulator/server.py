@@ -155,8 +155,14 @@ class EmulatorServer:
             self.failures.append("emulator raised while executing a request (see log)")
             self._record("?", 500, ["internal error"])
             return web.json_response(
-                {"errors": [{"message": "Something went wrong. Please try again later or contact support.",
-                             "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]},
+                {
+                    "errors": [
+                        {
+                            "message": "Something went wrong. Please try again later or contact support.",
+                            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                        }
+                    ]
+                },
                 status=500,
             )
         self.failures.extend(f"unsupported request: {problem}" for problem in outcome.unsupported)
@@ -166,7 +172,7 @@ class EmulatorServer:
     def _authorized(self, request: web.Request) -> bool:
         # The SDK 1.12 sends `Authorization: Bearer <key>`; older clients and RunPod's docs use `?api_key=`.
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and header[len("Bearer "):] == self.api_key:
+        if header.startswith("Bearer ") and header[len("Bearer ") :] == self.api_key:
             return True
         return request.query.get("api_key") == self.api_key
 
@@ -183,11 +189,18 @@ class EmulatorServer:
             return web.Response(status=500)
         if fault == 502:
             # What Cloudflare in front of RunPod answers: HTML, not JSON.
-            return web.Response(status=502, content_type="text/html",
-                                text="<html><body><h1>502 Bad Gateway</h1></body></html>")
+            return web.Response(
+                status=502, content_type="text/html", text="<html><body><h1>502 Bad Gateway</h1></body></html>"
+            )
         assert isinstance(fault, int)
         return web.json_response(
-            {"errors": [{"message": "Something went wrong. Please try again later or contact support.",
-                         "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]},
+            {
+                "errors": [
+                    {
+                        "message": "Something went wrong. Please try again later or contact support.",
+                        "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                    }
+                ]
+            },
             status=fault,
         )

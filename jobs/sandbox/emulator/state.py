@@ -30,8 +30,7 @@ from jobs.sandbox.emulator.clock import SimClock
 from jobs.sandbox.emulator.pods import PodProcess, substitute_mount, write_nvidia_smi
 
 NO_STOCK = (
-    "There are no longer any instances available with the requested specifications. "
-    "Please refresh and try again."
+    "There are no longer any instances available with the requested specifications. Please refresh and try again."
 )
 NO_FREE_GPUS_ON_HOST = "There are not enough free GPUs on the host machine to start this pod."
 DEFAULT_MOUNT_PATH = "/workspace"
@@ -236,11 +235,14 @@ class Account:
             volume = self.volumes.get(volume_id)
             if volume is None or volume.deleted_at is not None:
                 raise ApiError(f"Tried to delete nonexistent network volume {volume_id}")
-            users = [p.id for p in self.pods.values()
-                     if p.network_volume_id == volume_id and p.state != PodState.TERMINATED]
+            users = [
+                p.id for p in self.pods.values() if p.network_volume_id == volume_id and p.state != PodState.TERMINATED
+            ]
             if users:
-                raise ApiError(f"Network volume {volume_id} is attached to pods {', '.join(users)}; "
-                               "terminate them before deleting it.")
+                raise ApiError(
+                    f"Network volume {volume_id} is attached to pods {', '.join(users)}; "
+                    "terminate them before deleting it."
+                )
             volume.deleted_at = self.clock.now()
             shutil.rmtree(volume.path, ignore_errors=True)
 
@@ -283,8 +285,9 @@ class Account:
                 affordable = [offer for offer in offers if bid_micros >= offer[0]]
                 if not affordable:
                     minimum = billing.micros_to_float(offers[0][0])
-                    raise ApiError(f"Your bid price is lower than the minimum bid of ${minimum:.3f}/hr per GPU "
-                                   f"for {gpu.id}.")
+                    raise ApiError(
+                        f"Your bid price is lower than the minimum bid of ${minimum:.3f}/hr per GPU for {gpu.id}."
+                    )
                 price, cloud, dc = affordable[0]
                 cost = bid_micros * gpu_count  # a spot pod pays its bid
             else:
@@ -292,11 +295,19 @@ class Account:
                 cost = price * gpu_count
             self.catalog.gpu_stock[(gpu.id, cloud, dc)] -= gpu_count
             return self._new_pod(
-                spec, kind="gpu", cloud=cloud, data_center_id=dc, gpu_type_id=gpu.id,
-                gpu_display_name=gpu.display_name, gpu_count=gpu_count, cpu_instance_id=None,
+                spec,
+                kind="gpu",
+                cloud=cloud,
+                data_center_id=dc,
+                gpu_type_id=gpu.id,
+                gpu_display_name=gpu.display_name,
+                gpu_count=gpu_count,
+                cpu_instance_id=None,
                 vcpu=max(spec.get("minVcpuCount") or 0, VCPU_PER_GPU * gpu_count),
                 memory_gb=max(spec.get("minMemoryInGb") or 0, MEMORY_GB_PER_GPU * gpu_count),
-                cost=cost, spot=spot, bid_micros=bid_micros,
+                cost=cost,
+                spot=spot,
+                bid_micros=bid_micros,
             )
 
     def deploy_cpu_pod(self, spec: dict[str, Any]) -> Pod:
@@ -315,9 +326,19 @@ class Account:
             dc = available[0]
             self.catalog.cpu_stock[dc] -= 1
             return self._new_pod(
-                spec, kind="cpu", cloud=SECURE, data_center_id=dc, gpu_type_id=None, gpu_display_name=None,
-                gpu_count=0, cpu_instance_id=instance.id, vcpu=instance.vcpu, memory_gb=instance.memory_gb,
-                cost=instance.cost_per_hr_micros, spot=False, bid_micros=None,
+                spec,
+                kind="cpu",
+                cloud=SECURE,
+                data_center_id=dc,
+                gpu_type_id=None,
+                gpu_display_name=None,
+                gpu_count=0,
+                cpu_instance_id=instance.id,
+                vcpu=instance.vcpu,
+                memory_gb=instance.memory_gb,
+                cost=instance.cost_per_hr_micros,
+                spot=False,
+                bid_micros=None,
             )
 
     def _clouds(self, cloud_type: str | None) -> list[str]:
@@ -346,13 +367,29 @@ class Account:
         if requested is not None:
             return [requested]
         country = spec.get("countryCode")
-        return [dc.id for dc in self.catalog.data_centers.values()
-                if country is None or dc.id.split("-")[1] == country or dc.location == country]
+        return [
+            dc.id
+            for dc in self.catalog.data_centers.values()
+            if country is None or dc.id.split("-")[1] == country or dc.location == country
+        ]
 
-    def _new_pod(self, spec: dict[str, Any], *, kind: str, cloud: str, data_center_id: str,
-                 gpu_type_id: str | None, gpu_display_name: str | None, gpu_count: int,
-                 cpu_instance_id: str | None, vcpu: int, memory_gb: int, cost: int, spot: bool,
-                 bid_micros: int | None) -> Pod:
+    def _new_pod(
+        self,
+        spec: dict[str, Any],
+        *,
+        kind: str,
+        cloud: str,
+        data_center_id: str,
+        gpu_type_id: str | None,
+        gpu_display_name: str | None,
+        gpu_count: int,
+        cpu_instance_id: str | None,
+        vcpu: int,
+        memory_gb: int,
+        cost: int,
+        spot: bool,
+        bid_micros: int | None,
+    ) -> Pod:
         now = self.clock.now()
         pod_id = _new_id(14)
         env: dict[str, str] = {}
@@ -365,16 +402,34 @@ class Account:
         (pod_dir / "disk").mkdir(parents=True)
         (pod_dir / "pod.log").touch()
         pod = Pod(
-            id=pod_id, name=spec.get("name") or "", kind=kind, image_name=spec.get("imageName") or "",
-            env=env, docker_args=spec.get("dockerArgs") or "",
+            id=pod_id,
+            name=spec.get("name") or "",
+            kind=kind,
+            image_name=spec.get("imageName") or "",
+            env=env,
+            docker_args=spec.get("dockerArgs") or "",
             volume_mount_path=spec.get("volumeMountPath") or DEFAULT_MOUNT_PATH,
-            network_volume_id=spec.get("networkVolumeId"), data_center_id=data_center_id, cloud=cloud,
-            gpu_type_id=gpu_type_id, gpu_display_name=gpu_display_name, gpu_count=gpu_count,
-            cpu_instance_id=cpu_instance_id, vcpu_count=vcpu, memory_gb=memory_gb,
-            container_disk_gb=spec.get("containerDiskInGb") or 10, volume_in_gb=spec.get("volumeInGb") or 0,
-            ports=spec.get("ports"), cost_per_hr_micros=cost, spot=spot, bid_per_gpu_micros=bid_micros,
-            machine_id=_new_id(12), pod_host_id=f"{pod_id}-{secrets.token_hex(4)}", created_at=now,
-            dir=pod_dir, start_due=now + self.startup_delay_s[kind], never_start=never_start,
+            network_volume_id=spec.get("networkVolumeId"),
+            data_center_id=data_center_id,
+            cloud=cloud,
+            gpu_type_id=gpu_type_id,
+            gpu_display_name=gpu_display_name,
+            gpu_count=gpu_count,
+            cpu_instance_id=cpu_instance_id,
+            vcpu_count=vcpu,
+            memory_gb=memory_gb,
+            container_disk_gb=spec.get("containerDiskInGb") or 10,
+            volume_in_gb=spec.get("volumeInGb") or 0,
+            ports=spec.get("ports"),
+            cost_per_hr_micros=cost,
+            spot=spot,
+            bid_per_gpu_micros=bid_micros,
+            machine_id=_new_id(12),
+            pod_host_id=f"{pod_id}-{secrets.token_hex(4)}",
+            created_at=now,
+            dir=pod_dir,
+            start_due=now + self.startup_delay_s[kind],
+            never_start=never_start,
             last_status_change=now,
         )
         pod.billing.append(BillingInterval(now, None, cost))
@@ -441,8 +496,10 @@ class Account:
                     minimum = gpu.price_micros(pod.cloud, spot=True) or 0
                     bid_micros = billing.dollars_to_micros(str(bid_per_gpu))
                     if bid_micros < minimum:
-                        raise ApiError(f"Your bid price is lower than the minimum bid of "
-                                       f"${billing.micros_to_float(minimum):.3f}/hr per GPU for {gpu.id}.")
+                        raise ApiError(
+                            f"Your bid price is lower than the minimum bid of "
+                            f"${billing.micros_to_float(minimum):.3f}/hr per GPU for {gpu.id}."
+                        )
                     pod.bid_per_gpu_micros = bid_micros
                     cost = bid_micros * pod.gpu_count
                 key = (pod.gpu_type_id, pod.cloud, pod.data_center_id)
@@ -509,8 +566,12 @@ class Account:
     def _tick(self) -> None:
         now = self.clock.now()
         for pod in list(self.pods.values()):
-            if (pod.state == PodState.STARTING and not pod.never_start and pod.start_due is not None
-                    and now >= pod.start_due):
+            if (
+                pod.state == PodState.STARTING
+                and not pod.never_start
+                and pod.start_due is not None
+                and now >= pod.start_due
+            ):
                 self._launch(pod, now)
             self._settle(pod)
 
@@ -616,21 +677,46 @@ class Account:
     def report(self, pod: Pod) -> PodReport:
         seconds, cost = self.billed(pod)
         return PodReport(
-            id=pod.id, name=pod.name, kind=pod.kind, state=pod.state.value, gpu_type_id=pod.gpu_type_id,
-            gpu_count=pod.gpu_count, cpu_instance_id=pod.cpu_instance_id, cloud=pod.cloud,
-            data_center_id=pod.data_center_id, spot=pod.spot, image_name=pod.image_name, env=dict(pod.env),
-            docker_args=pod.docker_args, volume_id=pod.network_volume_id, volume_mount_path=pod.volume_mount_path,
-            cost_per_hr_micros=pod.cost_per_hr_micros, created_at=pod.created_at, started_at=pod.started_at,
-            stopped_at=pod.stopped_at, terminated_at=pod.terminated_at, interrupted_at=pod.interrupted_at,
-            exit_code=pod.exit_code, process_alive=pod.process is not None and pod.process.group_alive(),
-            billed_seconds=seconds, cost_micros=cost, events=tuple(pod.events),
+            id=pod.id,
+            name=pod.name,
+            kind=pod.kind,
+            state=pod.state.value,
+            gpu_type_id=pod.gpu_type_id,
+            gpu_count=pod.gpu_count,
+            cpu_instance_id=pod.cpu_instance_id,
+            cloud=pod.cloud,
+            data_center_id=pod.data_center_id,
+            spot=pod.spot,
+            image_name=pod.image_name,
+            env=dict(pod.env),
+            docker_args=pod.docker_args,
+            volume_id=pod.network_volume_id,
+            volume_mount_path=pod.volume_mount_path,
+            cost_per_hr_micros=pod.cost_per_hr_micros,
+            created_at=pod.created_at,
+            started_at=pod.started_at,
+            stopped_at=pod.stopped_at,
+            terminated_at=pod.terminated_at,
+            interrupted_at=pod.interrupted_at,
+            exit_code=pod.exit_code,
+            process_alive=pod.process is not None and pod.process.group_alive(),
+            billed_seconds=seconds,
+            cost_micros=cost,
+            events=tuple(pod.events),
         )
 
     def volume_report(self, volume: Volume) -> VolumeReport:
         end = volume.deleted_at if volume.deleted_at is not None else self.clock.now()
-        return VolumeReport(volume.id, volume.name, volume.size_gb, volume.data_center_id, volume.path,
-                            volume.created_at, volume.deleted_at,
-                            billing.volume_cost_micros(volume.size_gb, end - volume.created_at))
+        return VolumeReport(
+            volume.id,
+            volume.name,
+            volume.size_gb,
+            volume.data_center_id,
+            volume.path,
+            volume.created_at,
+            volume.deleted_at,
+            billing.volume_cost_micros(volume.size_gb, end - volume.created_at),
+        )
 
     def kill_everything(self) -> None:
         with self.lock:
@@ -641,9 +727,13 @@ class Account:
 
     def last_status_text(self, pod: Pod) -> str:
         when: datetime = self.clock.to_datetime(pod.last_status_change)
-        verb = {PodState.STARTING: "Rented by User", PodState.RUNNING: "Rented by User",
-                PodState.EXITED: "Exited by User", PodState.STOPPED: "Exited by User",
-                PodState.TERMINATED: "Terminated by User"}[pod.state]
+        verb = {
+            PodState.STARTING: "Rented by User",
+            PodState.RUNNING: "Rented by User",
+            PodState.EXITED: "Exited by User",
+            PodState.STOPPED: "Exited by User",
+            PodState.TERMINATED: "Terminated by User",
+        }[pod.state]
         if pod.interrupted_at is not None and pod.state == PodState.STOPPED:
             verb = "Exited by Runpod (spot interrupted)"
         return f"{verb}: {when.strftime('%a %b %d %Y %H:%M:%S')} GMT+0000 (Coordinated Universal Time)"
