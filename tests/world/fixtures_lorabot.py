@@ -1,0 +1,32 @@
+"""The `lorabot_world` fixture: orchestrator + DB + RunPod emulator + moto S3, ready for a job."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.world.lorabot_world import LorabotWorld
+from tests.world.s3 import S3World
+
+
+@pytest.fixture
+def make_lorabot_world(
+    make_runpod_emulator: Callable[..., Any], s3_world: S3World, db_sessions: sessionmaker[Session], tmp_path: Path
+) -> Callable[..., LorabotWorld]:
+    """Factory: `make_lorabot_world(time_scale=120, status_stale_s=300, ...)`; kwargs other than the emulator's
+    go to OrchestratorConfig."""
+
+    def make(*, time_scale: float = 60.0, kill_grace_s: float = 10.0, **config: Any) -> LorabotWorld:
+        emulator = make_runpod_emulator(time_scale=time_scale, kill_grace_s=kill_grace_s)
+        return LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **config)
+
+    return make
+
+
+@pytest.fixture
+async def lorabot_world(make_lorabot_world: Callable[..., LorabotWorld]) -> AsyncIterator[LorabotWorld]:
+    yield make_lorabot_world()
