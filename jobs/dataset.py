@@ -377,6 +377,7 @@ def _write_images(
                     sha256=sha256,
                     caption=text,
                     had_caption=caption is not None,
+                    exif_rotated=facts.exif_rotated,
                 )
             )
     return records

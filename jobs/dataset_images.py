@@ -22,12 +22,17 @@ IMAGE_EXTENSIONS = frozenset(
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     format: str
     extension: str
     width: int
     height: int
+    # sd-scripts' load_image ignores EXIF orientation: a phone photo marked "rotate" trains sideways.
+    exif_rotated: bool = False
 
 
 def sniff_format(head: bytes, *, trust_weak_magic: bool) -> str | None:
@@ -78,6 +83,9 @@ def inspect_image(path: Path, name: str, limits: IngestLimits) -> ImageFacts:
                 width, height = image.size
                 if width * height > limits.max_image_pixels:
                     raise _too_many_pixels(name, width, height, limits)
+                # Read EXIF before PNG's verify(), which must come straight after open; camera
+                # orientation tags live in JPEG/WEBP, and a PNG's would need its chunks read first.
+                exif_rotated = image_format != "PNG" and image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1)
                 _decode_cheaply(image, image_format, width, height)
     except Image.DecompressionBombError as exc:
         # Pillow refuses before we see the size; its message carries the pixel count.
@@ -93,7 +101,7 @@ def inspect_image(path: Path, name: str, limits: IngestLimits) -> ImageFacts:
         raise DatasetError(
             "bad_image", f"{name!r} is not a valid JPEG, PNG or WEBP image: it is damaged ({exc})."
         ) from None
-    return ImageFacts(image_format, ACCEPTED_FORMATS[image_format], width, height)
+    return ImageFacts(image_format, ACCEPTED_FORMATS[image_format], width, height, exif_rotated)
 
 
 def _decode_cheaply(image: Image.Image, image_format: str, width: int, height: int) -> None:

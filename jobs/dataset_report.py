@@ -35,6 +35,7 @@ class ImageRecord:
     sha256: str
     caption: str
     had_caption: bool
+    exif_rotated: bool = False
 
 
 @dataclass
@@ -178,6 +179,12 @@ def _warnings(
                 f"{len(no_class)} of {count} captions do not mention the class {class_word!r},"
                 f" e.g. {name_some(no_class)}."
             )
+    rotated = [r.source for r in records if r.exif_rotated]
+    if rotated:
+        found.append(
+            f"{len(rotated)} image(s) carry an EXIF rotation that sd-scripts ignores, so they would train sideways"
+            f" or upside down: {name_some(rotated)}. Save them with the rotation applied."
+        )
     if report.duplicates:
         copies = sum(len(group) - 1 for group in report.duplicates)
         examples = name_some([" = ".join(group) for group in report.duplicates], 2)

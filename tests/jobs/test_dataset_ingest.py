@@ -247,3 +247,20 @@ def test_a_large_image_is_streamed_not_loaded(tmp_path: Path) -> None:
 
     assert (dataset.root / "images/0001.png").stat().st_size == len(big)
     assert peak < 2 * 1024**2, f"peak {peak / 1024**2:.1f} MiB"
+
+
+def test_exif_rotated_photos_are_named_in_a_warning(tmp_path: Path) -> None:
+    """sd-scripts ignores EXIF orientation, so a phone photo marked 'rotate 90°' gets a warning naming it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), RED).save(buffer, format="JPEG", exif=exif.tobytes())
+    dataset = ingest(
+        tmp_path,
+        {"phone.jpg": buffer.getvalue(), "phone.txt": b"kana", "flat.png": image_bytes(), "flat.txt": b"kana"},
+    )
+
+    assert (
+        "1 image(s) carry an EXIF rotation that sd-scripts ignores, so they would train sideways or upside down:"
+        " 'phone.jpg'. Save them with the rotation applied." in dataset.report.warnings
+    )
