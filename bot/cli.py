@@ -12,7 +12,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.planning import Plan
 
 EXIT_OK = 0
 EXIT_NOT_BUILT = 1
@@ -86,19 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="an allow-listed sd-scripts option (e.g. noise_offset=0.05)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    run = sub.add_parser("run", help="start the bot")
-    run.add_argument("rest", nargs=argparse.REMAINDER)
-    demo = sub.add_parser("demo", help="run the sandbox demo (no Discord, no RunPod, $0)")
-    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands everything after `run`/`demo` to the module untouched.
+    sub.add_parser("run", help="start the bot")
+    sub.add_parser("demo", help="run the sandbox demo (no Discord, no RunPod, $0)")
     return parser
 
 
+_DELEGATES = {"run": "bot.launcher", "demo": "jobs.sandbox.demo"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
-    if args.command == "plan":
-        return _plan(args)
-    module = {"run": "bot.launcher", "demo": "jobs.sandbox.demo"}[args.command]
-    return _delegate(module, list(args.rest))
+    words = list(argv) if argv is not None else sys.argv[1:]
+    if words and words[0] in _DELEGATES:
+        return _delegate(_DELEGATES[words[0]], words[1:])
+    return _plan(build_parser().parse_args(words))
 
 
 def _delegate(module_name: str, rest: list[str]) -> int:
@@ -181,7 +185,7 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plan_json(plan: Any) -> dict[str, Any]:
+def _plan_json(plan: Plan) -> dict[str, Any]:
     estimate = plan.estimate
     return {
         "preset": plan.spec.preset,

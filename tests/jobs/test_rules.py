@@ -284,7 +284,7 @@ def test_epochs_and_repeats_out_of_range_are_refused() -> None:
 
 
 def test_folders_without_repeats_use_the_preset_default_and_say_so() -> None:
-    s, notices = check(spec(sample_prompts=PROMPTS, repeats=None), repeats=None)
+    _, notices = check(spec(sample_prompts=PROMPTS, repeats=None), repeats=None)
     assert notice(notices, "repeats").text == (
         "folders without a '<repeats>_' prefix repeat 10x (preset default); set --repeats to change it")
 
@@ -327,7 +327,7 @@ def test_a_text_encoder_rate_above_the_unet_rate_warns() -> None:
 
 
 def test_adaptive_optimizers_take_rates_near_one() -> None:
-    s, notices = check(spec(sample_prompts=PROMPTS, optimizer="Prodigy", unet_lr=1.0, te_lr=1.0))
+    _, notices = check(spec(sample_prompts=PROMPTS, optimizer="Prodigy", unet_lr=1.0, te_lr=1.0))
     assert [n.code for n in notices] == []
 
 
