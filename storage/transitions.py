@@ -317,11 +317,8 @@ def mark_notice_sent(session: Session, notice_id: int, *, discord_message_id: in
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def mark_notice_failed(
-    session: Session, notice_id: int, *, error: str, retry_at: dt.datetime, now: dt.datetime
-) -> None:
+def mark_notice_failed(session: Session, notice_id: int, *, error: str, retry_at: dt.datetime) -> None:
     """Count a failed send and hold the notice until ``retry_at``. ``error`` must already be free of secrets."""
-    del now  # kept in the signature so every outbox write reads alike; the retry time carries the schedule
     session.execute(
         update(Notice)
         .where(Notice.id == notice_id, Notice.sent_at.is_(None))
@@ -428,8 +425,12 @@ def set_pod_exited(session: Session, pod_id: int, *, now: dt.datetime, exit_reas
     return pod
 
 
-def set_pod_lost(session: Session, pod_id: int, *, now: dt.datetime, exit_reason: str) -> Pod:
-    """RunPod no longer knows a pod we never terminated (spot reclaim, host loss)."""
+def set_pod_lost(session: Session, pod_id: int, *, exit_reason: str) -> Pod:
+    """RunPod no longer knows a pod we never terminated (spot reclaim, host loss).
+
+    The row stays live (not TERMINATED) until the orchestrator records when billing ended with
+    ``set_pod_terminated``: only it knows whether to take the last look or the loss as the end.
+    """
     pod = _get_pod(session, pod_id)
     if pod.status is not PodStatus.TERMINATED:
         pod.status = PodStatus.LOST

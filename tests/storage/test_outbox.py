@@ -46,7 +46,7 @@ def test_a_failed_send_backs_off_and_holds_the_rest_of_its_thread(db_session: Se
     _queue(db_session, job_id, "epoch:1")
     _queue(db_session, job_id, "epoch:2")
     (first,) = pending_notices(db_session, now=T0)
-    mark_notice_failed(db_session, first.id, error="Discord 503 " + "x" * 5000, retry_at=T0 + 5 * MINUTE, now=T0)
+    mark_notice_failed(db_session, first.id, error="Discord 503 " + "x" * 5000, retry_at=T0 + 5 * MINUTE)
     assert pending_notices(db_session, now=T0 + MINUTE) == []
     again = pending_notices(db_session, now=T0 + 5 * MINUTE)
     assert [notice.idempotency_key for notice in again] == ["epoch:1"]

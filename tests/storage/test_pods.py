@@ -86,7 +86,7 @@ def test_terminate_is_recorded_once(db_session: Session) -> None:
     assert (pod.status, pod.terminated_at, pod.uptime_seconds_api) == (PodStatus.TERMINATED, T0 + 61 * MINUTE, 3600)
     assert list_live_pods(db_session) == []
     # Late news about a terminated pod changes nothing.
-    set_pod_lost(db_session, pod.id, now=T0 + 91 * MINUTE, exit_reason="gone")
+    set_pod_lost(db_session, pod.id, exit_reason="gone")
     set_pod_terminate_requested(db_session, pod.id, now=T0 + 92 * MINUTE)
     assert pod.status is PodStatus.TERMINATED
 
@@ -101,7 +101,7 @@ def test_exited_and_lost_pods_stay_live_until_terminated(db_session: Session) ->
     cpu = record_pod_intent(db_session, job_id=job_id, role=PodRole.CPU, attempt=1, now=T0)
     gpu = record_pod_intent(db_session, job_id=job_id, role=PodRole.GPU, attempt=1, now=T0)
     set_pod_exited(db_session, cpu.id, now=T0 + MINUTE, exit_reason="agent finished: READY")
-    set_pod_lost(db_session, gpu.id, now=T0 + MINUTE, exit_reason="spot reclaimed")
+    set_pod_lost(db_session, gpu.id, exit_reason="spot reclaimed")
     assert {(pod.name, pod.status) for pod in list_live_pods(db_session)} == {
         (cpu.name, PodStatus.EXITED),
         (gpu.name, PodStatus.LOST),
