@@ -72,10 +72,20 @@ def test_flat_folder_with_junk(tmp_path: Path) -> None:
 
 def test_single_wrapper_folder_names_the_concept(tmp_path: Path) -> None:
     """Everything inside one plain folder: the folder is a wrapper, and its name becomes the concept's."""
-    dataset = ingest(tmp_path, {"My Set/x.png": image_bytes(), "My Set/x.txt": b"kana"})
+    dataset = ingest(
+        tmp_path,
+        {  # what macOS Finder's "Compress" writes: the folder, plus resource forks beside it
+            "My Set/": b"",
+            "My Set/x.png": image_bytes(),
+            "My Set/x.txt": b"kana",
+            "__MACOSX/My Set/._x.png": b"fork",
+            "My Set/.DS_Store": b"x",
+        },
+    )
 
     assert dataset.concepts == [Concept(name="My Set", repeats=None, folder="my-set", image_count=1)]
     assert set(tree(dataset.root)) == {"my-set/0001.png", "my-set/0001.txt"}
+    assert [path for path, _ in dataset.report.skipped] == ["My Set/.DS_Store", "__MACOSX/My Set/._x.png"]
 
 
 def test_repeats_folders_become_concepts(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from jobs.dataset import DatasetError, ingest_zip
-from tests.jobs.dataset_corpus import BAD_INPUTS, BadInput
+from jobs.dataset import DatasetError, IngestLimits, ingest_zip
+from jobs.zipsafe import ByteBudget, SafeEntry
+from tests.jobs.dataset_corpus import BAD_INPUTS, BadInput, make_zip
 
 
 def test_the_corpus_is_big_and_every_case_is_specific() -> None:
@@ -57,3 +59,27 @@ def test_a_missing_zip_is_named(tmp_path: Path) -> None:
     assert refused.value.code == "not_found"
     assert "'nope.zip' does not exist" in str(refused.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("limits", "code", "message"),
+    [
+        (IngestLimits(max_entry_bytes=300_000), "entry_too_large", "'zeros.bin' unpacks to more than"),
+        (IngestLimits(max_total_bytes=300_000), "total_too_large", "unpacks to more than"),
+        (IngestLimits(max_ratio=10.0, ratio_grace_bytes=100_000), "zip_bomb", "'zeros.bin' expands"),
+    ],
+)
+def test_the_copy_counts_real_bytes_whatever_the_headers_said(
+    limits: IngestLimits, code: str, message: str, tmp_path: Path
+) -> None:
+    """Caps are enforced on the decompressed stream itself, not only on the sizes the headers declare."""
+    zip_path = make_zip(tmp_path / "in.zip", {"zeros.bin": b"\x00" * 2_000_000})
+    with zipfile.ZipFile(zip_path) as archive:
+        entry = SafeEntry(archive.getinfo("zeros.bin"), "zeros.bin", ("zeros.bin",))  # header checks skipped
+        budget = ByteBudget(archive, zip_path.stat().st_size, limits)
+        with pytest.raises(DatasetError) as refused, (tmp_path / "out.bin").open("wb") as target:
+            budget.copy(entry, target)
+
+    assert refused.value.code == code
+    assert message in str(refused.value)
+    assert (tmp_path / "out.bin").stat().st_size < 2_000_000, "the copy stopped early"
