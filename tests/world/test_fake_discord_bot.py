@@ -150,14 +150,11 @@ async def test_discord_py_retries_a_5xx_and_succeeds(fake_discord: FakeDiscord) 
     assert time.monotonic() - started < 5
 
 
-async def test_bad_token_is_a_login_failure() -> None:
-    async with FakeDiscord() as fake:
-        fake.bot_token = "not-the-token"  # the bot presents a token the fake does not accept
-        fake._rest.bot_token = fake.gateway.bot_token  # the fake still expects its own
-        with pytest.raises(discord.LoginFailure):
-            async with run_bot(fake, EchoBot()):
-                pass
-        assert [(r.route, r.status) for r in fake.requests] == [("/users/@me", 401)]
+async def test_a_wrong_token_is_a_login_failure(fake_discord: FakeDiscord) -> None:
+    with pytest.raises(discord.LoginFailure):
+        async with run_bot(fake_discord, EchoBot(), token="not-the-token"):
+            pass
+    assert [(r.route, r.status) for r in fake_discord.requests] == [("/users/@me", 401)]
 
 
 async def test_gateway_reconnect_resumes_without_losing_an_interaction(fake_discord: FakeDiscord) -> None:

@@ -16,13 +16,16 @@ ClientT = TypeVar("ClientT", bound="discord.Client")
 
 
 @contextlib.asynccontextmanager
-async def run_bot(fake: FakeDiscord, client: ClientT, *, timeout: float = 10.0) -> AsyncIterator[ClientT]:
+async def run_bot(
+    fake: FakeDiscord, client: ClientT, *, timeout: float = 10.0, token: str | None = None
+) -> AsyncIterator[ClientT]:
     """Start `client` with the fake's token, wait until it has identified, and close it afterwards.
 
     If the client dies while starting (bad token, crash in setup_hook), its exception is raised here.
+    `token` overrides the token the client presents (to test a wrong one).
     """
     with patch_discord_py(fake):
-        task = asyncio.create_task(client.start(fake.bot_token), name="fake-discord-bot")
+        task = asyncio.create_task(client.start(token or fake.bot_token), name="fake-discord-bot")
         connected = asyncio.create_task(fake.wait_until_connected(timeout))
         try:
             done, _ = await asyncio.wait({task, connected}, return_when=asyncio.FIRST_COMPLETED)

@@ -213,6 +213,22 @@ class FakeDiscord:
         record = self._factory.slash(name, merged, user=who, channel=where, roles=roles)
         return self._send(record)
 
+    async def send_autocomplete(
+        self,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        *,
+        user: UserRecord | None = None,
+        channel: ChannelRecord | None = None,
+        guild: bool = True,
+    ) -> InteractionRecord:
+        """Send an autocomplete interaction (type 4) for option `focused`, whose typed text is `options[focused]`."""
+        await self.wait_until_connected()
+        who = user or self.default_user
+        where = channel or (self.channel if guild else self.world.dm_channel(who))
+        return self._send(self._factory.slash(name, options, user=who, channel=where, roles=None, focused=focused))
+
     async def autocomplete(
         self,
         name: str,
@@ -224,11 +240,8 @@ class FakeDiscord:
         guild: bool = True,
         timeout: float = 3.0,
     ) -> list[JsonDict]:
-        """Type into option `focused` (its text is `options[focused]`) and return the choices the bot offers."""
-        await self.wait_until_connected()
-        who = user or self.default_user
-        where = channel or (self.channel if guild else self.world.dm_channel(who))
-        record = self._send(self._factory.slash(name, options, user=who, channel=where, roles=None, focused=focused))
+        """Type into option `focused` and return the choices the bot offers (callback type 8)."""
+        record = await self.send_autocomplete(name, options, focused, user=user, channel=channel, guild=guild)
         response = await self.wait_for_response(record, timeout=timeout)
         if response.type != 8:
             raise AssertionError(f"autocomplete for /{name} got callback type {response.type}, expected 8")

@@ -170,7 +170,7 @@ def _validate_options(errors: FormErrors, path: Path, options: list[Any], *, dep
             errors.add(here, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
             continue
         kind = option.get("type")
-        if kind not in OPTION_TYPES:
+        if not isinstance(kind, int) or isinstance(kind, bool) or kind not in OPTION_TYPES:
             errors.add((*here, "type"), "BASE_TYPE_CHOICES", f"Value must be one of {list(OPTION_TYPES)}.")
             continue
         _command_name(errors, (*here, "name"), option.get("name"))
@@ -264,7 +264,7 @@ def _validate_choice(errors: FormErrors, path: Path, choice: Any, kind: int) -> 
     if kind == STRING:
         _length(errors, (*path, "value"), value, 1, 100)
     elif kind == INTEGER:
-        if not _is_int(value) or abs(value) > MAX_SAFE_INTEGER:
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_SAFE_INTEGER:
             errors.add((*path, "value"), "NUMBER_TYPE_COERCE", f"Value {value!r} is not int.")
     elif kind == NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
         errors.add((*path, "value"), "NUMBER_TYPE_COERCE", f"Value {value!r} is not a number.")

@@ -484,7 +484,8 @@ class RestServer:
         body = await self._body(request, channel, record.attachment_size_limit)
         payload = body.json if isinstance(body.json, dict) else {}
         kind = payload.get("type")
-        data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+        raw_data = payload.get("data")
+        data: JsonDict = raw_data if isinstance(raw_data, dict) else {}
         if kind not in ALLOWED_CALLBACKS.get(record.type, set()):
             errors = FormErrors()
             errors.add(

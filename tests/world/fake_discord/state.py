@@ -239,7 +239,9 @@ class World:
             payload["webhook_id"] = str(self.app_id)
             payload["application_id"] = str(self.app_id)
             payload["interaction_metadata"] = self._interaction_metadata(interaction)
-        msg = MessageRecord(message_id, channel.id, author.id, payload, interaction_id=interaction and interaction.id)
+        msg = MessageRecord(
+            message_id, channel.id, author.id, payload, interaction_id=interaction.id if interaction else None
+        )
         self._apply_message_body(msg, body, uploads, replace_attachments=True)
         self.messages[message_id] = msg
         self.channel_messages.setdefault(channel.id, []).append(message_id)
