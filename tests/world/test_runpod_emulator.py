@@ -7,7 +7,7 @@ import runpod
 from runpod.error import AuthenticationError, QueryError
 
 from jobs.sandbox.emulator import COMMUNITY, NO_STOCK, SECURE, RunpodEmulator
-from tests.world.fixtures_runpod import runpod_graphql
+from tests.world.fixtures_runpod import EmulatorFactory, runpod_graphql
 
 RTX_4090 = "NVIDIA GeForce RTX 4090"
 GPU_STARTUP_S = 120  # the emulator's default GPU start-up delay, in sim seconds
@@ -295,3 +295,15 @@ async def test_a_dropped_connection_is_a_connection_error(runpod_emulator: Runpo
     runpod_emulator.fail_next(1, status="disconnect")
     with pytest.raises(requests.ConnectionError):
         runpod.get_pods()
+
+
+async def test_a_timeout_fault_holds_the_request_past_the_clients_patience(
+    make_runpod_emulator: EmulatorFactory,
+) -> None:
+    import requests
+
+    emulator = make_runpod_emulator(timeout_hold_s=5.0)
+    emulator.fail_next(1, status="timeout")
+    with pytest.raises(requests.Timeout):
+        requests.post(emulator.graphql_url, json={"query": "{ myself { id } }"}, timeout=0.3)
+    assert runpod.get_pods() == []

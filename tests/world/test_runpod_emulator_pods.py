@@ -158,6 +158,34 @@ async def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(
     assert [event for _, event in report.events] == ["created", "started", "terminated", "killed after grace period"]
 
 
+async def test_a_program_detached_into_its_own_session_still_dies_with_its_pod(
+    make_runpod_emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """The agent starts sd-scripts with start_new_session (seed 000: SSH hang-ups); a container's end still
+    takes it down, so the emulator must too."""
+    emulator = make_runpod_emulator(time_scale=20.0, kill_grace_s=10.0)
+    trainer = tmp_path / "trainer.py"
+    trainer.write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('training', flush=True)\n"
+        "time.sleep(1000)\n"
+    )
+    args = _python(
+        tmp_path,
+        "agent",
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, {str(trainer)!r}], start_new_session=True)\n"
+        "time.sleep(1000)\n",
+    )
+    pod_id = _gpu_pod(None, args)
+    emulator.advance(GPU_STARTUP_S)
+    emulator.wait_until(lambda: "training" in emulator.pod_log(pod_id), what="the detached trainer")
+    assert len(_group(pod_id)) == 2
+
+    runpod.terminate_pod(pod_id)
+    emulator.wait_until(lambda: _group(pod_id) == [], what="the whole container to die")
+    assert not emulator.pod(pod_id).process_alive
+
+
 async def test_a_start_command_that_ends_leaves_the_pod_exited_and_still_billing(
     runpod_emulator: RunpodEmulator,
 ) -> None:

@@ -34,15 +34,17 @@ class RunpodEmulator:
         startup_delay_s: dict[str, float] | None = None,
         catalog: Catalog | None = None,
         root: Path | None = None,
+        timeout_hold_s: float = 35.0,
     ) -> None:
         """`time_scale` sim seconds pass per real second; `kill_grace_s` and start-up delays are sim seconds
-        (defaults: 10 s grace like RunPod, GPU pods 120 s and CPU pods 30 s to start)."""
+        (defaults: 10 s grace like RunPod, GPU pods 120 s and CPU pods 30 s to start). A "timeout" fault
+        holds its request `timeout_hold_s` real seconds (the SDK's own timeout is 30 s)."""
         self.clock = SimClock(time_scale)
         self.api_key = api_key or f"rpa_EMULATED{secrets.token_hex(16).upper()}"
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="runpod-emulator-")) if root is None else root
         self.account = Account(self.clock, self.root, catalog, kill_grace_s, startup_delay_s)
-        self.server = EmulatorServer(self.account, self.api_key)
+        self.server = EmulatorServer(self.account, self.api_key, hang_seconds=timeout_hold_s)
         self._started = False
 
     # ----- lifecycle -----

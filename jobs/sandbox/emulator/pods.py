@@ -57,16 +57,22 @@ def substitute_mount(text: str, mount_path: str, local_path: Path) -> str:
 
 
 class PodProcess:
-    """One run of a pod's start command. Not thread-safe: the emulator's lock guards it."""
+    """One run of a pod's start command. Not thread-safe: the emulator's lock guards it.
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    The container is the start command's process group plus every process that carries the pod's
+    `RUNPOD_POD_ID` in its environment: a program that detaches into a session of its own (nohup, setsid,
+    `start_new_session`) still dies with its container, as it would on RunPod.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], pod_id: str) -> None:
         self.popen = popen
         self.pgid = popen.pid  # start_new_session makes the child its own group leader
+        self.marker = f"RUNPOD_POD_ID={pod_id}".encode()
         self.term_sent_at: float | None = None  # sim time of SIGTERM, for the grace period
         self.killed = False
 
     @classmethod
-    def spawn(cls, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> PodProcess:
+    def spawn(cls, pod_id: str, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> PodProcess:
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
                 argv,
@@ -78,7 +84,7 @@ class PodProcess:
                 start_new_session=True,
                 close_fds=True,
             )
-        return cls(popen)
+        return cls(popen, pod_id)
 
     def exit_code(self) -> int | None:
         """None while the main process runs; reaps it once it has ended."""
@@ -89,10 +95,10 @@ class PodProcess:
         return self.exit_code() is None
 
     def group_alive(self) -> bool:
-        """Whether any process of the pod's group is left (a child may outlive the main process)."""
+        """Whether any process of the container is left (a child may outlive the main process)."""
         if self.alive:
             return True
-        return _group_has_live_member(self.pgid)
+        return bool(self._members())
 
     def send_term(self, sim_now: float) -> None:
         if self.term_sent_at is None:
@@ -112,30 +118,38 @@ class PodProcess:
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
+        for pid, in_group in self._members():
+            if not in_group:  # the group got it already; a second SIGTERM could cut a clean exit short
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
+    def _members(self) -> list[tuple[int, bool]]:
+        """Live (non-zombie) pids of the container, each with whether it is in the start command's group.
 
-def _group_has_live_member(pgid: int) -> bool:
-    """True if a non-zombie process is in group `pgid`.
-
-    Orphans of a killed pod are reparented to PID 1, which may reap them late (a container's init often
-    doesn't): a zombie holds nothing, so it doesn't count. Without /proc (macOS), any member counts.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name (which may hold spaces and parentheses): state ppid pgrp ...
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        Orphans of a killed pod are reparented to PID 1, which may reap them late: a zombie holds nothing, so
+        it doesn't count. Without /proc (macOS) only the process group is known.
+        """
+        proc = Path("/proc")
+        if not proc.is_dir():
+            try:
+                os.killpg(self.pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return []
+            return [(self.pgid, True)]
+        members = []
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                # Fields after the command name (which may hold spaces and parentheses): state ppid pgrp ...
+                fields = stat[stat.rfind(")") + 2 :].split()
+                if fields[0] == "Z":
+                    continue
+                if int(fields[2]) == self.pgid:
+                    members.append((int(entry.name), True))
+                elif self.marker in (entry / "environ").read_bytes().split(b"\0"):
+                    members.append((int(entry.name), False))
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile, or another user's process
+        return members

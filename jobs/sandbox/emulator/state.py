@@ -631,7 +631,7 @@ class Account:
             self._start_failed(pod, now, "no start command (dockerArgs is empty)", 0)
             return
         try:
-            pod.process = PodProcess.spawn(argv, env, pod.disk, pod.log_path)
+            pod.process = PodProcess.spawn(pod.id, argv, env, pod.disk, pod.log_path)
         except OSError as exc:
             self._start_failed(pod, now, f"exec {argv[0]!r} failed: {exc.strerror}", 127)
 
