@@ -138,3 +138,15 @@ def test_selections_are_validated_against_the_schema(text: str, message: str) ->
     with pytest.raises(GraphQLInputError) as caught:
         validate_selections("Query", parse(text).selections)
     assert str(caught.value).startswith(message)
+
+
+def test_error_texts_never_echo_long_strings_that_may_be_secrets() -> None:
+    token = "hf_" + "S3cr3tT0k3n" * 3
+    broken = 'mutation { podStop(input: {env: [{key: "HF_TOKEN", value: "' + token + '"x"}]}) { id } }'
+    with pytest.raises(GraphQLSyntaxError) as syntax:
+        parse(broken)
+    coercer = ArgumentCoercer({"i": {"gpuTypeId": "g", "bidPerGpu": token}}, {"i": "PodRentInterruptableInput!"})
+    with pytest.raises(GraphQLInputError) as typed:
+        coercer.coerce(Variable("i"), "PodRentInterruptableInput!")
+    assert token not in str(syntax.value) and "S3cr3t" not in str(syntax.value)
+    assert str(typed.value) == f"Float cannot represent non numeric value: a string of {len(token)} characters"

@@ -8,7 +8,6 @@ client that starts sending them fails loudly in tests instead of getting a wrong
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +154,8 @@ def _describe(token: _Token) -> str:
     if token.kind == "eof":
         return "<EOF>"
     if token.kind == "string":
-        return f"String {json.dumps(token.value)}"
+        # Never echo a string's content: it may be part of an env value holding a token.
+        return f"String ({len(token.value)} characters)"
     if token.kind == "name":
         return f'Name "{token.value}"'
     if token.kind in ("int", "float"):

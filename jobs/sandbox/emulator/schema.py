@@ -254,7 +254,8 @@ def _show(value: Any) -> str:
     if isinstance(value, EnumValue):
         return value.name
     if isinstance(value, str):
-        return f'"{value}"'
+        # Short words are echoed to help the caller; long strings may be secrets, so only their length is.
+        return f'"{value}"' if len(value) <= 16 else f"a string of {len(value)} characters"
     if value is True or value is False:
         return "true" if value else "false"
     return repr(value)
