@@ -361,3 +361,21 @@ def test_start_and_stop_are_fast_and_leave_no_process_port_or_folder(tmp_path: P
     assert not _listening(port)
     assert not root.exists()
     assert not any(thread.name == "runpod-emulator" for thread in threading.enumerate())
+
+
+async def test_seed_000s_run_costs_what_seed_000_paid(make_runpod_emulator: EmulatorFactory) -> None:
+    """Volume 30 GB for 4 h, CPU pod 2 vCPU / 8 GB for 40 min, secure RTX 4090 for 60 min: about $0.75."""
+    emulator = make_runpod_emulator(time_scale=1.0)  # time moves by advance() only, near enough
+    volume = emulator.create_volume("lorabot", 30, "EU-RO-1")
+    cpu = runpod.create_pod("cpu", "runpod/base", instance_id="cpu3g-2-8", network_volume_id=volume.id)["id"]
+    emulator.advance(40 * 60)
+    runpod.terminate_pod(cpu)
+    gpu = _gpu_pod(volume.id, "sleep 1000")
+    emulator.advance(60 * 60)
+    runpod.terminate_pod(gpu)
+    emulator.advance(4 * 3600 - 100 * 60 - 1)
+
+    assert emulator.pod(cpu).cost_micros == pytest.approx(53_333, rel=0.001)
+    assert emulator.pod(gpu).cost_micros == pytest.approx(690_000, rel=0.001)
+    assert [v.cost_micros for v in emulator.volumes()] == [11_667]
+    assert emulator.total_cost_micros() == pytest.approx(755_000, rel=0.001)
