@@ -87,9 +87,13 @@ class Gateway:
     # ------------------------------------------------------------ sessions
 
     def current(self) -> Session | None:
-        """The newest live, identified session: the one Discord would send interactions to."""
+        """The newest live, identified session."""
         live = [s for s in self.sessions.values() if s.live]
         return live[-1] if live else None
+
+    def newest(self) -> Session | None:
+        """The newest session, live or waiting to RESUME: the one Discord sends interactions to."""
+        return list(self.sessions.values())[-1] if self.sessions else None
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
@@ -117,6 +121,9 @@ class Gateway:
             self.connections.discard(conn)
             if session is not None and session.conn is conn:
                 session.conn = None
+                if ws.close_code in (1000, 1001):
+                    # A client that closes normally ends its session; only other closes may RESUME.
+                    self.sessions.pop(session.session_id, None)
             self.world.changed()
         return ws
 
@@ -202,16 +209,17 @@ class Gateway:
     # ------------------------------------------------------------ sending
 
     def dispatch(self, event: str, data: JsonDict, guild_id: int | None) -> None:
-        """Fan a world event out to every live session whose intents ask for it."""
+        """Fan a world event out to every session whose intents ask for it; a disconnected but resumable
+        session keeps it for the replay on RESUME."""
         needed = INTENT_GUILDS
         if event.startswith("MESSAGE_"):
             needed = INTENT_GUILD_MESSAGES if guild_id is not None else INTENT_DIRECT_MESSAGES
         for session in list(self.sessions.values()):
-            if session.intents & needed and session.live:
+            if session.intents & needed:
                 session.dispatch(event, data)
 
     def send_interaction(self, payload: JsonDict) -> None:
-        session = self.current()
+        session = self.newest()
         if session is None:
             raise RuntimeError("no bot is connected to the fake gateway: start the bot before sending interactions")
         session.dispatch("INTERACTION_CREATE", payload)
