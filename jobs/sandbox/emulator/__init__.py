@@ -7,8 +7,9 @@ Part of the product (the sandbox cloud and `lorabot demo` run on it) and of the 
 from jobs.sandbox.emulator.catalog import COMMUNITY, SECURE, Catalog, CpuFlavor, DataCenter, GpuType
 from jobs.sandbox.emulator.clock import SimClock
 from jobs.sandbox.emulator.emulator import RunpodEmulator
+from jobs.sandbox.emulator.records import PodReport, PodState, VolumeReport
 from jobs.sandbox.emulator.server import RequestRecord
-from jobs.sandbox.emulator.state import NO_FREE_GPUS_ON_HOST, NO_STOCK, PodReport, PodState, VolumeReport
+from jobs.sandbox.emulator.state import NO_FREE_GPUS_ON_HOST, NO_STOCK
 
 __all__ = [
     "COMMUNITY",

@@ -20,8 +20,9 @@ from types import TracebackType
 
 from jobs.sandbox.emulator.catalog import Catalog
 from jobs.sandbox.emulator.clock import SimClock
+from jobs.sandbox.emulator.records import PodReport, PodState, VolumeReport
 from jobs.sandbox.emulator.server import EmulatorServer, RequestRecord
-from jobs.sandbox.emulator.state import Account, PodReport, PodState, VolumeReport
+from jobs.sandbox.emulator.state import Account
 
 
 class RunpodEmulator:

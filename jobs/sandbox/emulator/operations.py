@@ -14,6 +14,7 @@ from typing import Any
 from jobs.sandbox.emulator import billing
 from jobs.sandbox.emulator.catalog import COMMUNITY, SECURE, GpuType
 from jobs.sandbox.emulator.graphql import Field, GraphQLInputError, GraphQLSyntaxError, Operation, parse
+from jobs.sandbox.emulator.records import ApiError, Pod, PodState, Volume
 from jobs.sandbox.emulator.schema import (
     OUTPUT_TYPES,
     ArgumentCoercer,
@@ -21,15 +22,7 @@ from jobs.sandbox.emulator.schema import (
     coerce_field_arguments,
     validate_selections,
 )
-from jobs.sandbox.emulator.state import (
-    MEMORY_GB_PER_GPU,
-    VCPU_PER_GPU,
-    Account,
-    ApiError,
-    Pod,
-    PodState,
-    Volume,
-)
+from jobs.sandbox.emulator.state import MEMORY_GB_PER_GPU, VCPU_PER_GPU, Account
 
 # Stock levels RunPod shows as `stockStatus` (emulator thresholds).
 _STOCK_HIGH = 8
