@@ -195,3 +195,51 @@ async def test_bot_may_create_a_thread_and_post_in_it(fake_discord: FakeDiscord)
     [posted] = fake_discord.messages_in(record)
     assert posted.content == "epoch 1/10"
     assert posted.file("sample-00.png").read_bytes() == b"\x89PNG"
+
+
+async def test_a_slow_acknowledgement_is_unknown_to_discord_py_and_a_failure(fake_discord: FakeDiscord) -> None:
+    """A bot that blocks for 3.5 s before defer() gets 404 Unknown interaction (10062), and the fake records
+    "The application did not respond" (the fixture would fail the test if it were not cleared here)."""
+    bot = EchoBot()
+    codes: list[int] = []
+
+    @bot.tree.command(name="slow", description="Blocks before acknowledging")
+    async def slow(interaction: discord.Interaction) -> None:
+        fake_discord.clock.advance(3.5)  # as if the event loop had been blocked for 3.5 s
+        try:
+            await interaction.response.defer()
+        except discord.NotFound as exc:
+            codes.append(exc.code)
+
+    async with run_bot(fake_discord, bot):
+        await fake_discord.send_slash("slow")
+        await fake_discord.wait_for(lambda: codes, what="the bot to hear about the late defer")
+
+    assert codes == [10062]
+    [failure] = fake_discord.clear_failures()
+    assert failure.kind == "did_not_respond" and "/slow" in failure.message
+
+
+async def test_nonce_makes_a_resent_notice_a_no_op(fake_discord: FakeDiscord) -> None:
+    """discord.py sends enforce_nonce with a nonce: a retried send returns the first message, as on Discord."""
+    async with run_bot(fake_discord, EchoBot()) as bot:
+        channel = bot.get_channel(fake_discord.channel.id)
+        assert isinstance(channel, discord.TextChannel)
+        first = await channel.send("epoch 3/10 done", nonce="j42-epoch-3")
+        again = await channel.send("epoch 3/10 done", nonce="j42-epoch-3")
+        other = await channel.send("epoch 4/10 done", nonce="j42-epoch-4")
+
+    assert first.id == again.id != other.id
+    assert [m.content for m in fake_discord.messages_in(fake_discord.channel)] == ["epoch 3/10 done", "epoch 4/10 done"]
+
+
+async def test_embed_images_may_point_at_uploaded_files(fake_discord: FakeDiscord) -> None:
+    async with run_bot(fake_discord, EchoBot()) as bot:
+        channel = bot.get_channel(fake_discord.channel.id)
+        assert isinstance(channel, discord.TextChannel)
+        gallery = discord.Embed(title="Epoch 1 — loss 0.091").set_image(url="attachment://grid.png")
+        sent = await channel.send(embed=gallery, file=discord.File(io.BytesIO(b"\x89PNG grid"), "grid.png"))
+
+    [message] = fake_discord.messages_in(fake_discord.channel)
+    assert message.embeds[0]["image"]["url"] == message.file("grid.png").url
+    assert sent.embeds[0].image.url == message.file("grid.png").url

@@ -255,6 +255,7 @@ class MessageRecord:
     interaction_id: int | None = None
     deleted: bool = False
     edits: int = 0
+    created_at: float = 0.0
 
     @property
     def content(self) -> str:

@@ -446,6 +446,9 @@ def validate_message(payload: JsonDict, *, attachment_count: int) -> FormErrors:
             )
         else:
             errors.extend((), validate_components(payload.get("components")))
+    nonce = payload.get("nonce")
+    if isinstance(nonce, str) and len(nonce) > 25:
+        errors.add(("nonce",), "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
     if attachment_count > MAX_ATTACHMENTS:
         errors.add(("attachments",), "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_ATTACHMENTS} or fewer in length.")
     return errors

@@ -405,6 +405,12 @@ class RestServer:
         body = await self._body(request, channel, self.world.upload_limit(channel))
         payload = _message_payload(body)
         _check_message(payload, len(body.uploads))
+        nonce = payload.get("nonce")
+        if nonce is not None and payload.get("enforce_nonce"):
+            # Discord returns the earlier message instead of posting a duplicate (discord.py always enforces).
+            earlier = self.world.message_with_nonce(channel, self.world.bot, str(nonce))
+            if earlier is not None:
+                return json_response(earlier.payload)
         msg = self.world.create_message(channel, self.world.bot, payload, body.uploads)
         return json_response(msg.payload)
 

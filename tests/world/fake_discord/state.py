@@ -39,7 +39,9 @@ from .models import (
 )
 
 Dispatch = Callable[[str, JsonDict, int | None], None]
-MESSAGE_FIELDS = ("content", "embeds", "components", "tts", "sticker_ids", "poll")
+MESSAGE_FIELDS = ("content", "embeds", "components", "tts", "sticker_ids", "poll", "nonce")
+NONCE_WINDOW_S = 5 * 60
+ATTACHMENT_SCHEME = "attachment://"
 THREAD_CREATED = 18
 
 
@@ -240,7 +242,12 @@ class World:
             payload["application_id"] = str(self.app_id)
             payload["interaction_metadata"] = self._interaction_metadata(interaction)
         msg = MessageRecord(
-            message_id, channel.id, author.id, payload, interaction_id=interaction.id if interaction else None
+            message_id,
+            channel.id,
+            author.id,
+            payload,
+            interaction_id=interaction.id if interaction else None,
+            created_at=self.clock.now(),
         )
         self._apply_message_body(msg, body, uploads, replace_attachments=True)
         self.messages[message_id] = msg
@@ -251,6 +258,13 @@ class World:
             self.dispatch("MESSAGE_CREATE", copy.deepcopy(msg.payload), channel.guild_id)
         self.changed()
         return msg
+
+    def message_with_nonce(self, channel: ChannelRecord, author: UserRecord, nonce: str) -> MessageRecord | None:
+        horizon = self.clock.now() - NONCE_WINDOW_S
+        for msg in self.messages_in(channel.id):
+            if msg.author_id == author.id and str(msg.payload.get("nonce")) == nonce and msg.created_at >= horizon:
+                return msg
+        return None
 
     def edit_message(self, msg: MessageRecord, body: JsonDict, uploads: list[Upload]) -> MessageRecord:
         self._apply_message_body(msg, body, uploads, replace_attachments=False)
@@ -285,6 +299,20 @@ class World:
         kept = [] if replace_attachments else self._kept_files(msg, body)
         msg.files = kept + [u.stored for u in sorted(uploads, key=lambda u: u.index)]
         msg.payload["attachments"] = [f.attachment_payload(ephemeral=msg.ephemeral) for f in msg.files]
+        self._resolve_attachment_urls(msg)
+
+    @staticmethod
+    def _resolve_attachment_urls(msg: MessageRecord) -> None:
+        """Discord rewrites embed images given as attachment://<filename> to the uploaded file's CDN url."""
+        by_name = {f.filename: f for f in msg.files}
+        for embed in msg.payload.get("embeds", []):
+            for key in ("image", "thumbnail"):
+                media = embed.get(key)
+                url = media.get("url") if isinstance(media, dict) else None
+                if isinstance(url, str) and url.startswith(ATTACHMENT_SCHEME):
+                    stored = by_name.get(url[len(ATTACHMENT_SCHEME) :])
+                    if stored is not None:
+                        media.update({"url": stored.url, "proxy_url": stored.url})
 
     @staticmethod
     def _kept_files(msg: MessageRecord, body: JsonDict) -> list[Any]:
