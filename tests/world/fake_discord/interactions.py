@@ -212,7 +212,7 @@ class InteractionFactory:
             return str(value.id)
         elif kind == rules.CHANNEL and isinstance(value, ChannelRecord):
             data = value.payload()
-            data["permissions"] = str(rules_bot_permissions(self.world, value))
+            data["permissions"] = str(bot_permissions(self.world, value))
             resolved.setdefault("channels", {})[str(value.id)] = data
             return str(value.id)
         else:
@@ -294,7 +294,7 @@ class InteractionFactory:
             "version": 1,
             "channel_id": str(channel.id),
             "channel": channel.payload(world.users),
-            "app_permissions": str(rules_bot_permissions(world, channel)),
+            "app_permissions": str(bot_permissions(world, channel)),
             "locale": "en-US",
             "entitlements": [],
             "attachment_size_limit": limit,
@@ -330,7 +330,7 @@ class InteractionFactory:
         )
 
 
-def rules_bot_permissions(world: World, channel: ChannelRecord) -> int:
+def bot_permissions(world: World, channel: ChannelRecord) -> int:
     if channel.guild_id is None:
         return 0
     return world.guilds[channel.guild_id].permissions_of(world.bot.id)

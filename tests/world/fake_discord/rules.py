@@ -36,7 +36,7 @@ LINK_STYLE, PREMIUM_STYLE = 5, 6
 THREAD_ARCHIVE_DURATIONS = {60, 1440, 4320, 10080}
 
 
-def _length(errors: FormErrors, path: Path, value: Any, low: int, high: int, *, required: bool = True) -> None:
+def check_length(errors: FormErrors, path: Path, value: Any, low: int, high: int, *, required: bool = True) -> None:
     if value is None:
         if required:
             errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
@@ -112,7 +112,7 @@ def validate_command(command: Any) -> FormErrors:
     name = command.get("name")
     if kind == 1:
         _command_name(errors, ("name",), name)
-        _length(errors, ("description",), command.get("description"), 1, 100)
+        check_length(errors, ("description",), command.get("description"), 1, 100)
         options = _max_items(errors, ("options",), command.get("options"), 25)
         _validate_options(errors, ("options",), options, depth=0)
         if _command_text_length(command) > MAX_COMMAND_TEXT:
@@ -123,7 +123,7 @@ def validate_command(command: Any) -> FormErrors:
             )
     else:
         # User and message commands: free-form names (spaces and capitals allowed), no description, no options.
-        _length(errors, ("name",), name, 1, 32)
+        check_length(errors, ("name",), name, 1, 32)
         if command.get("description") not in (None, ""):
             errors.add(("description",), "BASE_TYPE_MAX_LENGTH", "Must be 0 or fewer in length.")
         if command.get("options"):
@@ -132,7 +132,7 @@ def validate_command(command: Any) -> FormErrors:
 
 
 def _command_name(errors: FormErrors, path: Path, name: Any) -> None:
-    _length(errors, path, name, 1, 32)
+    check_length(errors, path, name, 1, 32)
     if isinstance(name, str) and 1 <= len(name) <= 32:
         if not CHAT_INPUT_NAME.match(name):
             errors.add(path, "APPLICATION_COMMAND_INVALID_NAME", f"Command name is invalid: {name!r}")
@@ -174,7 +174,7 @@ def _validate_options(errors: FormErrors, path: Path, options: list[Any], *, dep
             errors.add((*here, "type"), "BASE_TYPE_CHOICES", f"Value must be one of {list(OPTION_TYPES)}.")
             continue
         _command_name(errors, (*here, "name"), option.get("name"))
-        _length(errors, (*here, "description"), option.get("description"), 1, 100)
+        check_length(errors, (*here, "description"), option.get("description"), 1, 100)
         name = option.get("name")
         if isinstance(name, str):
             if name in names:
@@ -259,10 +259,10 @@ def _validate_choice(errors: FormErrors, path: Path, choice: Any, kind: int) -> 
     if not isinstance(choice, dict):
         errors.add(path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
         return
-    _length(errors, (*path, "name"), choice.get("name"), 1, 100)
+    check_length(errors, (*path, "name"), choice.get("name"), 1, 100)
     value = choice.get("value")
     if kind == STRING:
-        _length(errors, (*path, "value"), value, 1, 100)
+        check_length(errors, (*path, "value"), value, 1, 100)
     elif kind == INTEGER:
         if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_SAFE_INTEGER:
             errors.add((*path, "value"), "NUMBER_TYPE_COERCE", f"Value {value!r} is not int.")
@@ -281,10 +281,10 @@ def validate_autocomplete_choices(data: Any) -> FormErrors:
         if not isinstance(choice, dict):
             errors.add(("data", "choices", index), "DICT_TYPE_CONVERT", "Only dictionaries may be used")
             continue
-        _length(errors, ("data", "choices", index, "name"), choice.get("name"), 1, 100)
+        check_length(errors, ("data", "choices", index, "name"), choice.get("name"), 1, 100)
         value = choice.get("value")
         if isinstance(value, str):
-            _length(errors, ("data", "choices", index, "value"), value, 1, 100)
+            check_length(errors, ("data", "choices", index, "value"), value, 1, 100)
         elif isinstance(value, bool) or not isinstance(value, int | float):
             errors.add(("data", "choices", index, "value"), "BASE_TYPE_REQUIRED", "Must be a string or number")
     return errors
@@ -316,21 +316,21 @@ def validate_embeds(embeds: Any, prefix: Path = ("embeds",)) -> FormErrors:
         if not isinstance(embed, dict):
             errors.add(here, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
             continue
-        _length(errors, (*here, "title"), embed.get("title"), 0, 256, required=False)
-        _length(errors, (*here, "description"), embed.get("description"), 0, 4096, required=False)
+        check_length(errors, (*here, "title"), embed.get("title"), 0, 256, required=False)
+        check_length(errors, (*here, "description"), embed.get("description"), 0, 4096, required=False)
         fields = _max_items(errors, (*here, "fields"), embed.get("fields"), 25)
         for f_index, field in enumerate(fields):
             f_path = (*here, "fields", f_index)
             if not isinstance(field, dict):
                 errors.add(f_path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
                 continue
-            _length(errors, (*f_path, "name"), field.get("name"), 1, 256)
-            _length(errors, (*f_path, "value"), field.get("value"), 1, 1024)
+            check_length(errors, (*f_path, "name"), field.get("name"), 1, 256)
+            check_length(errors, (*f_path, "value"), field.get("value"), 1, 1024)
         footer, author = embed.get("footer"), embed.get("author")
         if isinstance(footer, dict):
-            _length(errors, (*here, "footer", "text"), footer.get("text"), 1, 2048)
+            check_length(errors, (*here, "footer", "text"), footer.get("text"), 1, 2048)
         if isinstance(author, dict):
-            _length(errors, (*here, "author", "name"), author.get("name"), 1, 256)
+            check_length(errors, (*here, "author", "name"), author.get("name"), 1, 256)
         color = embed.get("color")
         if color is not None and (not _is_int(color) or not 0 <= color <= 0xFFFFFF):
             errors.add((*here, "color"), "NUMBER_TYPE_MAX", "int value should be <= 16777215 and >= 0.")
@@ -410,15 +410,15 @@ def _validate_button(errors: FormErrors, path: Path, button: JsonDict) -> None:
     elif not has_id or has_url:
         errors.add(path, "BUTTON_COMPONENT_CUSTOM_ID_REQUIRED", "A non-link button needs a custom_id and no url")
     if has_id:
-        _length(errors, (*path, "custom_id"), button.get("custom_id"), 1, MAX_CUSTOM_ID)
-    _length(errors, (*path, "label"), button.get("label"), 0, 80, required=False)
+        check_length(errors, (*path, "custom_id"), button.get("custom_id"), 1, MAX_CUSTOM_ID)
+    check_length(errors, (*path, "label"), button.get("label"), 0, 80, required=False)
     if has_url:
-        _length(errors, (*path, "url"), button.get("url"), 1, 512)
+        check_length(errors, (*path, "url"), button.get("url"), 1, 512)
 
 
 def _validate_select(errors: FormErrors, path: Path, select: JsonDict) -> None:
-    _length(errors, (*path, "custom_id"), select.get("custom_id"), 1, MAX_CUSTOM_ID)
-    _length(errors, (*path, "placeholder"), select.get("placeholder"), 0, 150, required=False)
+    check_length(errors, (*path, "custom_id"), select.get("custom_id"), 1, MAX_CUSTOM_ID)
+    check_length(errors, (*path, "placeholder"), select.get("placeholder"), 0, 150, required=False)
     if select.get("type") == 3:
         options = select.get("options")
         if not isinstance(options, list) or not 1 <= len(options) <= 25:
@@ -434,7 +434,7 @@ def validate_message(payload: JsonDict, *, attachment_count: int) -> FormErrors:
     errors = FormErrors()
     content = payload.get("content")
     if content is not None:
-        _length(errors, ("content",), content, 0, MAX_CONTENT)
+        check_length(errors, ("content",), content, 0, MAX_CONTENT)
     if payload.get("embeds") is not None:
         errors.extend((), validate_embeds(payload.get("embeds")))
     if payload.get("components") is not None:
@@ -470,8 +470,8 @@ def validate_modal(data: Any) -> FormErrors:
     if not isinstance(data, dict):
         errors.add(("data",), "BASE_TYPE_REQUIRED", "This field is required")
         return errors
-    _length(errors, ("data", "custom_id"), data.get("custom_id"), 1, MAX_CUSTOM_ID)
-    _length(errors, ("data", "title"), data.get("title"), 1, 45)
+    check_length(errors, ("data", "custom_id"), data.get("custom_id"), 1, MAX_CUSTOM_ID)
+    check_length(errors, ("data", "title"), data.get("title"), 1, 45)
     components = data.get("components")
     if not isinstance(components, list) or not 1 <= len(components) <= 5:
         errors.add(("data", "components"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
@@ -483,7 +483,7 @@ def validate_thread(payload: Any) -> FormErrors:
     if not isinstance(payload, dict):
         errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
         return errors
-    _length(errors, ("name",), payload.get("name"), 1, 100)
+    check_length(errors, ("name",), payload.get("name"), 1, 100)
     duration = payload.get("auto_archive_duration")
     if duration is not None and duration not in THREAD_ARCHIVE_DURATIONS:
         errors.add(

@@ -19,7 +19,6 @@ from .files import ParsedBody, read_body
 from .gateway import Gateway
 from .knobs import Knobs
 from .models import (
-    DM,
     FLAG_EPHEMERAL,
     FLAG_LOADING,
     CallbackRecord,
@@ -49,14 +48,15 @@ def no_content() -> web.Response:
     return web.Response(status=204)
 
 
+def _field_error(path: tuple[str | int, ...], code: str, message: str) -> DiscordError:
+    errors = FormErrors()
+    errors.add(path, code, message)
+    return DiscordError.invalid_form_body(errors)
+
+
 def _int(value: str, what: str) -> int:
     if not value.isdigit():
-        raise DiscordError(
-            400,
-            50035,
-            "Invalid Form Body",
-            {what: {"_errors": [{"code": "NUMBER_TYPE_COERCE", "message": f"Value {value!r} is not snowflake."}]}},
-        )
+        raise _field_error((what,), "NUMBER_TYPE_COERCE", f"Value {value!r} is not snowflake.")
     return int(value)
 
 
@@ -178,12 +178,7 @@ class RestServer:
         return body
 
     async def _json_object(self, request: web.Request) -> JsonDict:
-        body = await self._body(request, None, 0)
-        if not isinstance(body.json, dict):
-            errors = FormErrors()
-            errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
-            raise DiscordError.invalid_form_body(errors)
-        return body.json
+        return _message_payload(await self._body(request, None, 0))
 
     def _check_app(self, request: web.Request) -> None:
         if request.match_info["app_id"] != str(self.world.app_id):
@@ -364,7 +359,7 @@ class RestServer:
         patch = await self._json_object(request)
         errors = FormErrors()
         if "name" in patch:
-            rules._length(errors, ("name",), patch["name"], 1, 100)
+            rules.check_length(errors, ("name",), patch["name"], 1, 100)
         errors.raise_if_any()
         if "name" in patch:
             channel.name = patch["name"]
@@ -384,12 +379,7 @@ class RestServer:
         channel = self._channel(request)
         limit = int(request.query.get("limit", "50"))
         if not 1 <= limit <= 100:
-            raise DiscordError(
-                400,
-                50035,
-                "Invalid Form Body",
-                {"limit": {"_errors": [{"code": "NUMBER_TYPE_MAX", "message": "1-100"}]}},
-            )
+            raise _field_error(("limit",), "NUMBER_TYPE_MAX", "int value should be <= 100 and >= 1.")
         messages = self.world.messages_in(channel.id)
         before, after = request.query.get("before"), request.query.get("after")
         if before:
@@ -493,13 +483,11 @@ class RestServer:
         raw_data = payload.get("data")
         data: JsonDict = raw_data if isinstance(raw_data, dict) else {}
         if kind not in ALLOWED_CALLBACKS.get(record.type, set()):
-            errors = FormErrors()
-            errors.add(
+            raise _field_error(
                 ("type",),
                 "INTERACTION_RESPONSE_TYPE_INVALID",
                 f"Callback type {kind!r} is not valid for interaction type {record.type}",
             )
-            raise DiscordError.invalid_form_body(errors)
         message = self._answer_callback(record, channel, int(kind), data, body)
         # The callback is recorded only once it is accepted: a rejected one leaves the interaction unanswered.
         record.response = CallbackRecord(int(kind), data, now, delay, message.id if message else None)
@@ -540,18 +528,7 @@ class RestServer:
             return msg
         if kind in (6, 7):
             if clicked is None:
-                raise DiscordError(
-                    400,
-                    50035,
-                    "Invalid Form Body",
-                    {
-                        "type": {
-                            "_errors": [
-                                {"code": "INTERACTION_RESPONSE_TYPE_INVALID", "message": "No message to update"}
-                            ]
-                        }
-                    },
-                )
+                raise _field_error(("type",), "INTERACTION_RESPONSE_TYPE_INVALID", "No message to update")
             target = world.message(int(clicked["channel_id"]), int(clicked["id"]))
             record.original_message_id = target.id
             if kind == 6:
@@ -632,10 +609,9 @@ class RestServer:
 
 
 def _message_payload(body: ParsedBody) -> JsonDict:
+    """The body's JSON object; Discord answers 50035 for an array or a scalar where an object belongs."""
     if not isinstance(body.json, dict):
-        errors = FormErrors()
-        errors.add((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
-        raise DiscordError.invalid_form_body(errors)
+        raise _field_error((), "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
     return body.json
 
 
@@ -650,6 +626,3 @@ async def _drain(request: web.Request) -> None:
     if request.body_exists and not request.content.at_eof():
         while await request.content.readany():
             pass
-
-
-__all__ = ["API", "DM", "GATEWAY_PATH", "RestServer", "json_response"]
