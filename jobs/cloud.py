@@ -292,7 +292,7 @@ def _map_query_error(message: str) -> CloudError:
         return NoCapacityError(message)
     if "not found" in lowered or "does not exist" in lowered:
         return PodNotFound(message)
-    if "internal" in lowered or "timeout" in lowered or "try again" in lowered:
+    if any(marker in lowered for marker in ("internal", "timeout", "try again", "something went wrong")):
         return CloudTransientError(message)
     return CloudError(message)
 

@@ -444,9 +444,7 @@ class Orchestrator:
             await self._interrupt(job_id, gpu, "the GPU pod stopped reporting")
 
     async def _interrupted(self, job_id: int) -> None:
-        with session_scope(self.sessions) as s:
-            job = _require_job(s, job_id)
-            attempts = job.attempts
+        attempts = self._gpu_pods_started(job_id)
         for pod in self._live_pods(job_id, PodRole.GPU):
             await self._terminate_pod(pod.id, reason="replaced after an interruption")
         if attempts >= self.config.max_gpu_attempts:
@@ -579,8 +577,7 @@ class Orchestrator:
 
     async def _replace_gpu(self, job_id: int, gpu: Pod, reason: str) -> None:
         await self._terminate_pod(gpu.id, reason=reason)
-        with session_scope(self.sessions) as s:
-            attempts = _require_job(s, job_id).attempts
+        attempts = self._gpu_pods_started(job_id)
         if attempts >= self.config.max_gpu_attempts:
             await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{reason}; giving up after {attempts} GPU pods")
             return
@@ -614,8 +611,7 @@ class Orchestrator:
         offers = await self.cloud.list_gpu_offers(self.config.data_center_id)
         candidates = self._candidates(offers)
         for offer in candidates:
-            with session_scope(self.sessions) as s:
-                attempt = _require_job(s, job_id).attempts + 1
+            attempt = self._next_gpu_attempt(job_id)
             try:
                 pod = await self._ensure_pod(job_id, PodRole.GPU, attempt=attempt, offer=offer)
             except NoCapacityError:
@@ -640,6 +636,17 @@ class Orchestrator:
             return True
         await self._no_capacity(job_id, [f"{c.gpu_type_id} ({c.cloud.lower()})" for c in self.config.gpu_fallback])
         return False
+
+    def _next_gpu_attempt(self, job_id: int) -> int:
+        """Attempt numbers are never reused: a create refused for lack of stock keeps its row as a record."""
+        with session_scope(self.sessions) as s:
+            return 1 + max((p.attempt for p in list_pods_for_job(s, job_id) if p.role is PodRole.GPU), default=0)
+
+    def _gpu_pods_started(self, job_id: int) -> int:
+        with session_scope(self.sessions) as s:
+            return sum(
+                1 for p in list_pods_for_job(s, job_id) if p.role is PodRole.GPU and p.api_created_at is not None
+            )
 
     def _candidates(self, offers: list[GpuOffer]) -> list[GpuOffer]:
         by_key: dict[tuple[str, str], GpuOffer] = {(o.gpu_type_id, o.cloud): o for o in offers}
@@ -709,9 +716,17 @@ class Orchestrator:
                     set_pod_terminated(s, pod.id, now=self.clock(), exit_reason="no capacity: never created")
                 raise
         with session_scope(self.sessions) as s:
-            return set_pod_created(
+            created = set_pod_created(
                 s, pod.id, runpod_pod_id=info.id, cost_per_hr_micros=info.cost_per_hr_micros, now=self.clock()
             )
+        if not created.cost_per_hr_micros:
+            # The create mutation's answer carries no price: read costPerHr from the pod itself.
+            await self._observe(created.id)
+            with session_scope(self.sessions) as s:
+                refreshed = s.get(Pod, created.id)
+                assert refreshed is not None
+                return refreshed
+        return created
 
     def _pod_request(
         self, job_id: int, role: PodRole, name: str, offer: GpuOffer | None, volume: Volume, plan: JobPlan
@@ -762,6 +777,9 @@ class Orchestrator:
                 set_pod_terminated(s, pod_id, now=now, exit_reason="RunPod no longer knows the pod")
             return "gone"
         with session_scope(self.sessions) as s:
+            row = s.get(Pod, pod_id)
+            if row is not None and not row.cost_per_hr_micros and info.cost_per_hr_micros:
+                row.cost_per_hr_micros = info.cost_per_hr_micros
             if info.desired_status in ("EXITED", "TERMINATED"):
                 set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.desired_status}")
                 return "exited"

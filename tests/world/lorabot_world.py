@@ -114,7 +114,9 @@ class LorabotWorld:
 
     # -- jobs ------------------------------------------------------------------------------------------------
 
-    def submit(self, *, images: int = 4, epochs: int = 3, user_id: int = 1001, name: str = "kana", **options: Any) -> int:
+    def submit(
+        self, *, images: int = 4, epochs: int = 3, user_id: int = 1001, name: str = "kana", **options: Any
+    ) -> int:
         """Ingest, plan and queue a job exactly as /train would, with the base model served from the bucket."""
         root = Path(tempfile.mkdtemp(dir=self.workdir))
         zip_path = root / "upload.zip"
@@ -127,8 +129,17 @@ class LorabotWorld:
         now = self.now()
         with session_scope(self.sessions) as s:
             job = submit(
-                s, self.store, plan=plan, dataset_zip=packed, dataset_sha256=sha, dataset_size=size,
-                image_count=dataset.report.image_count, report={}, user_id=user_id, name=name, now=now,
+                s,
+                self.store,
+                plan=plan,
+                dataset_zip=packed,
+                dataset_sha256=sha,
+                dataset_size=size,
+                image_count=dataset.report.image_count,
+                report={},
+                user_id=user_id,
+                name=name,
+                now=now,
                 wall_time=dt.timedelta(hours=6),
             )
             # The catalog's Hugging Face URL is unreachable here: serve a stand-in model from the bucket.

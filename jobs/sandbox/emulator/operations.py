@@ -226,7 +226,9 @@ def _gpu_type_view(account: Account, gpu: GpuType) -> dict[str, Any]:
     def lowest_price(args: dict[str, Any]) -> dict[str, Any]:
         spec = args.get("input") or {}
         count = spec.get("gpuCount") or 1
-        cloud_type = spec.get("cloudType") or ("SECURE" if spec.get("secureCloud") else "ALL")
+        # RunPod's LowestPriceInput: `secureCloud: true` = secure only, `false` = community only, absent = both.
+        secure = spec.get("secureCloud")
+        cloud_type = spec.get("cloudType") or ("ALL" if secure is None else SECURE if secure else COMMUNITY)
         clouds = [COMMUNITY, SECURE] if cloud_type == "ALL" else [cloud_type]
         dc = spec.get("dataCenterId")
         in_stock = [

@@ -1,0 +1,78 @@
+"""Money is data: every pod recorded, every cost from recorded times, nothing left running, ledger = RunPod's bill."""
+
+from __future__ import annotations
+
+from jobs import ledger
+from jobs.states import JobStatus, PodRole
+from storage.db import session_scope
+from tests.world.lorabot_world import RTX_4090, LorabotWorld
+
+
+def ledger_total(world: LorabotWorld, job_id: int) -> ledger.CostBreakdown:
+    with session_scope(world.sessions) as s:
+        return ledger.job_cost(s, job_id, now=world.now())
+
+
+def emulator_pod_cost(world: LorabotWorld, job_id: int) -> int:
+    names = {p.name for p in world.pods(job_id)}
+    return sum(p.cost_micros for p in world.emulator.all_pods() if p.name in names)
+
+
+def assert_ledger_matches_emulator(world: LorabotWorld, job_id: int) -> None:
+    cost = ledger_total(world, job_id)
+    billed = emulator_pod_cost(world, job_id)
+    pods_in_ledger = cost.cpu_pod_micros + cost.gpu_pod_micros
+    assert billed > 0
+    assert abs(pods_in_ledger - billed) <= billed * 0.01, (pods_in_ledger, billed)
+    assert not cost.live
+
+
+async def test_cold_then_warm_job_the_warm_one_needs_no_cpu_pod(lorabot_world: LorabotWorld):
+    world = lorabot_world
+    cold = world.submit(images=4, epochs=2)
+    await world.run_until(lambda: world.status(cold).is_terminal(), timeout=90, what="the cold job")
+    warm = world.submit(images=5, epochs=2, user_id=1002)
+    await world.run_until(lambda: world.status(warm).is_terminal(), timeout=90, what="the warm job")
+
+    assert world.status(cold) is JobStatus.SUCCEEDED and world.status(warm) is JobStatus.SUCCEEDED, world.describe()
+    assert [p.role for p in world.pods(cold)] == [PodRole.CPU, PodRole.GPU]
+    assert [p.role for p in world.pods(warm)] == [PodRole.GPU]
+    assert world.running_pods() == []
+    # In order, with the right images, volume, env and start command.
+    created = [p for p in world.emulator.all_pods()]
+    assert [p.name for p in created] == ["lorabot-j1-cpu", "lorabot-j1-gpu", "lorabot-j2-gpu"]
+    assert created[0].image_name.startswith("runpod/base") and created[1].image_name.startswith("runpod/pytorch")
+    assert len({p.volume_id for p in created}) == 1 and created[0].volume_id
+    assert {p.env["LORABOT_STAGE"] for p in created} == {"prepare", "train"}
+    assert all(p.docker_args.startswith("python3 -c") for p in created)
+    assert created[1].gpu_type_id == RTX_4090 and created[1].cloud == "COMMUNITY"
+    for job_id in (cold, warm):
+        assert_ledger_matches_emulator(world, job_id)
+    assert ledger_total(world, warm).cpu_pod_micros == 0
+
+
+async def test_no_community_stock_runs_on_secure_cloud(lorabot_world: LorabotWorld):
+    world = lorabot_world
+    world.emulator.set_stock(RTX_4090, "COMMUNITY", 0)
+    job_id = world.submit(images=3, epochs=1)
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90)
+    assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
+    gpu = [p for p in world.pods(job_id) if p.role is PodRole.GPU]
+    assert [(p.gpu_type_id, p.cloud_type) for p in gpu] == [(RTX_4090, "SECURE")]
+    assert world.running_pods() == []
+
+
+async def test_no_stock_anywhere_fails_after_the_deadline_and_keeps_the_cost(make_lorabot_world):
+    world = make_lorabot_world(no_stock_deadline_s=600)
+    for cloud in ("COMMUNITY", "SECURE"):
+        world.emulator.set_stock(RTX_4090, cloud, 0)
+    job_id = world.submit(images=3, epochs=1)
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90)
+
+    job = world.job(job_id)
+    assert job.status is JobStatus.FAILED_NO_CAPACITY
+    assert "no GPU with stock" in (job.failure_reason or "") and "RTX 4090 (community)" in job.failure_reason
+    assert world.running_pods() == []
+    # The CPU stage ran and was paid for: its cost is in the ledger, equal to RunPod's bill.
+    assert ledger_total(world, job_id).cpu_pod_micros > 0
+    assert_ledger_matches_emulator(world, job_id)
