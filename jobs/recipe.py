@@ -27,7 +27,11 @@ def runpod_recipe() -> dict[str, Any]:
             {"name": "torch", "argv": ["{venv}/bin/pip", "install", *TORCH_PINS, "--index-url", TORCH_INDEX]},
             {"name": "xformers", "argv": ["{venv}/bin/pip", "install", XFORMERS_PIN, "--no-deps"]},
             # requirements.txt ends with `-e .`, which pip resolves against the working directory.
-            {"name": "requirements", "argv": ["{venv}/bin/pip", "install", "-r", "requirements.txt"], "cwd": "{sd_scripts}"},
+            {
+                "name": "requirements",
+                "argv": ["{venv}/bin/pip", "install", "-r", "requirements.txt"],
+                "cwd": "{sd_scripts}",
+            },
         ],
         "launcher": ["{venv}/bin/accelerate", "launch", "--num_cpu_threads_per_process", "1"],
         "gpu_check": ["{venv}/bin/python", "-c", "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 3)"],
