@@ -114,6 +114,10 @@ class S3ArtifactStore(ArtifactStore):
             f"region={self.region!r}, credentials={'<redacted>' if self._credentials_given else 'from environment'})"
         )
 
+    def close(self) -> None:
+        """Close the client's pooled connections (at shutdown; the store is unusable afterwards)."""
+        self._client.close()
+
     def _full(self, key: str) -> str:
         return self.prefix + validate_key(key)
 

@@ -34,7 +34,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactSt
             yield world.store
     else:
         world = request.getfixturevalue("s3_world")
-        yield s3_store(world.bucket, world.endpoint_url)
+        s3 = s3_store(world.bucket, world.endpoint_url)
+        yield s3
+        s3.close()
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -167,6 +169,7 @@ def test_presigned_put_from_urllib_then_presigned_get(store: ArtifactStore) -> N
 def test_presigned_get_of_a_missing_object_is_404(store: ArtifactStore) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         _urlopen(store.presign_get("jobs/j42/manifest.json", 600))
+    caught.value.close()
     assert caught.value.code == 404
 
 

@@ -38,7 +38,8 @@ def _call(url: str, method: str = "GET", data: bytes | None = None, headers: dic
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        with error:
+            return error.code, dict(error.headers), error.read()
 
 
 def _put(url: str, body: bytes) -> tuple[int, bytes]:

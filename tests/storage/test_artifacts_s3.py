@@ -139,6 +139,7 @@ def test_a_presigned_put_with_another_content_type_is_refused(s3_world: S3World)
     wrong = urllib.request.Request(url, data=b"{}", method="PUT", headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(wrong, timeout=10)
+    caught.value.close()
     assert caught.value.code == 403
     assert urllib_put(url, b"{}") == 200
     assert store.get_bytes("jobs/j42/status/train.json") == b"{}"
