@@ -55,9 +55,12 @@ class _ArtifactRoutes:
 
     async def put(self, request: web.Request) -> web.StreamResponse:
         key = self._authorise(request)
-        if request.content_type != OCTET_STREAM:
+        # The raw header, not request.content_type: aiohttp defaults a missing header to octet-stream, while
+        # S3 refuses an upload whose signed Content-Type is absent.
+        sent = request.headers.get("Content-Type")
+        if sent is None or sent.split(";")[0].strip().lower() != OCTET_STREAM:
             raise web.HTTPUnsupportedMediaType(
-                text=f"uploads must be sent with Content-Type: {OCTET_STREAM}, got {request.content_type!r}"
+                text=f"uploads must be sent with Content-Type: {OCTET_STREAM}, got {sent!r}"
             )
         cap = self._store.max_put_bytes
         if request.content_length is not None and request.content_length > cap:

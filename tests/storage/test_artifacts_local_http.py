@@ -188,6 +188,21 @@ def test_put_needs_octet_stream(world: LocalWorld) -> None:
     assert not world.store.exists(KEY)
 
 
+def test_put_without_a_content_type_is_refused_too(world: LocalWorld) -> None:
+    url = urlsplit(world.store.presign_put(KEY, 60))
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    try:
+        connection.request("PUT", f"{url.path}?{url.query}", body=b"x")  # http.client adds no Content-Type
+        response = connection.getresponse()
+        assert (response.status, response.read().decode()) == (
+            415,
+            "uploads must be sent with Content-Type: application/octet-stream, got None",
+        )
+    finally:
+        connection.close()
+    assert not world.store.exists(KEY)
+
+
 def test_put_over_the_cap_with_content_length_is_refused_before_reading(world: LocalWorld) -> None:
     status, body = _put(world.store.presign_put(KEY, 60), b"x" * (CAP + 1))
     assert (status, body.decode()) == (413, f"upload too large: the limit is {CAP} bytes ({CAP + 1} bytes announced)")
