@@ -294,9 +294,10 @@ async def slash(raw: RawBot, fake_discord: FakeDiscord) -> Callable[..., Any]:
 
 
 async def test_interaction_payload_has_what_discord_py_needs(
-    slash: Callable[..., Any], fake_discord: FakeDiscord
+    slash: Callable[..., Any], raw: RawBot, fake_discord: FakeDiscord
 ) -> None:
     interaction = await slash()
+    assert (await raw.callback(interaction, {"type": 5})).status == 200
     assert interaction["type"] == 2 and interaction["attachment_size_limit"] == 10 * 1024 * 1024
     [attachment_option] = interaction["data"]["options"]
     attachment = interaction["data"]["resolved"]["attachments"][attachment_option["value"]]
@@ -374,6 +375,8 @@ async def test_callback_types_must_fit_the_interaction(slash: Callable[..., Any]
 async def test_callback_messages_are_held_to_message_limits(slash: Callable[..., Any], raw: RawBot) -> None:
     interaction = await slash()
     assert_invalid_form_body(await raw.callback(interaction, {"type": 4, "data": {"content": "x" * 2001}}), "content")
+    # A rejected callback does not count as an answer: the bot may still answer within its 3 s.
+    assert (await raw.callback(interaction, {"type": 4, "data": {"content": "x" * 2000}})).status == 200
 
 
 async def test_callback_uploads_over_the_interaction_limit_are_413(
@@ -383,6 +386,7 @@ async def test_callback_uploads_over_the_interaction_limit_are_413(
     interaction = await slash()
     response = await raw.callback(interaction, {"type": 4, "data": {"content": "lora"}}, files=[("x.bin", b"x" * 101)])
     assert (response.status, response.body["code"]) == (413, 40005)
+    assert (await raw.callback(interaction, {"type": 5})).status == 200
 
 
 async def test_autocomplete_results_over_25_choices_are_rejected(slash: Callable[..., Any], raw: RawBot) -> None:
@@ -393,6 +397,7 @@ async def test_autocomplete_results_over_25_choices_are_rejected(slash: Callable
     long_name = [{"name": "n" * 101, "value": "v"}]
     response = await raw.callback(interaction, {"type": 8, "data": {"choices": long_name}})
     assert_invalid_form_body(response, "data.choices.0.name")
+    assert (await raw.callback(interaction, {"type": 8, "data": {"choices": choices[:25]}})).status == 200
 
 
 async def test_modals_need_a_title_of_at_most_45(slash: Callable[..., Any], raw: RawBot) -> None:
@@ -403,6 +408,8 @@ async def test_modals_need_a_title_of_at_most_45(slash: Callable[..., Any], raw:
         "components": [row({"type": 4, "custom_id": "x", "label": "x", "style": 1})],
     }
     assert_invalid_form_body(await raw.callback(interaction, {"type": 9, "data": modal}), "data.title")
+    modal["title"] = "t" * 45
+    assert (await raw.callback(interaction, {"type": 9, "data": modal})).status == 200
 
 
 # ---------------------------------------------------------------- what the Discord client would not send

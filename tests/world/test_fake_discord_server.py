@@ -188,6 +188,7 @@ async def test_dm_slash_commands_carry_a_user_and_respect_contexts(fake_discord:
         await raw.connect()
         await fake_discord.send_slash("cost", guild=False)
         dm = (await raw.next_dispatch("INTERACTION_CREATE"))["d"]
+        assert (await raw.callback(dm, {"type": 4, "data": {"content": "$0.42 this month"}})).status == 200
         with pytest.raises(ValueError, match="not available in DMs"):
             await fake_discord.send_slash("train", guild=False)
     assert "member" not in dm and dm["user"]["username"] == "alice" and dm["channel"]["type"] == 1
@@ -203,7 +204,9 @@ async def test_roles_and_permissions_reach_the_member_payload(fake_discord: Fake
         with pytest.raises(ValueError, match="lacks default_member_permissions"):
             await fake_discord.send_slash("cancel", user=bob)
         await fake_discord.send_slash("cancel", user=bob, roles=["trainers", admin])
-        member = (await raw.next_dispatch("INTERACTION_CREATE"))["d"]["member"]
+        interaction = (await raw.next_dispatch("INTERACTION_CREATE"))["d"]
+        assert (await raw.callback(interaction, {"type": 4, "data": {"content": "cancelled"}})).status == 200
+    member = interaction["member"]
     trainers = fake_discord.guild.role_named("trainers")
     assert member["roles"] == [str(trainers.id), str(admin.id)]
     assert int(member["permissions"]) & (1 << 3)
@@ -233,3 +236,15 @@ async def test_select_menus_are_clicked_with_values(fake_discord: FakeDiscord) -
     assert clicked["data"] == {"custom_id": "lorabot:epoch", "component_type": 3, "values": ["6"]}
     fake_discord.clock.advance(3.1)  # nobody answers this click: Discord shows "did not respond"
     assert [f.kind for f in fake_discord.clear_failures()] == ["did_not_respond"]
+
+
+async def test_settle_turns_an_interaction_left_unanswered_into_a_failure() -> None:
+    """What the fixture does at teardown: wait out the 3 s deadline of pending interactions, then report."""
+    async with FakeDiscord(ack_deadline_s=0.2) as fake, RawBot(fake) as raw:
+        await raw.sync([{"name": "status", "description": "s"}])
+        await raw.connect()
+        await fake.send_slash("status")
+        fake.assert_no_failures()  # still inside its deadline
+        await fake.settle()
+        with pytest.raises(FakeDiscordFailures, match="did not respond: /status"):
+            fake.assert_no_failures()

@@ -373,6 +373,18 @@ class FakeDiscord:
         self.world.failures.clear()
         return failures
 
+    async def settle(self) -> None:
+        """Wait until every interaction is answered or past its 3 s deadline (then flagged as a failure)."""
+
+        def settled() -> bool:
+            now = self.clock.now()
+            return all(
+                r.response is not None or r.did_not_respond or now - r.created_at > self.ack_deadline_s
+                for r in self.world.interactions.values()
+            )
+
+        await self.wait_for(settled, timeout=self.ack_deadline_s + 1, what="every interaction to be answered")
+
     def assert_no_failures(self) -> None:
         failures = self.failures
         if failures:
