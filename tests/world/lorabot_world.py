@@ -211,4 +211,11 @@ class LorabotWorld:
         return "\n".join(lines)
 
     def running_pods(self) -> list[Any]:
-        return self.emulator.running_pods()
+        """Pods RunPod still has (and bills): anything not terminated. A terminated pod's process may take the
+        kill grace period to exit; `wait_for_no_processes` checks that part."""
+        return [p for p in self.emulator.all_pods() if p.state != "TERMINATED"]
+
+    def wait_for_no_processes(self, timeout: float = 5.0) -> None:
+        self.emulator.wait_until(
+            lambda: not any(p.process_alive for p in self.emulator.all_pods()), timeout, "every pod process to exit"
+        )
