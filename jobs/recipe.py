@@ -20,12 +20,22 @@ def runpod_recipe() -> dict[str, Any]:
     return {
         "name": f"sd-scripts-{SD_SCRIPTS_COMMIT}-torch2.4.0-cu124",
         "python": "python3",
+        # expected_s: seconds each step takes on RunPod's CPU pods (seed 000: ~30 min to the volume being ready,
+        # most of it the model download); the agent's ETA, and so the GPU reservation, rests on these.
         "steps": [
-            {"name": "venv", "argv": ["{python}", "-m", "venv", "{venv}"]},
-            {"name": "sd-scripts", "argv": ["git", "clone", "--filter=blob:none", SD_SCRIPTS_REPO, "{sd_scripts}"]},
-            {"name": "checkout", "argv": ["git", "-C", "{sd_scripts}", "checkout", SD_SCRIPTS_COMMIT]},
-            {"name": "torch", "argv": ["{venv}/bin/pip", "install", *TORCH_PINS, "--index-url", TORCH_INDEX]},
-            {"name": "xformers", "argv": ["{venv}/bin/pip", "install", XFORMERS_PIN, "--no-deps"]},
+            {"name": "venv", "argv": ["{python}", "-m", "venv", "{venv}"], "expected_s": 10},
+            {
+                "name": "sd-scripts",
+                "argv": ["git", "clone", "--filter=blob:none", SD_SCRIPTS_REPO, "{sd_scripts}"],
+                "expected_s": 30,
+            },
+            {"name": "checkout", "argv": ["git", "-C", "{sd_scripts}", "checkout", SD_SCRIPTS_COMMIT], "expected_s": 5},
+            {
+                "name": "torch",
+                "argv": ["{venv}/bin/pip", "install", *TORCH_PINS, "--index-url", TORCH_INDEX],
+                "expected_s": 420,
+            },
+            {"name": "xformers", "argv": ["{venv}/bin/pip", "install", XFORMERS_PIN, "--no-deps"], "expected_s": 60},
             # requirements.txt ends with `-e .`, which pip resolves against the working directory.
             {
                 "name": "requirements",

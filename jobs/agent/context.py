@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +66,10 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def run_logged(argv: list[str], log_path: Path, stop: StopFlag, env: dict[str, str], cwd: Path | None = None,
-               poll_s: float = 0.05) -> int:
-    """Run a command with its output appended to the log; a stop request terminates it."""
+               poll_s: float = 0.05, on_poll: Callable[[], None] | None = None) -> int:
+    """Run a command with its output appended to the log; a stop request terminates it.
+
+    `on_poll` runs while the command runs (every `poll_s`), so a long step can keep its status fresh."""
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -76,6 +78,8 @@ def run_logged(argv: list[str], log_path: Path, stop: StopFlag, env: dict[str, s
             log.write(f"cannot start {argv[0]}: {exc}\n".encode())
             return 127
         while proc.poll() is None:
+            if on_poll is not None:
+                on_poll()
             if stop.sleep(poll_s):
                 proc.terminate()
                 try:

@@ -45,6 +45,9 @@ class EnvStep:
     name: str
     argv: list[str]
     cwd: str | None = None
+    # How long the recipe's author expects the step to take (seconds): makes the ETA the bot reserves the GPU by
+    # honest for steps like a torch install. None = the agent's default guess.
+    expected_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,13 @@ def parse_manifest(body: bytes) -> Manifest:
         cwd = step.get("cwd")
         if cwd is not None and not isinstance(cwd, str):
             raise ManifestError(f"manifest env.steps[{index}].cwd must be a string")
+        expected = step.get("expected_s")
+        if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int | float)
+                                     or expected < 0):
+            raise ManifestError(f"manifest env.steps[{index}].expected_s must be a number of seconds ≥ 0")
         steps.append(EnvStep(_require(step, "name", str, f"env.steps[{index}]."),
-                             _argv(step.get("argv"), f"env.steps[{index}].argv"), cwd))
+                             _argv(step.get("argv"), f"env.steps[{index}].argv"), cwd,
+                             float(expected) if expected is not None else None))
     stages = data.get("stages", ["train"])
     if not isinstance(stages, list) or not set(stages) <= {"prepare", "train"}:
         raise ManifestError(f"manifest stages must be a list of 'prepare'/'train', got {stages!r}")

@@ -34,6 +34,7 @@ class Prepare:
         self.m = ctx.manifest
         self.log_path = self.layout.logs_dir / "prepare.log"
         self.rate_bytes_per_s = DEFAULT_BYTES_PER_S
+        self._env_step_started: float | None = None
         for name in ("job", "env", "model", "dataset"):
             self.rep.step(name)
 
@@ -44,7 +45,12 @@ class Prepare:
             if step["state"] in ("done", "skipped"):
                 continue
             if step["name"] == "env":
-                total += (len(self.m.env_steps) - step.get("env_steps_done", 0)) * DEFAULT_ENV_STEP_S
+                remaining = self.m.env_steps[step.get("env_steps_done", 0):]
+                total += sum(DEFAULT_ENV_STEP_S if s.expected_s is None else s.expected_s for s in remaining)
+                # The step under way has been running for a while: count only what is left of it.
+                if remaining and self._env_step_started is not None:
+                    total -= min(self.ctx.clock.now() - self._env_step_started,
+                                 DEFAULT_ENV_STEP_S if remaining[0].expected_s is None else remaining[0].expected_s)
             elif step["name"] in ("model", "dataset"):
                 left = max(0, (step["bytes_total"] or 0) - (step["bytes_done"] or 0))
                 total += left / self.rate_bytes_per_s
@@ -102,7 +108,10 @@ class Prepare:
                 argv = layout.expand_argv(step.argv)
                 self.rep.log(f"env step {step.name}: {' '.join(argv)}")
                 cwd = Path(layout.expand(step.cwd)) if step.cwd else layout.env_dir
-                code = run_logged(argv, self.log_path, self.ctx.stop, self.ctx.child_env(), cwd=cwd)
+                self._env_step_started = self.ctx.clock.now()
+                code = run_logged(argv, self.log_path, self.ctx.stop, self.ctx.child_env(), cwd=cwd,
+                                  on_poll=self._publish)
+                self._env_step_started = None
                 if code != 0:
                     raise StageFailed("env_build", f"environment step '{step.name}' exited with code {code}; "
                                                    "see the prepare log")
