@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+# Before anything imports the runpod SDK, which sets the root logger to INFO at import: alembic logs INFO lines when
+# it is imported, and the demo's terminal output should be the job's notices, not library chatter.
+import alembic.command  # noqa: F401
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
