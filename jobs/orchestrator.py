@@ -124,6 +124,9 @@ class OrchestratorConfig:
     url_lifetime_s: int = 7 * 24 * 3600
     status_interval_s: float = 5.0
     volume_price_micros_per_gb_month: int = ledger.VOLUME_PRICE_MICROS_PER_GB_MONTH
+    # Monthly limits when the budgets table has none (None = unlimited).
+    user_budget_micros: int | None = None
+    team_budget_micros: int | None = None
     # Extra env for every pod (the sandbox's trainer speed; never secrets: pods' env is visible to their owner).
     pod_env: tuple[tuple[str, str], ...] = ()
 
@@ -153,6 +156,8 @@ class OrchestratorConfig:
             startup_timeout_s=rp.startup_timeout_s,
             status_stale_s=rp.status_stale_s,
             max_concurrent_jobs=settings.limits.max_concurrent_gpu_jobs,
+            user_budget_micros=micros(settings.limits.monthly_budget_user_usd),
+            team_budget_micros=micros(settings.limits.monthly_budget_team_usd),
             url_lifetime_s=settings.s3.link_lifetime_s,
         )
 
@@ -330,6 +335,10 @@ class Orchestrator:
             job = _require_job(s, job_id)
             if job.cancel_requested_at is not None:
                 return
+            refusal = self._budget_refusal(s, job, now)
+        if refusal is not None:
+            await self._fail(job_id, JobStatus.FAILED_BUDGET, refusal)
+            return
         volume = await self._ensure_volume()
         self._ensure_agent_uploaded()
         with session_scope(self.sessions) as s:
@@ -361,6 +370,30 @@ class Orchestrator:
                 ),
             )
         await self._preparing(job_id)
+
+    def _budget_refusal(self, s: Session, job: Job, now: dt.datetime) -> str | None:
+        """Checked before any money is spent: the month's spending, this job's estimate included, within budget?"""
+        check = ledger.would_exceed(
+            s,
+            job.user_id,
+            ledger.month_of(job.created_at),
+            0,
+            now=now,
+            default_user_limit_micros=self.config.user_budget_micros,
+            default_team_limit_micros=self.config.team_budget_micros,
+        )
+        if check.allowed:
+            return None
+        if check.user_limit_micros is not None and check.user_committed_micros > check.user_limit_micros:
+            return (
+                f"this month's jobs, this one included (about {ledger.format_usd(job.estimate_micros)}), "
+                f"would cost {ledger.format_usd(check.user_committed_micros)}: over your budget of "
+                f"{ledger.format_usd(check.user_limit_micros)}; nothing was started"
+            )
+        return (
+            f"the team's jobs this month would cost {ledger.format_usd(check.team_committed_micros)}: over the "
+            f"team budget of {ledger.format_usd(check.team_limit_micros or 0)}; nothing was started"
+        )
 
     async def _preparing(self, job_id: int) -> None:
         with session_scope(self.sessions) as s:

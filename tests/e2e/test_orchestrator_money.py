@@ -76,3 +76,31 @@ async def test_no_stock_anywhere_fails_after_the_deadline_and_keeps_the_cost(mak
     # The CPU stage ran and was paid for: its cost is in the ledger, equal to RunPod's bill.
     assert ledger_total(world, job_id).cpu_pod_micros > 0
     assert_ledger_matches_emulator(world, job_id)
+
+
+async def test_a_job_over_the_monthly_budget_fails_before_any_pod_is_rented(make_lorabot_world):
+    world = make_lorabot_world(user_budget_micros=100_000)  # $0.10 a month; the plan estimates more
+    job_id = world.submit(images=3, epochs=2)
+    await world.orchestrator.tick()
+
+    job = world.job(job_id)
+    assert job.status is JobStatus.FAILED_BUDGET
+    assert "over your budget of $0.10" in (job.failure_reason or "") and "nothing was started" in job.failure_reason
+    assert world.emulator.all_pods() == [] and world.pods(job_id) == []
+
+
+async def test_a_job_that_overspends_its_own_budget_is_stopped_while_running(make_lorabot_world):
+    world = make_lorabot_world()
+    job_id = world.submit(images=3, epochs=8)
+    from storage.db import session_scope
+    from storage.models import Job
+
+    with session_scope(world.sessions) as s:
+        s.get(Job, job_id).budget_micros = 2_000  # $0.002: the CPU pod alone passes it within minutes
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90)
+
+    job = world.job(job_id)
+    assert job.status is JobStatus.FAILED_BUDGET, world.describe()
+    assert "over its budget" in (job.failure_reason or "")
+    assert world.running_pods() == []
+    assert_ledger_matches_emulator(world, job_id)

@@ -74,6 +74,7 @@ class LorabotWorld:
         s3: S3World,
         sessions: sessionmaker[Session],
         workdir: Path,
+        env_recipe: dict[str, Any] | None = None,
         **config: Any,
     ) -> LorabotWorld:
         store = S3ArtifactStore(bucket=s3.bucket, region="us-east-1")
@@ -93,7 +94,7 @@ class LorabotWorld:
             cloud=AsyncCloud(client, base_delay_s=0.05),
             store=store,
             config=OrchestratorConfig(**defaults),
-            env_recipe=sandbox_recipe(STANDIN),
+            env_recipe=env_recipe or sandbox_recipe(STANDIN),
             agent_bundle=build_agent(),
             clock=emulator.clock.utcnow,
         )
