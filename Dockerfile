@@ -1,0 +1,21 @@
+# A slim image that runs the bot as a non-root user; the data folder (SQLite, local artifacts) is a volume.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY jobs ./jobs
+COPY storage ./storage
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 lorabot && mkdir /data && chown lorabot /data
+COPY --from=build /install /usr/local
+USER lorabot
+WORKDIR /home/lorabot
+ENV LORABOT_DATA_DIR=/data \
+    LORABOT_HTTP_HOST=0.0.0.0 \
+    PYTHONUNBUFFERED=1
+VOLUME ["/data"]
+EXPOSE 8750
+ENTRYPOINT ["lorabot"]
+CMD ["run"]
