@@ -1,0 +1,87 @@
+"""The discord.py client: owns the shared resources (HTTP session, notifier, pending plans), loads the cogs,
+registers the restart-proof buttons and syncs the commands.
+
+The process (settings, logging, migrations, the runtime's lifetime) belongs to `bot.launcher`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import pkgutil
+from typing import Any
+
+import aiohttp
+import discord
+from discord.ext import commands
+
+from bot.actions import PendingPlan
+from bot.app import Runtime
+from bot.notifier import Notifier
+from bot.views import DYNAMIC_ITEMS
+from jobs.config import Settings
+
+log = logging.getLogger(__name__)
+
+COGS_PACKAGE = "bot.cogs"
+
+
+def discover_cogs(package: str = COGS_PACKAGE) -> list[str]:
+    """Every module of `bot/cogs` whose name does not start with `_` (python-discord's rule)."""
+    module = importlib.import_module(package)
+    return sorted(
+        f"{package}.{info.name}" for info in pkgutil.iter_modules(module.__path__) if not info.name.startswith("_")
+    )
+
+
+class LorabotBot(commands.Bot):
+    def __init__(self, runtime: Runtime, *, notifier_poll_s: float = 2.0, **options: Any) -> None:
+        intents = discord.Intents.default()  # slash commands need no privileged intents
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, **options)
+        self.runtime = runtime
+        self.settings: Settings = runtime.settings
+        self.plans: dict[str, PendingPlan] = {}
+        self.notifier = Notifier(self, poll_s=notifier_poll_s, clock=runtime.clock)
+        self.session: aiohttp.ClientSession | None = None
+        self.loaded_cogs: list[str] = []
+
+    async def setup_hook(self) -> None:
+        self.session = aiohttp.ClientSession()
+        for name in discover_cogs():
+            try:
+                await self.load_extension(name)
+                self.loaded_cogs.append(name)
+            except Exception:  # one broken cog must not keep the others (and the notifier) down
+                log.exception("failed to load extension %s", name)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        await self.sync_commands()
+        self.runtime.after_tick.append(self.notifier.wake)
+        self.notifier.start()
+
+    async def sync_commands(self) -> None:
+        guild_ids = self.settings.discord.guild_ids
+        if guild_ids:
+            for guild_id in guild_ids:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+
+    def runtime_kick(self) -> None:
+        """Run the orchestrator's tick now (a confirmed job need not wait for the next interval)."""
+        scheduler = getattr(self.runtime, "scheduler", None)
+        if scheduler is not None and scheduler.running and scheduler.get_job("tick") is not None:
+            scheduler.modify_job("tick", next_run_time=dt.datetime.now(dt.UTC))
+
+    async def close(self) -> None:
+        await self.notifier.stop()
+        if self.notifier.wake in self.runtime.after_tick:
+            self.runtime.after_tick.remove(self.notifier.wake)
+        for pending in self.plans.values():
+            pending.prepared.discard()
+        self.plans.clear()
+        if self.session is not None:
+            await self.session.close()
+        await super().close()

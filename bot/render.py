@@ -1,0 +1,331 @@
+"""Messages as Discord shows them: embeds inside Discord's limits, dollars with cents, timestamps, progress bars.
+
+Pure functions from domain data to `discord.Embed`; nothing here talks to Discord or the DB, so every limit is
+unit-tested. Layouts stay one column (no inline fields) because most of the team reads the threads on a phone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import discord
+
+from jobs.ledger import CostBreakdown, format_usd
+from jobs.planning import Plan
+
+# Discord's documented limits (facts/discord-test-world.md).
+CONTENT_MAX = 2000
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FIELDS_MAX = 25
+FOOTER_MAX = 2048
+EMBED_TOTAL_MAX = 6000
+ELLIPSIS = "…"
+
+COLOUR_INFO = discord.Colour.blurple()
+COLOUR_OK = discord.Colour.green()
+COLOUR_WARN = discord.Colour.orange()
+COLOUR_BAD = discord.Colour.red()
+
+# What to try after a failure, by the words the orchestrator's reason contains.
+_FAILURE_HINTS = (
+    ("out of memory", "Try a lower `batch_size` or `resolution`."),
+    ("nan", "Try lower learning rates (`unet_lr`, `te_lr`)."),
+    ("no gpu", "No GPU was free: `/retry` later, or pick another `gpu`."),
+    ("no stock", "No GPU was free: `/retry` later, or pick another `gpu`."),
+    ("budget", "Ask an admin about the budget, or plan fewer epochs."),
+    ("wall-time", "Plan fewer epochs or steps."),
+)
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut to `limit` characters with an ellipsis, never inside a surrogate pair or leaving an open code fence."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - len(ELLIPSIS), 0)]
+    if cut.count("```") % 2 == 1:
+        closing = "\n```"
+        cut = text[: max(limit - len(ELLIPSIS) - len(closing), 0)]
+        return cut + ELLIPSIS + closing if cut.count("```") % 2 == 1 else cut + ELLIPSIS
+    return cut + ELLIPSIS
+
+
+def code_block(text: str, limit: int) -> str:
+    """`text` in a code block whose whole length, fences included, is at most `limit`."""
+    fence_len = len("```\n\n```")
+    body = text.replace("```", "ʼʼʼ")
+    if len(body) + fence_len > limit:
+        body = body[: max(limit - fence_len - len(ELLIPSIS), 0)] + ELLIPSIS
+    return f"```\n{body}\n```"
+
+
+def usd(micros: int) -> str:
+    return format_usd(micros)
+
+
+def timestamp(moment: dt.datetime, style: str = "R") -> str:
+    """A Discord timestamp (`<t:…:R>` shows "in 5 minutes" in the reader's own time zone)."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be aware UTC datetimes")
+    return f"<t:{int(moment.timestamp())}:{style}>"
+
+
+def progress_bar(done: int, total: int, width: int = 12) -> str:
+    """`▰▰▰▱▱▱ 50%`: plain characters that render the same on every phone."""
+    if total <= 0:
+        return "▱" * width + " 0%"
+    share = min(max(done / total, 0.0), 1.0)
+    filled = round(share * width)
+    return "▰" * filled + "▱" * (width - filled) + f" {share:.0%}"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def size(num_bytes: int | None) -> str:
+    if num_bytes is None:
+        return "?"
+    value = float(num_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{num_bytes} B"  # pragma: no cover - the loop always returns
+
+
+class EmbedBuilder:
+    """Builds one embed and keeps it inside every per-part and total limit by truncating, never by failing."""
+
+    def __init__(self, title: str, description: str = "", colour: discord.Colour = COLOUR_INFO) -> None:
+        self._title = truncate(title, TITLE_MAX)
+        self._description = truncate(description, DESCRIPTION_MAX)
+        self._colour = colour
+        self._fields: list[tuple[str, str]] = []
+        self._footer: str | None = None
+        self._image: str | None = None
+
+    def field(self, name: str, value: str) -> EmbedBuilder:
+        if len(self._fields) < FIELDS_MAX:
+            self._fields.append(
+                (truncate(name or "\u200b", FIELD_NAME_MAX), truncate(value or "\u200b", FIELD_VALUE_MAX))
+            )
+        return self
+
+    def footer(self, text: str) -> EmbedBuilder:
+        self._footer = truncate(text, FOOTER_MAX)
+        return self
+
+    def image(self, url: str) -> EmbedBuilder:
+        self._image = url
+        return self
+
+    def build(self) -> discord.Embed:
+        # The 6,000 total counts title, description, field names/values and footer: shrink the description first,
+        # then drop fields from the end, so the head of the message (what a phone shows) survives.
+        fixed = len(self._title) + len(self._footer or "")
+        fields = list(self._fields)
+        description = self._description
+        while fixed + len(description) + sum(len(n) + len(v) for n, v in fields) > EMBED_TOTAL_MAX:
+            over = fixed + len(description) + sum(len(n) + len(v) for n, v in fields) - EMBED_TOTAL_MAX
+            if len(description) > 200:
+                description = truncate(description, max(len(description) - over, 200))
+            elif fields:
+                fields.pop()
+            else:
+                description = truncate(description, max(len(description) - over, 0))
+        embed = discord.Embed(title=self._title, description=description or None, colour=self._colour)
+        for name, value in fields:
+            embed.add_field(name=name, value=value, inline=False)
+        if self._footer:
+            embed.set_footer(text=self._footer)
+        if self._image:
+            embed.set_image(url=self._image)
+        return embed
+
+
+# -- costs -------------------------------------------------------------------------------------------------------
+
+
+def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
+    """Seed 000's table: volume / CPU pod / GPU pod / total, right-aligned in a code block (readable on a phone)."""
+    if isinstance(cost, CostBreakdown):
+        rows = [
+            ("Volume", cost.volume_micros),
+            ("CPU pod", cost.cpu_pod_micros),
+            ("GPU pod", cost.gpu_pod_micros),
+        ]
+        if cost.storage_micros:
+            rows.append(("Storage", cost.storage_micros))
+        total, live = cost.total_micros, cost.live
+    else:
+        rows = [
+            ("Volume", int(cost.get("volume_micros") or 0)),
+            ("CPU pod", int(cost.get("cpu_pod_micros") or 0)),
+            ("GPU pod", int(cost.get("gpu_pod_micros") or 0)),
+        ]
+        total, live = int(cost.get("total_micros") or sum(v for _, v in rows)), bool(cost.get("live"))
+    rows.append(("Total" + (" so far" if live else ""), total))
+    width = max(len(usd(v)) for _, v in rows)
+    lines = [f"{name:<14}{usd(value):>{width}}" for name, value in rows]
+    lines.insert(-1, "-" * (14 + width))
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+# -- the plan ----------------------------------------------------------------------------------------------------
+
+
+def plan_summary(plan: Plan, *, job_name: str, sandbox: bool, report_text: str) -> dict[str, Any]:
+    """The plan as JSON-able data: the /train reply and the thread's PLAN notice render the same thing."""
+    spec = plan.spec
+    est = plan.estimate
+    lines = [
+        f"**{spec.preset}** · {plan.model.name}",
+        f"Trigger `{spec.trigger}` · class `{spec.class_word}` · output `{spec.output_name}.safetensors`",
+        f"{spec.epochs} epochs · {plan.steps.total:,} steps · {spec.resolution}px · batch {spec.batch_size}",
+        f"dim {spec.network_dim} / alpha {spec.network_alpha:g} · U-Net lr {spec.unet_lr:g}",
+        f"GPU {est.gpu.display_name} · about {duration(est.durations.wall_s)} wall time",
+    ]
+    if sandbox:
+        lines.append("**Sandbox**: simulated pods, nothing is billed ($0).")
+    return {
+        "name": job_name,
+        "lines": lines,
+        "costs": [
+            {
+                "cloud": cost.cloud,
+                "volume_micros": cost.volume_micros,
+                "cpu_pod_micros": cost.cpu_micros,
+                "gpu_pod_micros": cost.gpu_micros,
+                "total_micros": cost.total_micros,
+            }
+            for cost in est.costs
+        ],
+        "notices": [n.text for n in plan.notices],
+        "report_text": report_text,
+        "sandbox": sandbox,
+    }
+
+
+def plan_embeds_from_summary(summary: Mapping[str, Any]) -> list[discord.Embed]:
+    """The dataset report and the plan: steps, duration, cost breakdown (per cloud), rule notices."""
+    builder = EmbedBuilder(f"Plan: {summary.get('name') or 'LoRA'}", "\n".join(summary.get("lines") or []))
+    costs = list(summary.get("costs") or [])
+    cheapest = min((c["total_micros"] for c in costs), default=None)
+    for cost in costs:
+        mark = " · cheapest" if len(costs) > 1 and cost["total_micros"] == cheapest else ""
+        builder.field(f"Estimated cost ({cost['cloud']}){mark}", cost_table(cost))
+    notices = list(summary.get("notices") or [])
+    if notices:
+        builder.field("Notices", "\n".join(f"• {n}" for n in notices))
+    report_text = str(summary.get("report_text") or "").strip() or "(no report)"
+    report = EmbedBuilder("Dataset", code_block(report_text, DESCRIPTION_MAX - 100))
+    return [report.build(), builder.build()]
+
+
+def refusal_text(title: str, reasons: Iterable[str]) -> str:
+    """A precise refusal as plain content (≤ 2,000 characters)."""
+    items = [f"• {r}" for r in reasons]
+    return truncate(f"**{title}**\n" + "\n".join(items), CONTENT_MAX)
+
+
+# -- notices -----------------------------------------------------------------------------------------------------
+
+
+def epoch_embed(job_public_id: str, payload: Mapping[str, Any], *, now: dt.datetime) -> discord.Embed:
+    epoch = int(payload.get("epoch") or 0)
+    epochs = int(payload.get("epochs") or epoch or 1)
+    step, total = payload.get("step"), payload.get("total_steps")
+    done, out_of = (int(step), int(total)) if step and total else (epoch, epochs)
+    lines = [progress_bar(done, out_of)]
+    loss = payload.get("loss")
+    if loss is not None:
+        lines.append(f"Loss **{float(loss):.4f}**")
+    eta = payload.get("eta_seconds")
+    if eta is not None and epoch < epochs:
+        lines.append(f"Done {timestamp(now + dt.timedelta(seconds=float(eta)))} (about {duration(float(eta))})")
+    checkpoint = payload.get("checkpoint") or {}
+    if checkpoint.get("size"):
+        lines.append(f"Checkpoint {size(int(checkpoint['size']))} · `/lora {job_public_id} {epoch}` for the link")
+    builder = EmbedBuilder(f"{job_public_id} · epoch {epoch}/{epochs}", "\n".join(lines), COLOUR_INFO)
+    cost = payload.get("cost")
+    if cost:
+        builder.field("Cost so far", cost_table(cost))
+    return builder.build()
+
+
+def succeeded_embed(
+    job_public_id: str, payload: Mapping[str, Any], *, final_url: str, epoch_count: int
+) -> discord.Embed:
+    final = payload.get("final") or {}
+    lines = [
+        f"**[Download the LoRA]({final_url})** ({size(final.get('size'))})",
+        f"sha256 `{final.get('sha256') or '?'}`",
+    ]
+    if epoch_count > 1:
+        lines.append("Any epoch: the buttons below, or `/lora job epoch`.")
+    builder = EmbedBuilder(f"{job_public_id} · done", "\n".join(lines), COLOUR_OK)
+    builder.field("Cost", cost_table(payload.get("cost") or {}))
+    return builder.build()
+
+
+def failed_embed(job_public_id: str, payload: Mapping[str, Any]) -> discord.Embed:
+    reason = str(payload.get("reason") or "unknown reason")
+    builder = EmbedBuilder(f"{job_public_id} · failed", reason, COLOUR_BAD)
+    hint = failure_hint(reason)
+    if hint:
+        builder.field("What to try", hint)
+    if payload.get("cost"):
+        builder.field("Cost", cost_table(payload["cost"]))
+    return builder.build()
+
+
+def failure_hint(reason: str) -> str | None:
+    lowered = reason.lower()
+    for needle, hint in _FAILURE_HINTS:
+        if needle in lowered:
+            return hint
+    return None
+
+
+def cancelled_embed(job_public_id: str, payload: Mapping[str, Any]) -> discord.Embed:
+    builder = EmbedBuilder(f"{job_public_id} · cancelled", "Every pod of this job is terminated.", COLOUR_WARN)
+    builder.field("Final cost", cost_table(payload.get("cost") or {}))
+    return builder.build()
+
+
+def info_text(job_public_id: str, kind: str, payload: Mapping[str, Any]) -> str:
+    """One line for the small notices (preparing, waiting for a GPU, interrupted, info)."""
+    if kind == "waiting_gpu":
+        tried = ", ".join(str(t) for t in payload.get("tried") or []) or "every GPU in the fallback list"
+        deadline = payload.get("deadline_s")
+        tail = f"; giving up after {duration(float(deadline))}" if deadline else ""
+        return truncate(f"⏳ `{job_public_id}` waiting for a GPU: no stock for {tried}. Retrying{tail}.", CONTENT_MAX)
+    if kind == "interrupted":
+        return truncate(
+            f"⚠️ `{job_public_id}` the GPU pod was lost ({payload.get('reason') or 'no reason given'}); "
+            "resuming from the last saved epoch.",
+            CONTENT_MAX,
+        )
+    text = str(payload.get("text") or payload.get("status") or kind)
+    prefix = "🛠️" if kind == "preparing" else "ℹ️"
+    return truncate(f"{prefix} `{job_public_id}` {text}", CONTENT_MAX)
+
+
+def jobs_lines(rows: Sequence[tuple[str, str, str, str]]) -> str:
+    """`/jobs`, `/queue`: one line per job (id, name, status, cost), short enough for a phone."""
+    if not rows:
+        return "No jobs."
+    lines = [f"`{jid}` **{name}** · {status} · {cost}" for jid, name, status, cost in rows]
+    return truncate("\n".join(lines), DESCRIPTION_MAX)

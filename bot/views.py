@@ -1,0 +1,135 @@
+"""Buttons that survive restarts (`DynamicItem`: the job id lives in the custom_id, nothing in memory).
+
+lorabot:job:<id>:cancel        Cancel the job (owner or admin)
+lorabot:job:<id>:epoch:<n>     An ephemeral link to epoch n's LoRA (anyone in the channel)
+lorabot:plan:<token>:confirm   Queue the planned job (the planner only; plans live in memory for 30 min)
+lorabot:plan:<token>:cancel    Drop the plan
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+if TYPE_CHECKING:
+    from bot.client import LorabotBot
+
+MAX_EPOCH_BUTTONS = 20  # 4 rows of 5; a 5th row holds Cancel
+
+
+def _bot(interaction: discord.Interaction[Any]) -> LorabotBot:
+    from bot.client import LorabotBot
+
+    client = interaction.client
+    assert isinstance(client, LorabotBot)
+    return client
+
+
+class JobCancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lorabot:job:(?P<job_id>\d+):cancel"):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel job", style=discord.ButtonStyle.danger, custom_id=f"lorabot:job:{job_id}:cancel"
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> JobCancelButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot import actions
+
+        await actions.cancel_from_discord(_bot(interaction), interaction, self.job_id)
+
+
+class JobEpochButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lorabot:job:(?P<job_id>\d+):epoch:(?P<n>\d+)"
+):
+    def __init__(self, job_id: int, epoch: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"Get epoch {epoch}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"lorabot:job:{job_id}:epoch:{epoch}",
+            )
+        )
+        self.job_id = job_id
+        self.epoch = epoch
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> JobEpochButton:
+        return cls(int(match["job_id"]), int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot import actions
+
+        await actions.send_lora_link(_bot(interaction), interaction, self.job_id, self.epoch)
+
+
+class PlanButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"lorabot:plan:(?P<token>[0-9a-f]{8,32}):(?P<action>confirm|cancel)",
+):
+    def __init__(self, token: str, action: str) -> None:
+        confirm = action == "confirm"
+        super().__init__(
+            discord.ui.Button(
+                label="Confirm and train" if confirm else "Cancel",
+                style=discord.ButtonStyle.success if confirm else discord.ButtonStyle.secondary,
+                custom_id=f"lorabot:plan:{token}:{action}",
+            )
+        )
+        self.token = token
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> PlanButton:
+        return cls(match["token"], match["action"])
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        from bot import actions
+
+        return await actions.check_plan_owner(_bot(interaction), interaction, self.token)
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot import actions
+
+        if self.action == "confirm":
+            await actions.confirm_plan(_bot(interaction), interaction, self.token)
+        else:
+            await actions.drop_plan(_bot(interaction), interaction, self.token)
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobCancelButton, JobEpochButton, PlanButton)
+
+
+def plan_view(token: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(PlanButton(token, "confirm"))
+    view.add_item(PlanButton(token, "cancel"))
+    return view
+
+
+def job_view(job_id: int, *, epochs: Sequence[int], cancel: bool = True) -> discord.ui.View | None:
+    """Cancel (while the job may run) and one "Get epoch N" per epoch; None when there is nothing to press."""
+    view = discord.ui.View(timeout=None)
+    shown = list(epochs)[-MAX_EPOCH_BUTTONS:]
+    for index, epoch in enumerate(shown):
+        button = JobEpochButton(job_id, epoch)
+        button.row = index // 5
+        view.add_item(button)
+    if cancel:
+        cancel_button = JobCancelButton(job_id)
+        cancel_button.row = 4
+        view.add_item(cancel_button)
+    return view if view.children else None
