@@ -262,9 +262,21 @@ class Orchestrator:
                 continue
             await self.cloud.terminate_pod(pod.id)
             with session_scope(self.sessions) as s:
-                if row is not None and row.runpod_pod_id == pod.id:
+                if row is not None and row.runpod_pod_id in (None, pod.id):
+                    if row.runpod_pod_id is None:
+                        # Created by a run that died before writing the id down: billed since its intent row.
+                        set_pod_created(
+                            s,
+                            row.id,
+                            runpod_pod_id=pod.id,
+                            cost_per_hr_micros=pod.cost_per_hr_micros,
+                            now=now,
+                            api_created_at=row.created_at,
+                        )
                     set_pod_terminated(s, row.id, now=self.clock(), exit_reason="reaped: no live job owns it")
-                    ledger.close_pod_cost(s, row)
+                    reaped_row = s.get(Pod, row.id)
+                    assert reaped_row is not None
+                    ledger.close_pod_cost(s, reaped_row)
                 add_notice(
                     s,
                     job_id=parsed.job_id if job is not None else None,
@@ -671,9 +683,18 @@ class Orchestrator:
         return False
 
     def _next_gpu_attempt(self, job_id: int) -> int:
-        """Attempt numbers are never reused: a create refused for lack of stock keeps its row as a record."""
+        """Attempt numbers are never reused: a create refused for lack of stock keeps its row as a record.
+        The exception is a row whose create may have gone through unseen (the bot died before RunPod's answer
+        was written down): that attempt is continued, so `_ensure_pod` finds the pod by name instead of paying
+        for a second GPU."""
         with session_scope(self.sessions) as s:
-            return 1 + max((p.attempt for p in list_pods_for_job(s, job_id) if p.role is PodRole.GPU), default=0)
+            gpu_rows = [p for p in list_pods_for_job(s, job_id) if p.role is PodRole.GPU]
+            unresolved = [
+                p.attempt for p in gpu_rows if p.runpod_pod_id is None and p.status is not PodStatus.TERMINATED
+            ]
+            if unresolved:
+                return max(unresolved)
+            return 1 + max((p.attempt for p in gpu_rows), default=0)
 
     def _gpu_pods_started(self, job_id: int) -> int:
         with session_scope(self.sessions) as s:
@@ -738,8 +759,10 @@ class Orchestrator:
         if volume is None or volume.runpod_volume_id is None:
             raise CloudError(f"job j{job_id} has no volume")
         existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
+        created_at: dt.datetime | None = None
         if existing:
-            info = existing[0]
+            # Made by an earlier run whose answer was lost: RunPod bills it from just after our intent row.
+            info, created_at = existing[0], pod.created_at
         else:
             request = self._pod_request(job_id, role, pod.name, offer, volume, plan)
             try:
@@ -750,7 +773,12 @@ class Orchestrator:
                 raise
         with session_scope(self.sessions) as s:
             created = set_pod_created(
-                s, pod.id, runpod_pod_id=info.id, cost_per_hr_micros=info.cost_per_hr_micros, now=self.clock()
+                s,
+                pod.id,
+                runpod_pod_id=info.id,
+                cost_per_hr_micros=info.cost_per_hr_micros,
+                now=self.clock(),
+                api_created_at=created_at,
             )
         if not created.cost_per_hr_micros:
             # The create mutation's answer carries no price: read costPerHr from the pod itself.
@@ -832,7 +860,7 @@ class Orchestrator:
             if pod.status is PodStatus.TERMINATED:
                 return
             set_pod_terminate_requested(s, pod_id, now=now)
-            runpod_id, name = pod.runpod_pod_id, pod.name
+            runpod_id, name, intent_at = pod.runpod_pod_id, pod.name, pod.created_at
         if runpod_id is None:
             # Never confirmed by RunPod: look it up by name in case the create went through after all.
             found = [p for p in await self.cloud.list_pods(name) if p.name == name]
@@ -844,7 +872,8 @@ class Orchestrator:
                         runpod_pod_id=found[0].id,
                         cost_per_hr_micros=found[0].cost_per_hr_micros,
                         now=now,
-                        api_created_at=now,
+                        # Billed since the create that followed our intent row, not since we found it.
+                        api_created_at=intent_at,
                     )
                 runpod_id = found[0].id
         if runpod_id is not None:
