@@ -1,0 +1,58 @@
+"""Fixtures of the fault suite, and the hook that rewrites tests/faults/README.md from the run.
+
+`LORABOT_FAULTS_TABLE=1 pytest tests/faults` rewrites the README's table with this run's cases and outcomes
+(only when every fault case ran and passed, so a partial run never replaces the committed table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.faults.harness import RESULTS
+from tests.faults.table import write_readme
+from tests.world.lorabot_world import LorabotWorld
+from tests.world.s3 import S3World
+
+README = Path(__file__).with_name("README.md")
+
+# Fast world: 120 sim s per real s (GPU start-up 120 s = 1 real s); a "timeout" fault holds 0.5 s, not 35.
+FAST: dict[str, Any] = {"time_scale": 120.0, "kill_grace_s": 10.0, "timeout_hold_s": 0.5}
+
+
+@pytest.fixture
+def fault_world(
+    make_runpod_emulator: Callable[..., Any], s3_world: S3World, db_sessions: sessionmaker[Session], tmp_path: Path
+) -> Callable[..., LorabotWorld]:
+    """Factory: `fault_world(status_stale_s=120, ...)`: emulator kwargs (time_scale, kill_grace_s, timeout_hold_s,
+    startup_delay_s) go to the emulator, the rest to OrchestratorConfig."""
+
+    def make(**kwargs: Any) -> LorabotWorld:
+        emulator_kwargs = {**FAST}
+        for name in ("time_scale", "kill_grace_s", "timeout_hold_s", "startup_delay_s"):
+            if name in kwargs:
+                emulator_kwargs[name] = kwargs.pop(name)
+        emulator = make_runpod_emulator(**emulator_kwargs)
+        return LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **kwargs)
+
+    return make
+
+
+_failed: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "tests/faults/" in report.nodeid and report.failed:
+        _failed.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import os
+
+    if os.environ.get("LORABOT_FAULTS_TABLE") != "1" or not RESULTS or _failed:
+        return
+    write_readme(README, RESULTS)

@@ -1,0 +1,51 @@
+"""Renders tests/faults/README.md: how to run the suite, then the latest table of cases and outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.faults.harness import Outcome
+
+HEADER = """# Fault suite
+
+Every case runs one job through the whole back end (orchestrator + SQLite + RunPod emulator with the real `runpod`
+SDK + moto S3 with real boto3 + pods running the real agent and the stand-in sd-scripts), injects one fault, and
+checks the same four promises (`tests/faults/harness.py`, `check_promises`):
+
+1. the job ends `succeeded` or `failed_*` with a reason, within a real-time bound (a hang fails the case);
+2. no pod is left at RunPod (emulator's record) and no pod process on the machine;
+3. the ledger's pod cost equals the emulator's billing within 1%;
+4. no notice lost or duplicated: unique idempotency keys, exactly one terminal notice, epochs announced exactly
+   1..N for a succeeded job (the outbox cases also send every notice through a failing Discord exactly once).
+
+Run: `python -m pytest -q tests/faults` (part of the normal test command). Rewrite this file from a run:
+`LORABOT_FAULTS_TABLE=1 python -m pytest -q tests/faults` (written only when every case passed).
+
+Random cases are seeded (`random.Random(seed)`): the same seed injects the same faults at the same points.
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(results: Sequence[Outcome]) -> str:
+    lines = [
+        HEADER,
+        f"## Latest run ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC): {len(results)} cases, all passing",
+        "",
+        "| case | injected fault | state | outcome | reason | pods left | ledger vs billing | real s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: r.case):
+        lines.append(
+            f"| {_cell(r.case)} | {_cell(r.fault)} | {_cell(r.state)} | {r.outcome} | {_cell(r.reason) or '—'} "
+            f"| {r.pods_left} | {_cell(r.ledger_vs_billing)} | {r.seconds} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(path: Path, results: Sequence[Outcome]) -> None:
+    path.write_text(render(results), encoding="utf-8")
