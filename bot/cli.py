@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser("plan", help="check a dataset zip and show the exact training command, time and cost")
-    plan.add_argument("dataset", type=Path, help="the dataset zip (flat folder or {repeats}_{concept} folders)")
+    plan.add_argument("dataset", help="the dataset zip (flat folder or {repeats}_{concept} folders), or an https link "
+                      "to one (Hugging Face, Google Drive, Dropbox or direct)")
     plan.add_argument("--preset", help="training preset (default: the catalog's default, sdxl-character)")
     plan.add_argument("--base-model", help="base model id from the catalog (e.g. illustrious-xl-v0.1)")
     plan.add_argument("--trigger", help="the trigger word the LoRA learns")
@@ -121,13 +122,15 @@ def _plan(args: argparse.Namespace) -> int:
     # Imported here so `lorabot run` does not pay for them, and a broken planner cannot break the bot's start.
     from jobs.catalog import load_catalog
     from jobs.dataset import DatasetError, ingest_zip
+    from jobs.fetch.settings import looks_like_link
     from jobs.planning import make_plan
     from jobs.presets import load_presets
     from jobs.prices import StaticPriceProvider
     from jobs.rules import PlanRefused
     from jobs.spec import UserOptions
 
-    if not args.dataset.is_file():
+    is_link = looks_like_link(args.dataset)
+    if not is_link and not Path(args.dataset).is_file():
         print(f"lorabot plan: refused: {args.dataset} is not a file", file=sys.stderr)
         return EXIT_REFUSED
     options = UserOptions(
@@ -153,8 +156,9 @@ def _plan(args: argparse.Namespace) -> int:
     # The ingest lives in a temp dir that is always removed: planning leaves nothing on disk.
     with tempfile.TemporaryDirectory(prefix="lorabot-plan-") as tmp:
         try:
+            zip_path = _download(args.dataset, Path(tmp)) if is_link else Path(args.dataset)
             dataset = ingest_zip(
-                args.dataset,
+                zip_path,
                 Path(tmp) / "dataset",
                 trigger=args.trigger,
                 class_word=args.class_word,
@@ -171,6 +175,9 @@ def _plan(args: argparse.Namespace) -> int:
         except DatasetError as exc:
             print(f"lorabot plan: refused: dataset: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+        except _LinkRefused as exc:
+            print(f"lorabot plan: refused: dataset link: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
         except PlanRefused as exc:
             for notice in exc.notices:
                 print(notice.render(), file=sys.stderr)
@@ -183,6 +190,31 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         print(plan.render_text(), end="")
     return EXIT_OK
+
+
+class _LinkRefused(Exception):
+    pass
+
+
+def _download(url: str, tmp: Path) -> Path:
+    """A dataset link through the same guard and caps as /train (settings from LORABOT_FETCH_*, HF_TOKEN)."""
+    from jobs.config import LimitsSettings, TokenSettings
+    from jobs.fetch import FetchError
+    from jobs.fetch.settings import FetchSettings, fetch_link_blocking
+
+    token = TokenSettings().hf_token
+    print(f"lorabot plan: downloading {url.split('?')[0]} ...", file=sys.stderr)
+    try:
+        result = fetch_link_blocking(
+            url,
+            tmp / "link.zip",
+            settings=FetchSettings(),
+            max_bytes=LimitsSettings().max_dataset_mb * 1024 * 1024,
+            hf_token=token.get_secret_value() if token is not None else None,
+        )
+    except FetchError as exc:
+        raise _LinkRefused(str(exc)) from None
+    return result.path
 
 
 def _plan_json(plan: Plan) -> dict[str, Any]:

@@ -126,7 +126,8 @@ async def _session(
     connector = aiohttp.TCPConnector(
         resolver=_PinnedResolver(guard, transport.dial_overrides),
         use_dns_cache=False,  # every hop is resolved (and checked) anew
-        ssl=transport.ssl_context if transport.ssl_context is not None else True,
+        # A fresh default context (not aiohttp's import-time one) honours SSL_CERT_FILE set by the operator.
+        ssl=transport.ssl_context or ssl.create_default_context(),
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s)
     # trust_env=False: an HTTP(S)_PROXY from the environment would make the proxy, not us, pick the address.

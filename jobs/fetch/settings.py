@@ -6,10 +6,16 @@ Hook into `jobs.config.Settings` as `fetch: FetchSettings = Field(default_factor
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jobs.config import _Section
+from jobs.fetch.download import FetchResult, FetchTimeouts, fetch_dataset
+from jobs.fetch.guard import SsrfGuard
 
 
 class FetchSettings(_Section):
@@ -26,3 +32,28 @@ class FetchSettings(_Section):
     progress_interval_s: float = Field(default=3.0, gt=0)
     # Upload page links: how long a link from /upload stays valid.
     upload_link_lifetime_s: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+
+
+def fetch_options(settings: FetchSettings) -> dict[str, Any]:
+    """The keyword arguments of `fetch_dataset` that come from the settings (guard, timeouts, http, redirects)."""
+    return {
+        "guard": SsrfGuard(allow=settings.allow_networks),
+        "timeouts": FetchTimeouts(
+            connect_s=settings.connect_timeout_s,
+            read_s=settings.read_timeout_s,
+            progress_interval_s=settings.progress_interval_s,
+        ),
+        "allow_http": settings.allow_http,
+        "max_redirects": settings.max_redirects,
+    }
+
+
+def fetch_link_blocking(
+    url: str, dest: Path, *, settings: FetchSettings, max_bytes: int, hf_token: str | None = None
+) -> FetchResult:
+    """`fetch_dataset` for synchronous callers (the CLI): runs its own event loop."""
+    return asyncio.run(fetch_dataset(url, dest, max_bytes=max_bytes, hf_token=hf_token, **fetch_options(settings)))
+
+
+def looks_like_link(text: str) -> bool:
+    return "://" in text and not Path(text).exists()
