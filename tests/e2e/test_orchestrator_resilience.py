@@ -145,3 +145,29 @@ async def test_spot_interruption_resumes_on_a_new_pod_from_the_last_epoch(make_l
     log = world.emulator.pod_log(gpus[1].runpod_pod_id)
     assert "--resume" in log or "resum" in log.lower(), log[-3000:]
     assert world.running_pods() == []
+
+
+async def test_the_reaper_terminates_our_pods_that_no_live_job_owns_and_leaves_others(lorabot_world: LorabotWorld):
+    world = lorabot_world
+    volume = world.emulator.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")
+    cloud = world.orchestrator.cloud
+
+    def pod(name: str) -> PodRequest:
+        return PodRequest(
+            name=name,
+            image="runpod/base",
+            docker_args="sleep 600",
+            env={},
+            network_volume_id=volume.id,
+            data_center_id="EU-RO-1",
+        )
+
+    orphan = await cloud.create_pod(pod("lorabot-j99-gpu"))  # a job this database never had
+    foreign = await cloud.create_pod(pod("someone-elses-pod"))  # not ours: never touched
+
+    reaped = await world.orchestrator.reap()
+
+    assert reaped == ["lorabot-j99-gpu"]
+    assert world.emulator.pod(orphan.id).state == "TERMINATED"
+    assert world.emulator.pod(foreign.id).state != "TERMINATED"
+    await cloud.terminate_pod(foreign.id)
