@@ -407,7 +407,7 @@ def _cost_rows(sessions: sessionmaker[Session], job_id: int) -> list[CostRow]:
 def _summarise(result: DemoResult, say: _Printer) -> None:
     say.line("")
     say.line(
-        f"demo {result.status.value} in {result.wall_seconds:.1f} s "
+        f"demo {result.status.value}: {result.wall_seconds:.1f} s from drawing the dataset to the results "
         f"({result.sim_seconds / 60:.1f} simulated minutes of pod time)"
     )
     if result.final_lora is not None:
