@@ -76,6 +76,9 @@ class _UploadRoutes:
         except _Refused as exc:
             self._links.used.release(ticket.nonce)  # nothing came of it: the user may try again with this link
             return _text(exc.status, exc.message)
+        except BaseException:
+            self._links.used.release(ticket.nonce)
+            raise
         return _text(200, message)
 
     async def _receive(self, request: web.Request, ticket: UploadTicket) -> str:
