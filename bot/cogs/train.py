@@ -215,7 +215,7 @@ class Train(commands.Cog):
         if dataset is not None:
             if not dataset.filename.lower().endswith(".zip"):
                 raise Refused(f"`{dataset.filename[:80]}` is not a .zip; zip your images and captions first.")
-            cap = upload_cap_bytes(self.bot.settings, None)
+            cap = upload_cap_bytes(self.bot.settings, interaction.filesize_limit)
             zip_path = workdir / "upload.zip"
             assert self.bot.session is not None
             await stream_to_file(self.bot.session, dataset.url, zip_path, cap=cap, declared_size=dataset.size)
