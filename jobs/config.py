@@ -70,7 +70,8 @@ class RunpodSettings(_Section):
     data_centers: list[str] = Field(default_factory=lambda: ["EU-RO-1"], min_length=1)
     volume_size_gb: int = Field(default=30, ge=10, le=4000)
     volume_mount_path: str = "/workspace"
-    cpu_instance_id: str = "cpu3c-2-4"
+    # Seed 000's CPU pod: 2 vCPU / 8 GB at $0.08/h.
+    cpu_instance_id: str = "cpu3g-2-8"
     cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
     gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
     container_disk_gb: int = Field(default=20, ge=5)
@@ -128,6 +129,24 @@ class LimitsSettings(_Section):
     job_wall_time_h: Decimal = Decimal("6")
 
 
+class FetchSettings(_Section):
+    """Datasets that arrive as links or through the upload page (section `fetch`, env `LORABOT_FETCH_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="LORABOT_FETCH_", extra="forbid", env_ignore_empty=True)
+
+    # Plain http lets anyone on the path swap the zip; only for operators who know their network.
+    allow_http: bool = False
+    # Networks the SSRF guard lets through although they are private (e.g. ["127.0.0.1/32"] for tests or a
+    # LAN file server). Empty in production.
+    allow_networks: list[str] = Field(default_factory=list)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    max_redirects: int = Field(default=5, ge=0, le=10)
+    progress_interval_s: float = Field(default=3.0, gt=0)
+    # Upload page links: how long a link from /upload stays valid.
+    upload_link_lifetime_s: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+
+
 class Settings(_Section):
     model_config = SettingsConfigDict(env_prefix="LORABOT_", extra="forbid", env_ignore_empty=True)
 
@@ -140,6 +159,8 @@ class Settings(_Section):
     # Signs local artifact and upload-page URLs; generated into the data folder when unset.
     url_secret: SecretStr | None = None
     tick_seconds: float = Field(default=10.0, gt=0)
+    # Simulated seconds per real second of the sandbox cloud (LORABOT_SANDBOX_TIME_SCALE).
+    sandbox_time_scale: float = Field(default=60.0, gt=0, le=10_000)
     log_level: str = "INFO"
 
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
@@ -147,6 +168,7 @@ class Settings(_Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
 
     @field_validator("public_url")
     @classmethod
@@ -204,6 +226,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "s3": S3Settings,
     "tokens": TokenSettings,
     "limits": LimitsSettings,
+    "fetch": FetchSettings,
 }
 
 

@@ -104,7 +104,7 @@ class OrchestratorConfig:
     volume_mount_path: str = "/workspace"
     cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
     gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
-    cpu_instance_id: str = "cpu3c-2-4"
+    cpu_instance_id: str = "cpu3g-2-8"
     container_disk_gb: int = 20
     gpu_fallback: tuple[GpuChoice, ...] = (
         GpuChoice("NVIDIA GeForce RTX 4090", "COMMUNITY"),
@@ -1016,8 +1016,14 @@ class Orchestrator:
             progress = status.get("progress") or {}
             for entry in sorted(status.get("epochs") or [], key=lambda e: int(e.get("epoch") or 0)):
                 epoch = int(entry.get("epoch") or 0)
-                if epoch <= done or not entry.get("checkpoint"):
+                if epoch <= done:
                     continue
+                # Announce an epoch once its checkpoint and all its samples are in the store, in order: the
+                # gallery is the point of the notice (a finished run may legitimately lack samples).
+                finished = status.get("phase") in ("succeeded", "failed", "interrupted")
+                samples_in = len(entry.get("samples") or [])
+                if not entry.get("checkpoint") or (samples_in < plan.sample_prompts and not finished):
+                    break
                 samples = [keys.sample(epoch, int(x.get("index", i))) for i, x in enumerate(entry.get("samples") or [])]
                 add_notice(
                     s,

@@ -1,7 +1,6 @@
 """Settings for datasets that arrive as links or through the upload page (section `fetch`, env `LORABOT_FETCH_*`).
 
-Hook into `jobs.config.Settings` as `fetch: FetchSettings = Field(default_factory=FetchSettings)` and
-`_SECTIONS["fetch"] = FetchSettings`.
+`FetchSettings` itself lives in `jobs.config` (the `fetch` section of `Settings`); it is re-exported here.
 """
 
 from __future__ import annotations
@@ -10,28 +9,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-
-from jobs.config import _Section
+from jobs.config import FetchSettings
 from jobs.fetch.download import FetchResult, FetchTimeouts, fetch_dataset
 from jobs.fetch.guard import SsrfGuard
 
-
-class FetchSettings(_Section):
-    model_config = SettingsConfigDict(env_prefix="LORABOT_FETCH_", extra="forbid", env_ignore_empty=True)
-
-    # Plain http lets anyone on the path swap the zip; only for operators who know their network.
-    allow_http: bool = False
-    # Networks the SSRF guard lets through although they are private (e.g. ["127.0.0.1/32"] for tests or a
-    # LAN file server). Empty in production.
-    allow_networks: list[str] = Field(default_factory=list)
-    connect_timeout_s: float = Field(default=10.0, gt=0)
-    read_timeout_s: float = Field(default=30.0, gt=0)
-    max_redirects: int = Field(default=5, ge=0, le=10)
-    progress_interval_s: float = Field(default=3.0, gt=0)
-    # Upload page links: how long a link from /upload stays valid.
-    upload_link_lifetime_s: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+__all__ = ["FetchSettings", "fetch_link_blocking", "fetch_options", "looks_like_link"]
 
 
 def fetch_options(settings: FetchSettings) -> dict[str, Any]:
