@@ -83,11 +83,28 @@ def recipe_hash(env_recipe: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ModelSource:
+    """One base-model file. `size` is checked after the download, so it is only sent when the bytes are pinned by a
+    sha256; otherwise it travels as `size_hint` (catalog sizes are approximate) and only feeds the ETA."""
+
     url: str
     filename: str
     size: int | None = None
     sha256: str | None = None
     token_env: str | None = None
+    extra_files: tuple[ModelSource, ...] = ()
+
+    def to_manifest(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "url": self.url,
+            "sha256": self.sha256,
+            "size": self.size if self.sha256 else None,
+            "size_hint": self.size,
+            "filename": self.filename,
+            "token_env": self.token_env,
+        }
+        if self.extra_files:
+            entry["extra_files"] = [extra.to_manifest() for extra in self.extra_files]
+        return entry
 
 
 def build_manifest(
@@ -121,13 +138,7 @@ def build_manifest(
         "output_name": output_name,
         "stages": stages,
         "env": env_recipe,
-        "model": {
-            "url": model.url,
-            "sha256": model.sha256,
-            "size": model.size,
-            "filename": model.filename,
-            "token_env": model.token_env,
-        },
+        "model": model.to_manifest(),
         "dataset": {
             "url": store.presign_get(dataset_key(dataset_sha256), expires_s),
             "sha256": dataset_sha256,

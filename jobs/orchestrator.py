@@ -31,7 +31,7 @@ from jobs.cloud import AsyncCloud, CloudError, CloudTransientError, GpuOffer, No
 from jobs.config import Settings
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
 from jobs.names import parse_pod_name
-from jobs.queue import JobPlan
+from jobs.queue import JobPlan, ModelFileRef
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod, Volume
@@ -800,9 +800,9 @@ class Orchestrator:
             "LORABOT_VOLUME": self.config.volume_mount_path,
             **dict(self.config.pod_env),
         }
-        token_env = plan.model.token_env
-        if token_env and token_env in self._model_tokens:
-            env[token_env] = self._model_tokens[token_env]
+        for file in (plan.model, *plan.model.extra_files):
+            if file.token_env and file.token_env in self._model_tokens:
+                env[file.token_env] = self._model_tokens[file.token_env]
         bid = None
         if offer is not None and self.config.spot:
             bid_micros = self.config.spot_bid_micros_per_hr or offer.spot_price_micros_per_hr or 0
@@ -946,9 +946,7 @@ class Orchestrator:
             output_name=plan.output_name,
             stages=stages,
             env_recipe=self.env_recipe,
-            model=ModelSource(
-                plan.model.url, plan.model.filename, plan.model.size, plan.model.sha256, plan.model.token_env
-            ),
+            model=_model_source(plan.model),
             dataset_sha256=sha,
             dataset_size=size,
             script=plan.script,
@@ -1054,6 +1052,12 @@ class Orchestrator:
             ledger.close_volume_cost(
                 s, job_id, now=self.clock(), price_micros_per_gb_month=self.config.volume_price_micros_per_gb_month
             )
+
+
+def _model_source(ref: ModelFileRef) -> ModelSource:
+    return ModelSource(
+        ref.url, ref.filename, ref.size, ref.sha256, ref.token_env, tuple(_model_source(f) for f in ref.extra_files)
+    )
 
 
 def _require_job(s: Session, job_id: int) -> Job:

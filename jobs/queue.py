@@ -32,6 +32,14 @@ class ModelFileRef:
     size: int | None
     sha256: str | None
     token_env: str | None
+    # Flux's ae / clip_l / t5xxl beside the checkpoint (the plan's arguments name them on the volume).
+    extra_files: tuple[ModelFileRef, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelFileRef:
+        fields = dict(data)
+        fields["extra_files"] = tuple(cls.from_json(extra) for extra in fields.get("extra_files") or ())
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class JobPlan:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobPlan:
         fields = dict(data)
-        fields["model"] = ModelFileRef(**fields["model"])
+        fields["model"] = ModelFileRef.from_json(fields["model"])
         return cls(**fields)
 
 
@@ -73,7 +81,14 @@ def job_plan_of(plan: Plan) -> JobPlan:
         sample_prompts=len(spec.sample_prompts) if spec.sample_every_n_epochs else 0,
         output_name=spec.output_name,
         base_model=plan.model.id,
-        model=ModelFileRef(model.url, model.filename, model.size, model.sha256, model.token_env),
+        model=ModelFileRef(
+            model.url,
+            model.filename,
+            model.size,
+            model.sha256,
+            model.token_env,
+            tuple(ModelFileRef(f.url, f.filename, f.size, f.sha256, f.token_env) for f in plan.model.extra_files),
+        ),
         gpu_id=plan.gpu.gpu_id,
         estimate_micros={cloud: plan.estimate.cost(cloud).total_micros for cloud in ("community", "secure")},
         total_steps=plan.steps.total,

@@ -51,6 +51,18 @@ class EnvStep:
 
 
 @dataclass(frozen=True)
+class ModelFile:
+    """A file of the base model on the volume: the checkpoint itself, or Flux's ae / clip_l / t5xxl."""
+
+    url: str
+    filename: str
+    sha256: str | None
+    size: int | None  # exact: checked after the download
+    size_hint: int | None  # approximate: only for the ETA
+    token_env: str | None
+
+
+@dataclass(frozen=True)
 class Manifest:
     raw: dict[str, Any]
     job_id: str
@@ -67,6 +79,8 @@ class Manifest:
     model_size: int | None
     model_filename: str
     model_token_env: str | None
+    # Every model file to fetch, the main checkpoint first.
+    model_files: list[ModelFile]
     dataset_url: str
     dataset_sha256: str
     dataset_size: int | None
@@ -90,6 +104,26 @@ class Manifest:
             else:
                 return None
         return node if isinstance(node, str) and node else None
+
+
+def _model_file(data: Any, where: str) -> ModelFile:
+    if not isinstance(data, dict):
+        raise ManifestError(f"manifest {where.rstrip('.')} must be an object")
+    sha = data.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or not SHA256.match(sha.lower())):
+        raise ManifestError(f"manifest {where}sha256 must be 64 hex digits or null")
+
+    def positive(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    return ModelFile(
+        url=_require(data, "url", str, where),
+        filename=_safe_name(_require(data, "filename", str, where), f"{where}filename"),
+        sha256=sha.lower() if sha else None,
+        size=positive(data.get("size")),
+        size_hint=positive(data.get("size_hint")),
+        token_env=data.get("token_env") or None,
+    )
 
 
 def recipe_hash(env: dict[str, Any]) -> str:
@@ -148,6 +182,13 @@ def parse_manifest(body: bytes) -> Manifest:
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ManifestError("manifest ready_timeout_s must be a positive number")
     size = model.get("size")
+    main_file = _model_file(model, "model.")
+    extras = model.get("extra_files") or []
+    if not isinstance(extras, list):
+        raise ManifestError("manifest model.extra_files must be a list")
+    extra_files = [_model_file(item, f"model.extra_files[{i}].") for i, item in enumerate(extras)]
+    if len({f.filename for f in [main_file, *extra_files]}) != 1 + len(extra_files):
+        raise ManifestError("manifest model files must have distinct file names")
     return Manifest(
         raw=data,
         job_id=_safe_name(_require(data, "job_id", str, ""), "job_id"),
@@ -164,6 +205,7 @@ def parse_manifest(body: bytes) -> Manifest:
         model_size=size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None,
         model_filename=_safe_name(_require(model, "filename", str, "model."), "model.filename"),
         model_token_env=model.get("token_env") or None,
+        model_files=[main_file, *extra_files],
         dataset_url=_require(dataset, "url", str, "dataset."),
         dataset_sha256=dataset_sha,
         dataset_size=dataset.get("size") if isinstance(dataset.get("size"), int) else None,
@@ -207,7 +249,11 @@ class Layout:
 
     @property
     def model_path(self) -> Path:
-        return self.root / "models" / self.manifest.model_filename
+        return self.models_dir / self.manifest.model_filename
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
 
     @property
     def dataset_dir(self) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from .context import Context, Interrupted, StageFailed, file_lock, run_logged
 from .fsutil import atomic_write, fsync_dir, sha256_file, write_if_changed
+from .manifest import ModelFile
 from .net import HttpFailure, Stopped
 from .report import Reporter
 
@@ -74,7 +75,7 @@ class Prepare:
 
     # --- the stage ------------------------------------------------------------------------------------------
     def run(self) -> None:
-        self.rep.step("model", bytes_total=self.m.model_size or 0)
+        self.rep.step("model", bytes_total=sum(f.size or f.size_hint or 0 for f in self.m.model_files))
         self.rep.step("dataset", bytes_total=self.m.dataset_size or 0)
         self.job_files()
         self.env()
@@ -121,7 +122,8 @@ class Prepare:
             atomic_write(layout.env_complete, json.dumps(recipe, sort_keys=True).encode())
         self._done("env", started, cached=False)
 
-    def _download(self, step: str, url: str, part: Path, headers: dict[str, str]) -> None:
+    def _download(self, step: str, url: str, part: Path, headers: dict[str, str], offset: int = 0) -> None:
+        """`offset`: bytes of the step already done by earlier files (a step may fetch several files)."""
         clock = self.ctx.clock
         began, began_bytes = clock.now(), part.stat().st_size if part.exists() else 0
 
@@ -129,49 +131,60 @@ class Prepare:
             elapsed = clock.now() - began
             if elapsed > 0 and done > began_bytes:
                 self.rate_bytes_per_s = (done - began_bytes) / elapsed
-            self.rep.step(step, bytes_done=done, bytes_total=total or self.rep.step(step)["bytes_total"])
+            known_total = self.rep.step(step)["bytes_total"]
+            self.rep.step(step, bytes_done=offset + done,
+                          bytes_total=max(known_total or 0, offset + (total or 0)))
             self._publish()
 
         self.ctx.http.download(url, part, headers=headers, on_progress=progress)
 
     def model(self) -> None:
+        """Every model file (the checkpoint, and Flux's ae / clip_l / t5xxl), each verified and renamed atomically."""
         started = self._start("model")
-        m, target = self.m, self.layout.model_path
+        fetched_any = False
+        done_before = 0
+        for file in self.m.model_files:
+            fetched_any |= self._model_file(file, done_before)
+            done_before += (self.layout.models_dir / file.filename).stat().st_size
+        self.rep.step("model", bytes_done=done_before, bytes_total=done_before)
+        self._done("model", started, cached=not fetched_any)
+
+    def _model_file(self, file: ModelFile, done_before: int) -> bool:
+        """Download one model file unless a verified copy is on the volume; True when it was downloaded."""
+        target = self.layout.models_dir / file.filename
         verified = target.with_name(f".{target.name}.verified")
-        expected = json.dumps({"sha256": m.model_sha256, "size": m.model_size}, sort_keys=True)
+        expected = json.dumps({"sha256": file.sha256, "size": file.size}, sort_keys=True)
         with file_lock(target.with_name(f".{target.name}.lock")):
             if target.is_file() and verified.is_file() and verified.read_text() == expected:
-                self.rep.step("model", bytes_done=target.stat().st_size, bytes_total=target.stat().st_size)
-                self._done("model", started, cached=True)
-                return
+                return False
             headers = {}
-            if m.model_token_env:
-                token = self.ctx.env.get(m.model_token_env)
+            if file.token_env:
+                token = self.ctx.env.get(file.token_env)
                 if token:
                     self.ctx.redact.add(token)
                     headers["Authorization"] = f"Bearer {token}"
                 else:
-                    self.rep.log(f"{m.model_token_env} is not set: downloading the model without a token")
+                    self.rep.log(f"{file.token_env} is not set: downloading {file.filename} without a token")
             part = target.with_name(target.name + ".part")
             try:
-                self._download("model", m.model_url, part, headers)
+                self._download("model", file.url, part, headers, offset=done_before)
             except HttpFailure as exc:
                 hint = " (is the token set and allowed to read this model?)" if exc.status in (401, 403) else ""
-                raise StageFailed("model_download", f"base model download failed: {exc}{hint}") from None
+                raise StageFailed("model_download", f"{file.filename} download failed: {exc}{hint}") from None
             size = part.stat().st_size
-            if m.model_size is not None and size != m.model_size:
+            if file.size is not None and size != file.size:
                 part.unlink()
-                raise StageFailed("model_download", f"base model has {size} bytes, expected {m.model_size}")
-            if m.model_sha256 is not None:
+                raise StageFailed("model_download", f"{file.filename} has {size} bytes, expected {file.size}")
+            if file.sha256 is not None:
                 digest = sha256_file(part)
-                if digest != m.model_sha256:
+                if digest != file.sha256:
                     part.unlink()
-                    raise StageFailed("model_download", f"base model sha256 is {digest}, expected "
-                                                        f"{m.model_sha256}; the partial file was removed")
+                    raise StageFailed("model_download", f"{file.filename} sha256 is {digest}, expected "
+                                                        f"{file.sha256}; the partial file was removed")
             os.replace(part, target)
             fsync_dir(target.parent)
             atomic_write(verified, expected.encode())
-        self._done("model", started, cached=False)
+        return True
 
     def dataset(self) -> None:
         started = self._start("dataset")

@@ -135,3 +135,30 @@ def test_sigterm_at_epoch_4_of_10_then_a_new_pod_trains_epochs_5_to_10_once(buck
         assert bucket.puts(job.keys.checkpoint(epoch)) == 1, epoch
     phases = [entry["phase"] for entry in job.history("train")]
     assert "interrupted" in phases and phases[-1] == "succeeded"
+
+
+def test_every_model_file_flux_needs_is_fetched_verified_and_then_cached(bucket: Bucket, agent: Agent):
+    """Flux trains from four files (checkpoint, ae, clip_l, t5xxl): all land on the volume, each checked."""
+    extras = {"ae.safetensors": b"a" * 3000, "clip_l.safetensors": b"c" * 2000, "t5xxl_fp16.safetensors": b"t" * 5000}
+    job = put_job(bucket, epochs=1, extra_models=extras)
+    code, out = agent.run(job, "prepare")
+    assert code == 0, out
+    models = agent.volume / "lorabot" / "models"
+    for name, content in extras.items():
+        assert (models / name).read_bytes() == content
+    assert steps_by_name(job.status("prepare"))["model"]["cached"] is False
+
+    second = put_job(bucket, "j2", epochs=1, extra_models=extras)
+    code, out = agent.run(second, "prepare")
+    assert code == 0, out
+    assert steps_by_name(second.status("prepare"))["model"]["cached"] is True
+
+
+def test_a_corrupted_extra_model_file_fails_the_stage_and_leaves_nothing(bucket: Bucket, agent: Agent):
+    job = put_job(bucket, epochs=1, extra_models={"ae.safetensors": b"a" * 3000})
+    bucket.put("models/ae.safetensors", b"b" * 3000)  # same size, other bytes: the sha256 catches it
+    code, _ = agent.run(job, "prepare")
+    status = job.status("prepare")
+    assert status["phase"] == "failed" and status["error"]["kind"] == "model_download"
+    assert "ae.safetensors sha256" in status["error"]["message"]
+    assert not list((agent.volume / "lorabot" / "models").glob("ae.safetensors*"))

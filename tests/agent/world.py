@@ -87,7 +87,8 @@ class Job:
 
 def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256: str | None = "auto",
             dataset: bytes | None = None, upload_dataset: bool = True, stages: list[str] | None = None,
-            status_interval_s: float = 5.0, ready_timeout_s: int = 600) -> Job:
+            status_interval_s: float = 5.0, ready_timeout_s: int = 600,
+            extra_models: dict[str, bytes] | None = None) -> Job:
     """Upload the model, the dataset and a manifest for a job on the stand-in trainer; return the job."""
     data = dataset if dataset is not None else dataset_zip()
     data_sha = hashlib.sha256(data).hexdigest()
@@ -96,6 +97,11 @@ def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256:
     bucket.put("models/base.safetensors", MODEL_BYTES)
     sha = hashlib.sha256(MODEL_BYTES).hexdigest() if model_sha256 == "auto" else model_sha256
     output_name = "kana"
+    extras = []
+    for filename, content in (extra_models or {}).items():
+        bucket.put(f"models/{filename}", content)
+        extras.append(ModelSource(url=bucket.presign_get(f"models/{filename}"), filename=filename,
+                                  size=len(content), sha256=hashlib.sha256(content).hexdigest()))
     args = [
         "--pretrained_model_name_or_path={model_path}", "--dataset_config={job_dir}/dataset.toml",
         "--output_dir={output_dir}", f"--output_name={output_name}", "--network_module=networks.lora",
@@ -106,7 +112,7 @@ def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256:
     manifest = build_manifest(
         job_id=job_id, output_name=output_name, stages=stages or ["train"], env_recipe=sandbox_recipe(STANDIN),
         model=ModelSource(url=bucket.presign_get("models/base.safetensors"), filename="base.safetensors",
-                          size=len(MODEL_BYTES), sha256=sha, token_env="HF_TOKEN"),
+                          size=len(MODEL_BYTES), sha256=sha, token_env="HF_TOKEN", extra_files=tuple(extras)),
         dataset_sha256=data_sha, dataset_size=len(data), script="sdxl_train_network.py", args=args,
         files={"dataset.toml": DATASET_TOML, "sample_prompts.txt": PROMPTS}, epochs=epochs, sample_prompts=2,
         store=bucket, expires_s=3600, status_interval_s=status_interval_s, ready_timeout_s=ready_timeout_s,
