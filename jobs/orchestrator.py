@@ -203,7 +203,17 @@ class Orchestrator:
         report = TickReport()
         async with self._lock:
             with session_scope(self.sessions) as s:
-                job_ids = [job.id for job in list_active_jobs(s)]
+                active = [(job.id, job.status) for job in list_active_jobs(s)]
+            # Queued jobs start oldest first, as many as there are free slots; the rest wait without a look
+            # (a long queue costs one query per tick, not one per job).
+            free_slots = self.config.max_concurrent_jobs - sum(1 for _, st in active if st in RUNNING_STATES)
+            job_ids = []
+            for job_id, status in active:
+                if status is JobStatus.QUEUED:
+                    if free_slots <= 0:
+                        continue
+                    free_slots -= 1
+                job_ids.append(job_id)
             for job_id in job_ids:
                 try:
                     await self._advance(job_id)
