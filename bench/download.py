@@ -42,8 +42,16 @@ def child(url: str | None, ca_path: str | None, dest: str | None) -> None:
     if url and ca_path and dest:
         context = ssl.create_default_context(cafile=ca_path)
         started = time.perf_counter()
-        asyncio.run(fetch_dataset(url, Path(dest), max_bytes=10**10, guard=SsrfGuard(allow=["127.0.0.1/32"]),
-                                  timeouts=FetchTimeouts(), transport=FetchTransport(ssl_context=context)))
+        asyncio.run(
+            fetch_dataset(
+                url,
+                Path(dest),
+                max_bytes=10**10,
+                guard=SsrfGuard(allow=["127.0.0.1/32"]),
+                timeouts=FetchTimeouts(),
+                transport=FetchTransport(ssl_context=context),
+            )
+        )
         seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_rss_kib() / 1024}))
 
@@ -110,8 +118,10 @@ def main() -> None:
                 result = run_child(f"https://127.0.0.1:{port}/download-{size}MB.zip", ca_path, str(dest))
             finally:
                 shutil.rmtree(dest.parent)
-            print(f"| {size} | {result['seconds']:.1f} | {size / result['seconds']:.0f} |"
-                  f" {result['peak_rss_mib']:.0f} | {result['peak_rss_mib'] - baseline['peak_rss_mib']:.0f} |")
+            print(
+                f"| {size} | {result['seconds']:.1f} | {size / result['seconds']:.0f} |"
+                f" {result['peak_rss_mib']:.0f} | {result['peak_rss_mib'] - baseline['peak_rss_mib']:.0f} |"
+            )
     finally:
         stop.set()
 

@@ -46,8 +46,8 @@ def _iso(text: str) -> dt.datetime:
 
 
 async def run(time_scale: float) -> dict[str, Any]:
-    from tests.world.s3 import S3Server, S3World
     from jobs.sandbox.emulator import RunpodEmulator
+    from tests.world.s3 import S3Server, S3World
 
     server = S3Server()
     emulator = RunpodEmulator(time_scale=time_scale, startup_delay_s={"gpu": GPU_STARTUP_S, "cpu": 30}).start()
@@ -61,14 +61,21 @@ async def run(time_scale: float) -> dict[str, Any]:
             sessions = make_session_factory(make_engine(url))
             steps_per_s = IMAGES * EPOCHS / TRAINING_S
             world = LorabotWorld.create(
-                emulator, s3, sessions, Path(tmp), env_recipe=slow_recipe(time_scale),
-                reserve_margin_s=15, gpu_startup_guess_s=GPU_STARTUP_S, status_interval_s=5.0,
+                emulator,
+                s3,
+                sessions,
+                Path(tmp),
+                env_recipe=slow_recipe(time_scale),
+                reserve_margin_s=15,
+                gpu_startup_guess_s=GPU_STARTUP_S,
+                status_interval_s=5.0,
                 pod_env=(("LORABOT_STANDIN_STEPS_PER_SECOND", f"{steps_per_s:.6f}"),),
             )
             for label in ("cold", "warm"):
                 job_id = world.submit(images=IMAGES, epochs=EPOCHS, user_id=7 if label == "cold" else 8)
                 await world.run_until(
-                    lambda: world.status(job_id).is_terminal(), timeout=3 * (CPU_STAGE_S + TRAINING_S) / time_scale,
+                    lambda job_id=job_id: world.status(job_id).is_terminal(),
+                    timeout=3 * (CPU_STAGE_S + TRAINING_S) / time_scale,
                     interval=min(0.05, 5 / time_scale),
                 )
                 assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
@@ -95,11 +102,15 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=120.0, help="simulated seconds per real second")
     args = parser.parse_args()
     results = asyncio.run(run(args.time_scale))
-    print(f"timing model: CPU stage {CPU_STAGE_S // 60} min, GPU start-up {GPU_STARTUP_S // 60} min, "
-          f"training {TRAINING_S // 60} min (time scale {args.time_scale:g})")
+    print(
+        f"timing model: CPU stage {CPU_STAGE_S // 60} min, GPU start-up {GPU_STARTUP_S // 60} min, "
+        f"training {TRAINING_S // 60} min (time scale {args.time_scale:g})"
+    )
     for label, r in results.items():
-        print(f"{label}: GPU billed {r['gpu_billed_s']:.0f} s / training {r['training_s']:.0f} s = {r['ratio']:.3f}"
-              f"  (pods ${r['pods_cost_usd']:.4f} at emulator prices)")
+        print(
+            f"{label}: GPU billed {r['gpu_billed_s']:.0f} s / training {r['training_s']:.0f} s = {r['ratio']:.3f}"
+            f"  (pods ${r['pods_cost_usd']:.4f} at emulator prices)"
+        )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,15 @@ def fill(sessions, jobs: int) -> dict[str, int]:
     with session_scope(sessions) as s:
         for index in range(jobs):
             job = create_job(
-                s, user_id=index % 17, name=f"job{index}", output_name=f"lora{index}", dataset_sha256="0" * 64,
-                dataset_size=1, base_model="illustrious-xl-v0.1", now=now, plan={},
+                s,
+                user_id=index % 17,
+                name=f"job{index}",
+                output_name=f"lora{index}",
+                dataset_sha256="0" * 64,
+                dataset_size=1,
+                base_model="illustrious-xl-v0.1",
+                now=now,
+                plan={},
             )
             if index < counts["running"]:
                 transition(s, job.id, JobStatus.PREPARING, now=now, notify=False)
@@ -72,8 +79,9 @@ async def measure(jobs: int, ticks: int) -> None:
             # The two "running" jobs have no pods and no status: skip them so the tick measures the queue.
             with session_scope(sessions) as s:
                 for job_id in (1, 2):
-                    transition(s, job_id, JobStatus.FAILED_INTERNAL, now=dt.datetime.now(dt.UTC),
-                               reason="bench", notify=False)
+                    transition(
+                        s, job_id, JobStatus.FAILED_INTERNAL, now=dt.datetime.now(dt.UTC), reason="bench", notify=False
+                    )
                     transition(s, job_id, JobStatus.QUEUED, now=dt.datetime.now(dt.UTC), notify=False)
             orchestrator.config = OrchestratorConfig(max_concurrent_jobs=0)  # the slots are taken
             durations = []
@@ -86,9 +94,11 @@ async def measure(jobs: int, ticks: int) -> None:
             p50 = statistics.median(durations)
             p95 = durations[int(len(durations) * 0.95) - 1]
             waiting = counts["queued"] + 2
-            print(f"{jobs} jobs in the DB ({waiting} waiting in the queue, {counts['finished']} finished), "
-                  f"{ticks} ticks: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {durations[-1] * 1000:.0f} ms "
-                  f"({p50 / waiting * 1e6:.0f} µs per waiting job)")
+            print(
+                f"{jobs} jobs in the DB ({waiting} waiting in the queue, {counts['finished']} finished), "
+                f"{ticks} ticks: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {durations[-1] * 1000:.0f} ms "
+                f"({p50 / waiting * 1e6:.0f} µs per waiting job)"
+            )
     finally:
         emulator.stop()
 
