@@ -1,0 +1,96 @@
+"""What the thread shows: within Discord's limits whatever the input, dollars with cents, timestamps, bars."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bot import render
+from jobs.ledger import CostBreakdown
+
+
+def _embed_total(embed) -> int:  # type: ignore[no-untyped-def]
+    data = embed.to_dict()
+    total = len(data.get("title", "")) + len(data.get("description", ""))
+    total += sum(len(f["name"]) + len(f["value"]) for f in data.get("fields", []))
+    return total + len((data.get("footer") or {}).get("text", ""))
+
+
+def test_truncate_keeps_the_limit_and_marks_the_cut() -> None:
+    assert render.truncate("short", 10) == "short"
+    cut = render.truncate("x" * 50, 10)
+    assert len(cut) == 10 and cut.endswith("…")
+
+
+def test_truncate_never_leaves_a_code_block_open() -> None:
+    cut = render.truncate("intro\n```\n" + "line\n" * 100 + "```", 40)
+    assert len(cut) <= 40 and cut.count("```") % 2 == 0
+
+
+def test_code_block_fits_its_limit_and_cannot_be_closed_early_by_the_text() -> None:
+    block = render.code_block("a ``` b\n" * 1000, 300)
+    assert len(block) <= 300 and block.count("```") == 2
+
+
+def test_an_oversized_embed_is_shrunk_under_every_limit() -> None:
+    builder = render.EmbedBuilder("t" * 300, "d" * 5000)
+    for index in range(30):
+        builder.field(f"name {index} " + "n" * 300, "v" * 2000)
+    embed = builder.build().to_dict()
+    assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096
+    assert len(embed["fields"]) <= 25
+    assert all(len(f["name"]) <= 256 and len(f["value"]) <= 1024 for f in embed["fields"])
+    assert _embed_total(builder.build()) <= 6000
+    assert embed["description"].startswith("ddd")  # the head of the message survives
+
+
+def test_cost_table_shows_cents_and_a_total_that_is_the_sum() -> None:
+    table = render.cost_table(CostBreakdown(volume_micros=4_000, cpu_pod_micros=21_000, gpu_pod_micros=893_333))
+    assert "$0.02" in table and "$0.89" in table
+    assert table.splitlines()[-2].split() == ["Total", "$0.92"]
+    live = render.cost_table({"volume_micros": 1, "gpu_pod_micros": 500_000, "total_micros": 500_001, "live": True})
+    assert "Total so far" in live
+
+
+def test_timestamps_are_discord_relative_and_refuse_naive_times() -> None:
+    moment = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+    assert render.timestamp(moment) == f"<t:{int(moment.timestamp())}:R>"
+    with pytest.raises(ValueError, match="aware UTC"):
+        render.timestamp(dt.datetime(2026, 11, 24, 12, 0))
+
+
+@pytest.mark.parametrize(("done", "total", "expected"), [(0, 10, "0%"), (5, 10, "50%"), (12, 10, "100%"), (1, 0, "0%")])
+def test_progress_bar(done: int, total: int, expected: str) -> None:
+    bar = render.progress_bar(done, total, width=10)
+    assert bar.endswith(expected) and len(bar.split()[0]) == 10
+
+
+def test_epoch_embed_has_progress_loss_eta_and_cost() -> None:
+    now = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+    payload = {
+        "epoch": 2,
+        "epochs": 10,
+        "loss": 0.09123,
+        "step": 1180,
+        "total_steps": 5900,
+        "eta_seconds": 2400,
+        "checkpoint": {"size": 228_000_000},
+        "cost": {
+            "volume_micros": 1000,
+            "cpu_pod_micros": 2000,
+            "gpu_pod_micros": 150_000,
+            "total_micros": 153_000,
+            "live": True,
+        },
+    }
+    text = str(render.epoch_embed("j7", payload, now=now).to_dict())
+    assert "epoch 2/10" in text and "0.0912" in text and "20%" in text
+    assert f"<t:{int((now + dt.timedelta(seconds=2400)).timestamp())}:R>" in text
+    assert "228.0 MB" in text and "$0.15" in text and "Total so far" in text
+
+
+def test_failures_come_with_a_hint() -> None:
+    embed = render.failed_embed("j3", {"reason": "sd-scripts: CUDA out of memory"}).to_dict()
+    assert any("batch_size" in f["value"] for f in embed["fields"])
+    assert render.failure_hint("something odd") is None
