@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jobs.errors import UserFacingError
+
 
 @dataclass(frozen=True)
 class IngestLimits:
@@ -23,16 +25,8 @@ class IngestLimits:
     max_caption_bytes: int = 64 * 1024
 
 
-class DatasetError(Exception):
+class DatasetError(UserFacingError):
     """A refused dataset: `code` is a short stable slug for programs, str() the message for the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def name_some(items: list[str], limit: int = 3) -> str:

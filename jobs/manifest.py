@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from storage.artifacts import dataset_key
+
 MANIFEST_VERSION = 1
 AGENT_FILE = "lorabot-agent.pyz"
 
@@ -65,10 +67,6 @@ class JobKeys:
     @property
     def final(self) -> str:
         return f"{self.prefix}final/{self.output_name}.safetensors"
-
-
-def dataset_key(sha256: str) -> str:
-    return f"datasets/{sha256}.zip"
 
 
 def agent_key(sha256: str) -> str:

@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from jobs.errors import UserFacingError
 from jobs.fetch.guard import GuardRefused, SsrfGuard
 from jobs.fetch.links import DRIVE_HOSTS, LinkError, LinkKind, direct_link, drive_confirmation_url
 
@@ -69,16 +70,8 @@ class FetchTransport:
     dial_overrides: Mapping[str, str] = field(default_factory=dict)
 
 
-class FetchError(Exception):
+class FetchError(UserFacingError):
     """A refused or failed download: `code` is a stable slug, str() a message for the user (no secrets)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 ProgressCallback = Callable[[FetchProgress], Awaitable[None] | None]
@@ -109,8 +102,17 @@ async def fetch_dataset(
         with os.fdopen(fd, "wb") as out:
             async with _session(guard, timeouts, transport) as session:
                 size, digest, source, redirects = await _follow(
-                    session, link.url, link.kind, link.headers, out, guard, timeouts, progress_cb,
-                    max_bytes=max_bytes, allow_http=allow_http, max_redirects=max_redirects,
+                    session,
+                    link.url,
+                    link.kind,
+                    link.headers,
+                    out,
+                    guard,
+                    timeouts,
+                    progress_cb,
+                    max_bytes=max_bytes,
+                    allow_http=allow_http,
+                    max_redirects=max_redirects,
                 )
         os.replace(partial, dest)
     except BaseException:
@@ -144,16 +146,22 @@ class _PinnedResolver(AbstractResolver):
         self._guard = guard
         self._dial = dial_overrides
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-                      ) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results: list[ResolveResult] = []
         for address in await self._guard.resolve(host, port):
             dialled = self._dial.get(address, address)
-            results.append({
-                "hostname": host, "host": dialled, "port": port,
-                "family": socket.AF_INET6 if ":" in dialled else socket.AF_INET,
-                "proto": 0, "flags": socket.AI_NUMERICHOST,
-            })
+            results.append(
+                {
+                    "hostname": host,
+                    "host": dialled,
+                    "port": port,
+                    "family": socket.AF_INET6 if ":" in dialled else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
         return results
 
     async def close(self) -> None:
@@ -199,8 +207,9 @@ async def _follow(
         except aiohttp.ClientError as exc:
             raise _connection_error(exc, where, timeouts) from None
         except TimeoutError:
-            raise FetchError("connect_timeout", f"{where} did not accept a connection within "
-                             f"{timeouts.connect_s:g} s.") from None
+            raise FetchError(
+                "connect_timeout", f"{where} did not accept a connection within {timeouts.connect_s:g} s."
+            ) from None
         async with response:
             if response.status in _REDIRECTS:
                 location = response.headers.get("Location")
@@ -208,8 +217,10 @@ async def _follow(
                     raise FetchError("bad_redirect", f"{where} answered a redirect without saying where to.")
                 redirects += 1
                 if redirects > max_redirects:
-                    raise FetchError("too_many_redirects",
-                                     f"The link redirected more than {max_redirects} times; give the final address.")
+                    raise FetchError(
+                        "too_many_redirects",
+                        f"The link redirected more than {max_redirects} times; give the final address.",
+                    )
                 url = urljoin(url, location)
                 continue
             _refuse_status(response.status, response.reason or "", where, kind)
@@ -219,16 +230,21 @@ async def _follow(
                 next_url = drive_confirmation_url(url, page)
                 if next_url is None:
                     raise FetchError(
-                        "drive_page", "Google Drive answered with a web page, not the file: share the file with "
-                        "'Anyone with the link' and send that link.")
+                        "drive_page",
+                        "Google Drive answered with a web page, not the file: share the file with "
+                        "'Anyone with the link' and send that link.",
+                    )
                 confirmed = True
                 url = next_url
                 continue
             if content_type == "text/html":
                 raise _html_error(where)
             if response.content_length is not None and response.content_length > max_bytes:
-                raise FetchError("too_large", f"The file is {_mb(response.content_length)}; the limit is "
-                                 f"{_mb(max_bytes)}. Nothing was downloaded.")
+                raise FetchError(
+                    "too_large",
+                    f"The file is {_mb(response.content_length)}; the limit is "
+                    f"{_mb(max_bytes)}. Nothing was downloaded.",
+                )
             size, digest = await _stream(response, out, where, max_bytes, timeouts, progress_cb)
             return size, digest, where, redirects
 
@@ -249,8 +265,11 @@ def _refuse_status(status: int, reason: str, where: str, kind: LinkKind) -> None
     if status == 404:
         raise FetchError("not_found", f"Nothing at {where} (404 Not Found): check the link is complete and public.")
     if status in (401, 403):
-        hint = (" For a private Hugging Face repository the operator must set a token (HF_TOKEN)."
-                if kind == "huggingface" else " Make the file public (anyone with the link) and try again.")
+        hint = (
+            " For a private Hugging Face repository the operator must set a token (HF_TOKEN)."
+            if kind == "huggingface"
+            else " Make the file public (anyone with the link) and try again."
+        )
         raise FetchError("forbidden", f"{where} refused access ({status} {reason}).{hint}")
     if status == 204:
         raise FetchError("empty", f"{where} answered with no content (204).")
@@ -262,8 +281,11 @@ def _refuse_status(status: int, reason: str, where: str, kind: LinkKind) -> None
 
 
 def _html_error(where: str) -> FetchError:
-    return FetchError("html_page", f"{where} is a web page, not a zip file. Open it in a browser and copy the "
-                      "address of the download button (the direct file link) instead.")
+    return FetchError(
+        "html_page",
+        f"{where} is a web page, not a zip file. Open it in a browser and copy the "
+        "address of the download button (the direct file link) instead.",
+    )
 
 
 async def _read_text(response: aiohttp.ClientResponse, timeouts: FetchTimeouts, where: str) -> str:
@@ -295,8 +317,11 @@ async def _stream(
         async for chunk in response.content.iter_chunked(CHUNK_BYTES):
             done += len(chunk)
             if done > max_bytes:
-                raise FetchError("too_large", f"The download passed the limit of {_mb(max_bytes)} and was "
-                                 "stopped (the server did not say the size up front).")
+                raise FetchError(
+                    "too_large",
+                    f"The download passed the limit of {_mb(max_bytes)} and was "
+                    "stopped (the server did not say the size up front).",
+                )
             if len(head) < 16:
                 head += chunk[: 16 - len(head)]
                 if len(head) >= 16:
@@ -308,8 +333,12 @@ async def _stream(
                 last_report = now
                 await _report(progress_cb, done, total, now - started)
     except aiohttp.ClientPayloadError:
-        raise FetchError("truncated", f"The download from {where} broke off after {_mb(done)}"
-                         + (f" of {_mb(total)}" if total else "") + "; try again.") from None
+        raise FetchError(
+            "truncated",
+            f"The download from {where} broke off after {_mb(done)}"
+            + (f" of {_mb(total)}" if total else "")
+            + "; try again.",
+        ) from None
     except aiohttp.ClientError as exc:
         raise _connection_error(exc, where, timeouts, done) from None
     except TimeoutError:
@@ -352,8 +381,11 @@ def _connection_error(exc: aiohttp.ClientError, where: str, timeouts: FetchTimeo
 
 
 def _read_timeout(where: str, timeouts: FetchTimeouts, done: int) -> FetchError:
-    return FetchError("timeout", f"{where} stopped sending for {timeouts.read_s:g} s (after {_mb(done)}); "
-                      "the server is too slow or stuck. Try again later or use another host.")
+    return FetchError(
+        "timeout",
+        f"{where} stopped sending for {timeouts.read_s:g} s (after {_mb(done)}); "
+        "the server is too slow or stuck. Try again later or use another host.",
+    )
 
 
 def _where(url: str) -> str:
