@@ -12,10 +12,12 @@ timed out may still have made a pod, so the orchestrator looks the name up on it
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +90,9 @@ class PodInfo:
     has_runtime: bool
     gpu_display_name: str | None
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    # From `lastStatusChange` ("Exited by Runpod (spot interrupted): Mon Nov 24 2025 01:02:03 GMT+0000 (...)").
+    status_changed_at: dt.datetime | None = None
+    spot_interrupted: bool = False
 
     @property
     def is_running(self) -> bool:
@@ -309,6 +314,21 @@ def _pod_from_create(raw: dict[str, Any], req: PodRequest) -> PodInfo:
     )
 
 
+_STATUS_TIME = re.compile(r"(\w{3} \w{3} \d{1,2} \d{4} \d{2}:\d{2}:\d{2}) GMT([+-]\d{4})")
+
+
+def parse_status_change(text: str | None) -> dt.datetime | None:
+    """The time in RunPod's `lastStatusChange` text, as aware UTC; None when it carries none we can read."""
+    match = _STATUS_TIME.search(text or "")
+    if match is None:
+        return None
+    try:
+        when = dt.datetime.strptime(f"{match.group(1)} {match.group(2)}", "%a %b %d %Y %H:%M:%S %z")
+    except ValueError:
+        return None
+    return when.astimezone(dt.UTC)
+
+
 def _pod_from_api(raw: dict[str, Any]) -> PodInfo:
     env_raw = raw.get("env") or []
     env: dict[str, str] = {}
@@ -327,6 +347,8 @@ def _pod_from_api(raw: dict[str, Any]) -> PodInfo:
         has_runtime=raw.get("runtime") is not None,
         gpu_display_name=machine.get("gpuDisplayName"),
         env=env,
+        status_changed_at=parse_status_change(raw.get("lastStatusChange")),
+        spot_interrupted="spot interrupted" in str(raw.get("lastStatusChange") or "").lower(),
     )
 
 

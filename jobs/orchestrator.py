@@ -886,13 +886,30 @@ class Orchestrator:
                         api_created_at=intent_at,
                     )
                 runpod_id = found[0].id
+        billing_ended_at: dt.datetime | None = None
         if runpod_id is not None:
+            billing_ended_at = await self._spot_interruption_time(pod_id, runpod_id)
             await self.cloud.terminate_pod(runpod_id)
         with session_scope(self.sessions) as s:
-            set_pod_terminated(s, pod_id, now=self.clock(), exit_reason=reason)
+            set_pod_terminated(s, pod_id, now=billing_ended_at or self.clock(), exit_reason=reason)
             pod = s.get(Pod, pod_id)
             assert pod is not None
             ledger.close_pod_cost(s, pod)
+
+    async def _spot_interruption_time(self, pod_id: int, runpod_id: str) -> dt.datetime | None:
+        """When RunPod took a spot pod back, billing stopped then, not when we got round to terminating it."""
+        with session_scope(self.sessions) as s:
+            pod = s.get(Pod, pod_id)
+            if pod is None or not pod.spot or pod.api_created_at is None:
+                return None
+            created = pod.api_created_at
+        try:
+            info = await self.cloud.get_pod(runpod_id)
+        except PodNotFound:
+            return None
+        if not info.spot_interrupted or info.status_changed_at is None:
+            return None
+        return min(max(info.status_changed_at, created), self.clock())
 
     async def _terminate_job_pods(self, job_id: int) -> None:
         with session_scope(self.sessions) as s:
