@@ -36,6 +36,8 @@ def fault_world(
         for name in ("time_scale", "kill_grace_s", "timeout_hold_s", "startup_delay_s"):
             if name in kwargs:
                 emulator_kwargs[name] = kwargs.pop(name)
+        # Training long enough in sim time (≈ 60 s an epoch) that a fault can land between epochs.
+        kwargs.setdefault("pod_env", (("LORABOT_STANDIN_STEPS_PER_SECOND", "0.05"),))
         emulator = make_runpod_emulator(**emulator_kwargs)
         return LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **kwargs)
 

@@ -32,6 +32,7 @@ from jobs.orchestrator import Orchestrator
 from jobs.queue import JobPlan
 from jobs.states import JobStatus, NoticeKind, PodRole
 from storage.db import session_scope
+from storage.models import CostItem, Pod
 from tests.world.lorabot_world import LorabotWorld
 
 TERMINAL_NOTICES = {NoticeKind.SUCCEEDED, NoticeKind.FAILED, NoticeKind.CANCELLED}
@@ -172,6 +173,22 @@ def pod_costs(world: LorabotWorld, job_id: int) -> tuple[int, int]:
     return cost.cpu_pod_micros + cost.gpu_pod_micros, billed
 
 
+def per_pod_costs(world: LorabotWorld, job_id: int) -> str:
+    """Each pod's ledger item next to RunPod's bill, for a failure message."""
+    billed = {p.name: p for p in world.emulator.all_pods()}
+    lines = []
+    with session_scope(world.sessions) as s:
+        for item in s.query(CostItem).filter(CostItem.job_id == job_id, CostItem.pod_id.is_not(None)):
+            pod = s.get(Pod, item.pod_id)
+            assert pod is not None
+            report = billed.get(pod.name)
+            lines.append(
+                f"{pod.name}: ledger {item.amount_micros} ({item.started_at:%H:%M:%S}→{item.ended_at:%H:%M:%S}), "
+                f"RunPod {report.cost_micros if report else '-'} ({report.billed_seconds if report else '-'} s)"
+            )
+    return "\n".join(lines)
+
+
 def check_promises(
     world: LorabotWorld,
     job_id: int,
@@ -204,7 +221,9 @@ def check_promises(
     if billed == 0:
         assert in_ledger == 0, (in_ledger, billed)
     else:
-        assert abs(in_ledger - billed) <= billed * 0.01, f"{case}: ledger {in_ledger} vs billed {billed}"
+        assert abs(in_ledger - billed) <= billed * 0.01, (
+            f"{case}: ledger {in_ledger} vs billed {billed}\n{per_pod_costs(world, job_id)}"
+        )
 
     # 4. notices: none duplicated, none lost.
     notices = world.notices(job_id)
