@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.actions import PendingPlan
@@ -35,10 +36,24 @@ def discover_cogs(package: str = COGS_PACKAGE) -> list[str]:
     )
 
 
+class LorabotTree(app_commands.CommandTree["LorabotBot"]):
+    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+        """A bug must not leave the user staring at "thinking…": say so, log the details (redacted) for us."""
+        log.error("command %s failed", interaction.command.name if interaction.command else "?", exc_info=error)
+        text = "Something went wrong on lorabot's side; the operators have the details. Please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about the failure")
+
+
 class LorabotBot(commands.Bot):
     def __init__(self, runtime: Runtime, *, notifier_poll_s: float = 2.0, **options: Any) -> None:
         intents = discord.Intents.default()  # slash commands need no privileged intents
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, **options)
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, tree_cls=LorabotTree, **options)
         self.runtime = runtime
         self.settings: Settings = runtime.settings
         self.plans: dict[str, PendingPlan] = {}

@@ -27,11 +27,6 @@ class Jobs(commands.Cog):
     def __init__(self, bot: LorabotBot) -> None:
         self.bot = bot
 
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
-    ) -> None:
-        raise error
-
     @app_commands.command(name="status", description="A job's state, progress and cost so far")
     @app_commands.describe(job="job id, like j42 (default: your newest job)")
     async def status(self, interaction: discord.Interaction[Any], job: str | None = None) -> None:

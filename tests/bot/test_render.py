@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+import discord
 import pytest
 
 from bot import render
 from jobs.ledger import CostBreakdown
 
 
-def _embed_total(embed) -> int:  # type: ignore[no-untyped-def]
-    data = embed.to_dict()
-    total = len(data.get("title", "")) + len(data.get("description", ""))
-    total += sum(len(f["name"]) + len(f["value"]) for f in data.get("fields", []))
-    return total + len((data.get("footer") or {}).get("text", ""))
+def _embed_total(embed: discord.Embed) -> int:
+    total = len(embed.title or "") + len(embed.description or "") + len(embed.footer.text or "")
+    return total + sum(len(f.name or "") + len(f.value or "") for f in embed.fields)
 
 
 def test_truncate_keeps_the_limit_and_marks_the_cut() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -13,11 +14,11 @@ from jobs.ledger import format_usd, job_cost
 from jobs.states import JobStatus
 from storage.db import session_scope
 from tests.world.fake_discord import FakeDiscord
-from tests.world.fixtures_bot import BotWorld
+from tests.world.fixtures_bot import BotWorld, MakeBotWorld
 from tests.world.lorabot_world import dataset_zip
 
 pytestmark = pytest.mark.timeout(180)
-OPTS = {"epochs": 2, "repeats": 1, "trigger": "kana", "class_word": "1girl"}
+OPTS: dict[str, Any] = {"epochs": 2, "repeats": 1, "trigger": "kana", "class_word": "1girl"}
 
 
 async def test_train_needs_exactly_one_dataset_source(bot_world: BotWorld) -> None:
@@ -29,8 +30,8 @@ async def test_train_needs_exactly_one_dataset_source(bot_world: BotWorld) -> No
     assert bw.fake.threads == []
 
 
-async def test_train_refuses_a_dm_a_missing_role_a_non_zip_and_a_bad_dataset(  # type: ignore[no-untyped-def]
-    make_bot_world, fake_discord: FakeDiscord
+async def test_train_refuses_a_dm_a_missing_role_a_non_zip_and_a_bad_dataset(
+    make_bot_world: MakeBotWorld, fake_discord: FakeDiscord
 ) -> None:
     trainer = fake_discord.add_user("tina", roles=["trainers"])  # before the bot connects: its cache knows the role
     async with make_bot_world(env={"DISCORD_TRAIN_ROLES": '["trainers"]'}) as bw:
@@ -59,7 +60,7 @@ def _zip_of_text() -> bytes:
     return buffer.getvalue()
 
 
-async def test_attachment_over_the_cap_is_refused_before_download(make_bot_world) -> None:  # type: ignore[no-untyped-def]
+async def test_attachment_over_the_cap_is_refused_before_download(make_bot_world: MakeBotWorld) -> None:
     async with make_bot_world(env={"DISCORD_MAX_ATTACHMENT_MB": "1"}) as bw:
         big = dataset_zip(2, size=64) + b"\0" * (2 * 1024 * 1024)
         reply = await bw.train(big, name="x")

@@ -29,7 +29,7 @@ async def test_train_plan_confirm_thread_epochs_links_and_cost(bot_world: BotWor
 
     thread = await bw.confirm(plan)
     job_id = bw.latest_job_id()
-    assert thread.name.startswith(f"j{job_id}")
+    assert (thread.name or "").startswith(f"j{job_id}")
 
     await bw.wait_for_status(job_id, lambda s: s.is_terminal())
     assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()

@@ -176,6 +176,9 @@ class BotWorld:
         return await self.fake.wait_for_message(predicate, channel=thread, timeout=timeout)
 
 
+MakeBotWorld = Callable[..., contextlib.AbstractAsyncContextManager[BotWorld]]
+
+
 @pytest.fixture
 def make_bot_world(
     fake_discord: FakeDiscord, make_lorabot_world: Callable[..., LorabotWorld], tmp_path: Path
