@@ -136,3 +136,10 @@ async def test_epoch_button_lora_status_cost_and_retry(bot_world: BotWorld) -> N
 
     retry = await bw.fake.wait_for_reply(await bw.fake.send_slash("retry", {"job": f"j{job_id}"}))
     assert "only failed or cancelled jobs can be retried" in retry.content
+
+
+async def test_dataset_url_goes_through_the_link_guard(bot_world: BotWorld) -> None:
+    """Links are fetched by jobs.fetch; its SSRF guard refuses the bot's own machine with a clear message."""
+    reply = await bot_world.train(None, name="linked", dataset_url="https://127.0.0.1:9/dataset.zip")
+    assert "Not planned" in reply.content and "only downloads from the public internet" in reply.content
+    assert not list(bot_world.runtime.workdir.iterdir())
