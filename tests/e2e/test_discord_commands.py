@@ -143,3 +143,30 @@ async def test_dataset_url_goes_through_the_link_guard(bot_world: BotWorld) -> N
     reply = await bot_world.train(None, name="linked", dataset_url="https://127.0.0.1:9/dataset.zip")
     assert "Not planned" in reply.content and "only downloads from the public internet" in reply.content
     assert not list(bot_world.runtime.workdir.iterdir())
+
+
+async def test_plan_buttons_belong_to_the_planner_and_the_job_limit_holds(make_bot_world: MakeBotWorld) -> None:
+    async with make_bot_world(env={"LORABOT_MAX_JOBS_PER_USER": "1"}) as bw:
+        first = await bw.train(dataset_zip(3, size=128), name="one", **OPTS)
+        second = await bw.train(dataset_zip(3, size=128), name="two", **OPTS)
+
+        bob = bw.fake.add_user("bob")
+        confirm_id = next(c for c in first.custom_ids() if c.endswith(":confirm"))
+        stranger = await bw.fake.click(first, confirm_id, user=bob)
+        await bw.fake.wait_for_response(stranger)
+        assert stranger.response is not None and "Only the person who asked" in str(stranger.response.data)
+
+        thread = await bw.confirm(first)
+        job_id = bw.latest_job_id()
+        second_confirm = next(c for c in second.custom_ids() if c.endswith(":confirm"))
+        await bw.fake.wait_for_response(await bw.fake.click(second, second_confirm))
+        await bw.fake.wait_for(lambda: "Not queued" in second.content, what="the limit refusal")
+        assert "the limit is 1" in second.content and bw.latest_job_id() == job_id
+
+        plan_in_thread = await bw.wait_for_thread_message(thread, lambda m: "Plan: one" in m.text())
+        click = await bw.fake.click(plan_in_thread, f"lorabot:job:{job_id}:cancel")
+        await bw.fake.wait_for_response(click)
+        answer = await bw.fake.wait_for(lambda: click.followups and click.followups[-1], what="the cancel answer")
+        assert f"j{job_id}" in answer.content and answer.ephemeral
+        await bw.wait_for_status(job_id, lambda s: s is JobStatus.CANCELLED, timeout=30)
+        assert bw.world.running_pods() == []
