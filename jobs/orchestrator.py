@@ -33,6 +33,7 @@ from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recip
 from jobs.names import parse_pod_name
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
+from storage.artifacts import ArtifactStoreError
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod, Volume
 from storage.queries import (
@@ -121,6 +122,7 @@ class OrchestratorConfig:
     status_stale_s: int = 600
     max_concurrent_jobs: int = 2
     max_gpu_attempts: int = 3
+    max_cpu_attempts: int = 2
     url_lifetime_s: int = 7 * 24 * 3600
     status_interval_s: float = 5.0
     volume_price_micros_per_gb_month: int = ledger.VOLUME_PRICE_MICROS_PER_GB_MONTH
@@ -218,7 +220,7 @@ class Orchestrator:
                 try:
                     await self._advance(job_id)
                     report.advanced.append(f"j{job_id}")
-                except (CloudTransientError, OSError) as exc:
+                except (CloudTransientError, ArtifactStoreError, OSError) as exc:
                     log.warning("job j%s: transient error, retrying next tick: %s", job_id, exc)
                     report.errors.append(f"j{job_id}: {exc}")
                 except Exception as exc:  # one bad job must not stop the others
@@ -425,7 +427,8 @@ class Orchestrator:
         prepare = self._read_status(job_id, plan, "prepare")
         ready = not cpu_needed or (prepare is not None and prepare.get("phase") == "ready")
         if cpu_needed:
-            cpu = await self._ensure_pod(job_id, PodRole.CPU, attempt=1, offer=None)
+            cpu_attempt = self._cpu_attempt(job_id)
+            cpu = await self._ensure_pod(job_id, PodRole.CPU, attempt=cpu_attempt, offer=None)
             if prepare is not None and prepare.get("phase") == "failed":
                 await self._fail_from_agent(job_id, prepare, stage="prepare")
                 return
@@ -435,9 +438,22 @@ class Orchestrator:
             else:
                 state = await self._observe(cpu.id)
                 if state in ("exited", "gone", "stuck"):
-                    await self._fail(
-                        job_id, JobStatus.FAILED_INTERNAL, f"the CPU pod stopped before the volume was ready ({state})"
-                    )
+                    reason = f"the CPU pod stopped before the volume was ready ({state})"
+                    await self._terminate_pod(cpu.id, reason=reason)
+                    if cpu_attempt >= self.config.max_cpu_attempts:
+                        await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{reason}; gave up after {cpu_attempt}")
+                        return
+                    # A bootstrap that met a flaky network, an image that never pulled: a fresh pod usually works.
+                    await self._ensure_pod(job_id, PodRole.CPU, attempt=cpu_attempt + 1, offer=None)
+                    with session_scope(self.sessions) as s:
+                        add_notice(
+                            s,
+                            job_id=job_id,
+                            kind=NoticeKind.INFO,
+                            key=f"j{job_id}:cpu:{cpu_attempt + 1}",
+                            now=self.clock(),
+                            payload={"text": f"{reason}; trying a new CPU pod"},
+                        )
                     return
         gpu = self._current_gpu_pod(job_id)
         if gpu is None:
@@ -691,6 +707,11 @@ class Orchestrator:
             return True
         await self._no_capacity(job_id, [f"{c.gpu_type_id} ({c.cloud.lower()})" for c in self.config.gpu_fallback])
         return False
+
+    def _cpu_attempt(self, job_id: int) -> int:
+        """The CPU pod attempt in use: the newest row's (1 before any)."""
+        with session_scope(self.sessions) as s:
+            return max((p.attempt for p in list_pods_for_job(s, job_id) if p.role is PodRole.CPU), default=1)
 
     def _next_gpu_attempt(self, job_id: int) -> int:
         """Attempt numbers are never reused: a create refused for lack of stock keeps its row as a record.
