@@ -67,9 +67,13 @@ class _RecordingApp:
         expected = self.signed_content_types.get(signature)
         return expected is not None and environ.get("CONTENT_TYPE", "") != expected
 
+    unavailable = False  # an outage: every request answers 503 SlowDown (set through S3Server.set_available)
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if self._signature_mismatch(environ):
-            app: WsgiApp = _refuse_signature
+        if self.unavailable:
+            app: WsgiApp = _unavailable
+        elif self._signature_mismatch(environ):
+            app = _refuse_signature
         else:
             app = self._app
 
@@ -94,6 +98,17 @@ def _refuse_signature(environ: dict[str, Any], start_response: Callable[..., Any
         "403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(_SIGNATURE_MISMATCH)))]
     )
     return [_SIGNATURE_MISMATCH]
+
+
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.'
+    b"</Message></Error>"
+)
+
+
+def _unavailable(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("503 Slow Down", [("Content-Type", "application/xml"), ("Content-Length", str(len(_SLOW_DOWN)))])
+    return [_SLOW_DOWN]
 
 
 class _RecordingMotoServer(ThreadedMotoServer):
@@ -130,6 +145,10 @@ class S3Server:
     @property
     def signed_content_types(self) -> dict[str, str]:
         return self._server.recorder.signed_content_types
+
+    def set_available(self, available: bool) -> None:
+        """Outage knob: while unavailable, every request (boto3's and presigned URLs') answers 503 SlowDown."""
+        self._server.recorder.unavailable = not available
 
     def stop(self) -> None:
         self._server.stop()
