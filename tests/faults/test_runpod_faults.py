@@ -196,24 +196,28 @@ async def test_spot_interruption_is_recovered_on_a_new_pod(
     )
 
 
-async def test_a_cpu_pod_that_never_starts_fails_the_job_with_a_reason(
-    fault_world: Callable[..., LorabotWorld],
+@pytest.mark.parametrize("pods", [1, 2])
+async def test_a_cpu_pod_that_never_starts_is_replaced_once(
+    fault_world: Callable[..., LorabotWorld], pods: int
 ) -> None:
     started = time.monotonic()
     world = fault_world(startup_timeout_s=300)
-    world.emulator.never_start_next_pod()
+    world.emulator.never_start_next_pod(pods)
     job_id = world.submit(images=3, epochs=2)
 
     result = await drive(world, job_id)
 
-    assert "stuck" in (world.job(job_id).failure_reason or "")
+    cpus = [p for p in world.pods(job_id) if p.role is PodRole.CPU and p.runpod_pod_id]
+    assert len(cpus) == 2 and "stuck" in (cpus[0].exit_reason or ""), [p.exit_reason for p in cpus]
+    if pods == 2:
+        assert "stuck" in (world.job(job_id).failure_reason or "")
     check_promises(
         world,
         job_id,
-        case="pod never starts: CPU pod",
-        fault="CPU pod keeps runtime null (startup timeout 300 s)",
+        case=f"pod never starts: {pods} CPU pod(s) in a row",
+        fault=f"{pods} CPU pod(s) keep runtime null (startup timeout 300 s, 2 CPU attempts)",
         state="preparing, cpu pod starting",
-        expect={JobStatus.FAILED_INTERNAL},
+        expect=JobStatus.SUCCEEDED if pods == 1 else JobStatus.FAILED_INTERNAL,
         drive_result=result,
         started=started,
     )
