@@ -84,6 +84,14 @@ class LorabotBot(commands.Bot):
         else:
             await self.tree.sync()
 
+    def sweep_plans(self) -> int:
+        """Forget plans nobody confirmed within their lifetime, and free their disk; returns how many."""
+        now = dt.datetime.now(dt.UTC)
+        expired = [token for token, pending in self.plans.items() if pending.expired(now)]
+        for token in expired:
+            self.plans.pop(token).prepared.discard()
+        return len(expired)
+
     def runtime_kick(self) -> None:
         """Run the orchestrator's tick now (a confirmed job need not wait for the next interval)."""
         scheduler = getattr(self.runtime, "scheduler", None)

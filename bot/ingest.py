@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,7 +53,6 @@ class Prepared:
     report_text: str
     # True when the dataset is already in the store (dataset_from): confirming uploads nothing.
     reused: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def discard(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

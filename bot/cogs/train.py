@@ -178,6 +178,7 @@ class Train(commands.Cog):
             await asyncio.to_thread(prepared.discard)
             await interaction.followup.send("Dry run: nothing was queued.", embeds=embeds)
             return
+        self.bot.sweep_plans()  # rare and small: expired plans only
         token = new_token()
         self.bot.plans[token] = PendingPlan(
             token=token,
