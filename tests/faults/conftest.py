@@ -6,43 +6,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
+from tests.faults.fixtures import fault_world  # noqa: F401  (the suite's fixture)
 from tests.faults.harness import RESULTS
 from tests.faults.table import write_readme
-from tests.world.lorabot_world import LorabotWorld
-from tests.world.s3 import S3World
 
 README = Path(__file__).with_name("README.md")
-
-# Fast world: 120 sim s per real s (GPU start-up 120 s = 1 real s); a "timeout" fault holds 0.5 s, not 35.
-FAST: dict[str, Any] = {"time_scale": 120.0, "kill_grace_s": 10.0, "timeout_hold_s": 0.5}
-
-
-@pytest.fixture
-def fault_world(
-    make_runpod_emulator: Callable[..., Any], s3_world: S3World, db_sessions: sessionmaker[Session], tmp_path: Path
-) -> Callable[..., LorabotWorld]:
-    """Factory: `fault_world(status_stale_s=120, ...)`: emulator kwargs (time_scale, kill_grace_s, timeout_hold_s,
-    startup_delay_s) go to the emulator, the rest to OrchestratorConfig."""
-
-    def make(**kwargs: Any) -> LorabotWorld:
-        emulator_kwargs = {**FAST}
-        for name in ("time_scale", "kill_grace_s", "timeout_hold_s", "startup_delay_s"):
-            if name in kwargs:
-                emulator_kwargs[name] = kwargs.pop(name)
-        # Training long enough in sim time (≈ 60 s an epoch) that a fault can land between epochs.
-        kwargs.setdefault("pod_env", (("LORABOT_STANDIN_STEPS_PER_SECOND", "0.05"),))
-        emulator = make_runpod_emulator(**emulator_kwargs)
-        return LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **kwargs)
-
-    return make
-
 
 _failed: list[str] = []
 
