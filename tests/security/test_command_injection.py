@@ -4,13 +4,14 @@ trainer's command: `make_plan` refuses them or they stay inside a value; the arg
 from __future__ import annotations
 
 import zipfile
+from typing import Any
 
 import pytest
 
 from jobs.catalog import load_catalog
-from jobs.dataset import ingest_zip
+from jobs.dataset import IngestedDataset, ingest_zip
 from jobs.errors import UserFacingError
-from jobs.planning import make_plan
+from jobs.planning import Plan, make_plan
 from jobs.presets import load_presets
 from jobs.prices import StaticPriceProvider
 from jobs.rules import PlanRefused
@@ -30,7 +31,7 @@ HOSTILE = [
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> IngestedDataset:
     root = tmp_path_factory.mktemp("ds")
     upload = root / "upload.zip"
     upload.write_bytes(dataset_zip(3, size=512))
@@ -38,22 +39,22 @@ def dataset(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     return ingest_zip(upload, root / "dataset", trigger="kana", class_word="1girl")
 
 
-def baseline_flags(dataset) -> set[str]:  # type: ignore[no-untyped-def]
-    plan = make_plan(dataset, UserOptions(trigger="kana", class_word="1girl", epochs=2), **_catalogs())
+def baseline_flags(dataset: IngestedDataset) -> set[str]:
+    plan = plan_for(dataset, UserOptions(trigger="kana", class_word="1girl", epochs=2))
     return _flags(plan.args)
 
 
-def _catalogs() -> dict[str, object]:
-    return {"presets": load_presets(), "catalog": load_catalog(), "prices": StaticPriceProvider()}
+def plan_for(dataset: IngestedDataset, options: UserOptions) -> Plan:
+    return make_plan(dataset, options, presets=load_presets(), catalog=load_catalog(), prices=StaticPriceProvider())
 
 
 def _flags(args: tuple[str, ...]) -> set[str]:
     return {a.split("=", 1)[0] for a in args if a.startswith("--")}
 
 
-def _plan_or_refusal(dataset, **options):  # type: ignore[no-untyped-def]
+def _plan_or_refusal(dataset: IngestedDataset, **options: Any) -> Plan | None:
     try:
-        return make_plan(dataset, UserOptions(trigger="kana", class_word="1girl", epochs=2, **options), **_catalogs())
+        return plan_for(dataset, UserOptions(trigger="kana", class_word="1girl", epochs=2, **options))
     except (UserFacingError, PlanRefused, ValueError) as refused:
         assert str(refused).strip(), "a refusal must say why"
         return None
@@ -61,7 +62,7 @@ def _plan_or_refusal(dataset, **options):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("field", ["output_name", "sample_prompts"])
 @pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_text_is_refused_or_stays_a_value(dataset, field: str, value: str) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_text_is_refused_or_stays_a_value(dataset: IngestedDataset, field: str, value: str) -> None:
     options = {field: (value,) if field == "sample_prompts" else value}
     plan = _plan_or_refusal(dataset, **options)
     if plan is None:
@@ -79,12 +80,11 @@ def test_hostile_text_is_refused_or_stays_a_value(dataset, field: str, value: st
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_trigger_and_class_word_never_become_flags(dataset, value: str) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_trigger_and_class_word_never_become_flags(dataset: IngestedDataset, value: str) -> None:
     for options in ({"trigger": value}, {"class_word": value}):
         try:
-            plan = make_plan(
-                dataset, UserOptions(**{"trigger": "kana", "class_word": "1girl", **options}), **_catalogs()
-            )
+            words = {"trigger": "kana", "class_word": "1girl", **options}
+            plan = plan_for(dataset, UserOptions(trigger=words["trigger"], class_word=words["class_word"]))
         except (UserFacingError, PlanRefused, ValueError) as refused:
             assert str(refused).strip()
             continue
