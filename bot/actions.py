@@ -10,7 +10,9 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,12 +20,16 @@ import discord
 from bot import render
 from bot.ingest import Prepared
 from bot.permissions import owner_or_admin_refusal, role_names
+from bot.views import plan_view
+from jobs.dataset import DatasetError
 from jobs.ledger import format_usd, job_cost, month_of, usd_to_micros, would_exceed
 from jobs.manifest import JobKeys
 from jobs.queue import JobPlan, submit
+from jobs.rules import PlanRefused
+from jobs.spec import UserOptions
 from jobs.states import JobStatus, NoticeKind
 from storage.db import session_scope
-from storage.queries import count_active_jobs_for_user, get_job
+from storage.queries import count_active_jobs_for_user, get_dataset, get_job
 from storage.transitions import add_notice
 
 if TYPE_CHECKING:
@@ -57,6 +63,38 @@ class PendingPlan:
 
 def new_token() -> str:
     return secrets.token_hex(8)
+
+
+async def offer_plan(
+    bot: LorabotBot, interaction: discord.Interaction[Any], prepared: Prepared, name: str, *, dry_run: bool = False
+) -> None:
+    """Answer with the plan: Confirm/Cancel buttons (the plan waits in memory), or just the plan for a dry run."""
+    summary = render.plan_summary(
+        prepared.plan, job_name=name, sandbox=bot.runtime.sandbox, report_text=prepared.report_text
+    )
+    embeds = render.plan_embeds_from_summary(summary)
+    if dry_run:
+        await asyncio.to_thread(prepared.discard)
+        await interaction.followup.send("Dry run: nothing was queued.", embeds=embeds)
+        return
+    bot.sweep_plans()  # rare and small: expired plans only
+    token = new_token()
+    bot.plans[token] = PendingPlan(
+        token=token,
+        prepared=prepared,
+        summary=summary,
+        name=name,
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        created_at=dt.datetime.now(dt.UTC),
+    )
+    reuse = " (reusing a stored dataset: nothing to upload)" if prepared.reused else ""
+    await interaction.followup.send(
+        f"Plan for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
+        embeds=embeds,
+        view=plan_view(token),
+    )
 
 
 async def check_plan_owner(bot: LorabotBot, interaction: discord.Interaction[Any], token: str) -> bool:
@@ -153,6 +191,42 @@ def submit_pending(bot: LorabotBot, pending: PendingPlan) -> int:
             payload={**pending.summary, "user_id": pending.user_id},
         )
         return job.id
+
+
+async def plan_stored_dataset(bot: LorabotBot, interaction: discord.Interaction[Any], sha256: str) -> None:
+    """The "Plan a training" button under an uploaded dataset: the preset's defaults, no new upload."""
+    from bot.ingest import new_workdir
+
+    row = await asyncio.to_thread(_owned_dataset, bot, sha256)
+    if row is None or row[0] != interaction.user.id:
+        await interaction.response.send_message(
+            "Only the person who uploaded this dataset can plan from it.", ephemeral=True
+        )
+        return
+    await interaction.response.defer(thinking=True)
+    _, key, size = row
+    planner = bot.runtime.planner
+    workdir = new_workdir(bot.runtime.workdir)
+    try:
+        prepared = await planner.run(
+            lambda: planner.plan_stored(bot.runtime.store, key, sha256, size, workdir, UserOptions())
+        )
+    except (DatasetError, PlanRefused) as exc:
+        await asyncio.to_thread(prepared_cleanup, workdir)
+        reasons = exc.reasons if isinstance(exc, PlanRefused) else [str(exc)]
+        await interaction.followup.send(render.refusal_text("The plan was refused", reasons))
+        return
+    await offer_plan(bot, interaction, prepared, f"dataset {sha256[:8]}")
+
+
+def _owned_dataset(bot: LorabotBot, sha256: str) -> tuple[int, str, int] | None:
+    with session_scope(bot.runtime.sessions) as s:
+        row = get_dataset(s, sha256)
+        return (row.owner_user_id, row.store_key, row.size) if row is not None else None
+
+
+def prepared_cleanup(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- jobs ----------------------------------------------------------------------------------------------------------

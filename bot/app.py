@@ -26,6 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.ingest import Planner
+from bot.uploads import UploadHub, install_upload_page
 from jobs.agent_bundle import build_agent
 from jobs.catalog import load_catalog
 from jobs.cloud import AsyncCloud, RunpodClient
@@ -90,6 +91,8 @@ class Runtime:
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _executor: ThreadPoolExecutor | None = None
+    # The browser upload page, when a public URL is configured (bot/uploads.py).
+    uploads: UploadHub | None = None
     http_port: int = 0
 
     @property
@@ -236,8 +239,9 @@ async def build_runtime(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if sessions is None:
         sessions = make_session_factory(make_engine(settings.effective_database_url))
+    secret = url_secret(settings)
     if store is None:
-        store = open_artifact_store(settings, url_secret(settings))
+        store = open_artifact_store(settings, secret)
     if cloud is None:
         cloud = runpod_cloud(settings) if settings.effective_cloud == "runpod" else sandbox_cloud(settings, store)
     if orchestrator is None:
@@ -269,6 +273,7 @@ async def build_runtime(
         web_app=app,
     )
     runtime._executor = executor
+    runtime.uploads = install_upload_page(runtime, secret)
     if cloud.close is not None:
         runtime._closers.append(cloud.close)
     return runtime

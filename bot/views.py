@@ -110,7 +110,37 @@ class PlanButton(
             await actions.drop_plan(_bot(interaction), interaction, self.token)
 
 
-DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobCancelButton, JobEpochButton, PlanButton)
+class DatasetPlanButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lorabot:dataset:(?P<sha>[0-9a-f]{64}):plan"
+):
+    """Under an uploaded dataset's report: plan a training from it with the preset's defaults."""
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Plan a training", style=discord.ButtonStyle.primary, custom_id=f"lorabot:dataset:{sha256}:plan"
+            )
+        )
+        self.sha256 = sha256
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> DatasetPlanButton:
+        return cls(match["sha"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot import actions
+
+        await actions.plan_stored_dataset(_bot(interaction), interaction, self.sha256)
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
+    JobCancelButton,
+    JobEpochButton,
+    PlanButton,
+    DatasetPlanButton,
+)
 
 
 def plan_view(token: str) -> discord.ui.View:

@@ -7,7 +7,6 @@ pool; the plan waits in memory for the Confirm button (`bot.actions.confirm_plan
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import importlib.util
 import tomllib
 from pathlib import Path
@@ -18,10 +17,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.actions import PendingPlan, Refused, new_token, parse_job
+from bot.actions import Refused, offer_plan, parse_job
 from bot.ingest import IngestRefused, Prepared, human_mb, new_workdir, stream_to_file, upload_cap_bytes
 from bot.permissions import DM_REFUSAL, role_names, train_refusal
-from bot.views import plan_view
 from jobs.catalog import load_catalog
 from jobs.dataset import DatasetError
 from jobs.presets import load_presets
@@ -170,32 +168,7 @@ class Train(commands.Cog):
         except BaseException:
             await asyncio.to_thread(_remove, workdir)
             raise
-        summary = render.plan_summary(
-            prepared.plan, job_name=name, sandbox=self.bot.runtime.sandbox, report_text=prepared.report_text
-        )
-        embeds = render.plan_embeds_from_summary(summary)
-        if dry_run:
-            await asyncio.to_thread(prepared.discard)
-            await interaction.followup.send("Dry run: nothing was queued.", embeds=embeds)
-            return
-        self.bot.sweep_plans()  # rare and small: expired plans only
-        token = new_token()
-        self.bot.plans[token] = PendingPlan(
-            token=token,
-            prepared=prepared,
-            summary=summary,
-            name=name,
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            created_at=dt.datetime.now(dt.UTC),
-        )
-        reuse = " (reusing a stored dataset: nothing to upload)" if prepared.reused else ""
-        await interaction.followup.send(
-            f"Plan for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
-            embeds=embeds,
-            view=plan_view(token),
-        )
+        await offer_plan(self.bot, interaction, prepared, name, dry_run=dry_run)
 
     async def _refuse(
         self, interaction: discord.Interaction[Any], workdir: Path, title: str, reasons: list[str]

@@ -8,6 +8,7 @@ import re
 import urllib.request
 from typing import Any
 
+import aiohttp
 import pytest
 
 from jobs.ledger import format_usd, job_cost
@@ -170,3 +171,35 @@ async def test_plan_buttons_belong_to_the_planner_and_the_job_limit_holds(make_b
         assert f"j{job_id}" in answer.content and answer.ephemeral
         await bw.wait_for_status(job_id, lambda s: s is JobStatus.CANCELLED, timeout=30)
         assert bw.world.running_pods() == []
+
+
+async def test_upload_page_link_report_and_plan_button(make_bot_world: MakeBotWorld) -> None:
+    port = _free_port()
+    env = {"LORABOT_HTTP_PORT": str(port), "LORABOT_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    async with make_bot_world(env=env) as bw:
+        asked = await bw.fake.send_slash("upload", {})
+        answer = await bw.fake.wait_for_reply(asked)
+        link = re.search(r"(http://127\.0\.0\.1:\d+/upload\?\S+)", answer.content)
+        assert answer.ephemeral and link is not None
+
+        async with aiohttp.ClientSession() as session, session.put(link.group(1), data=dataset_zip(6, 128)) as resp:
+            assert resp.status == 200, await resp.text()
+
+        report = await bw.fake.wait_for_message(lambda m: "Dataset uploaded: 6 images" in m.text(), timeout=20)
+        button = next(c for c in report.custom_ids() if c.startswith("lorabot:dataset:"))
+        stranger = await bw.fake.click(report, button, user=bw.fake.add_user("eve"))
+        await bw.fake.wait_for_response(stranger)
+        assert "Only the person who uploaded" in str(stranger.response.data if stranger.response else "")
+
+        click = await bw.fake.click(report, button)
+        plan = await bw.fake.wait_for(lambda: click.followups and click.followups[-1], timeout=20, what="the plan")
+        assert "reusing a stored dataset" in plan.content and "6 images" in plan.text()
+        assert any(c.endswith(":confirm") for c in plan.custom_ids())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
