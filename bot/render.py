@@ -25,6 +25,8 @@ FIELDS_MAX = 25
 FOOTER_MAX = 2048
 EMBED_TOTAL_MAX = 6000
 ELLIPSIS = "…"
+# The dataset report's share of a plan message (the plan embed keeps the rest of the 6,000).
+REPORT_MAX = 2500
 
 COLOUR_INFO = discord.Colour.blurple()
 COLOUR_OK = discord.Colour.green()
@@ -131,14 +133,14 @@ class EmbedBuilder:
         self._image = url
         return self
 
-    def build(self) -> discord.Embed:
+    def build(self, total_max: int = EMBED_TOTAL_MAX) -> discord.Embed:
         # The 6,000 total counts title, description, field names/values and footer: shrink the description first,
         # then drop fields from the end, so the head of the message (what a phone shows) survives.
         fixed = len(self._title) + len(self._footer or "")
         fields = list(self._fields)
         description = self._description
-        while fixed + len(description) + sum(len(n) + len(v) for n, v in fields) > EMBED_TOTAL_MAX:
-            over = fixed + len(description) + sum(len(n) + len(v) for n, v in fields) - EMBED_TOTAL_MAX
+        while fixed + len(description) + sum(len(n) + len(v) for n, v in fields) > total_max:
+            over = fixed + len(description) + sum(len(n) + len(v) for n, v in fields) - total_max
             if len(description) > 200:
                 description = truncate(description, max(len(description) - over, 200))
             elif fields:
@@ -230,8 +232,10 @@ def plan_embeds_from_summary(summary: Mapping[str, Any]) -> list[discord.Embed]:
     if notices:
         builder.field("Notices", "\n".join(f"• {n}" for n in notices))
     report_text = str(summary.get("report_text") or "").strip() or "(no report)"
-    report = EmbedBuilder("Dataset", code_block(report_text, DESCRIPTION_MAX - 100))
-    return [report.build(), builder.build()]
+    # Both embeds share one message, and Discord's 6,000 characters count across all of a message's embeds.
+    report = EmbedBuilder("Dataset", code_block(report_text, REPORT_MAX)).build()
+    used = len(report.title or "") + len(report.description or "")
+    return [report, builder.build(total_max=EMBED_TOTAL_MAX - used)]
 
 
 def refusal_text(title: str, reasons: Iterable[str]) -> str:

@@ -93,3 +93,19 @@ def test_failures_come_with_a_hint() -> None:
     embed = render.failed_embed("j3", {"reason": "sd-scripts: CUDA out of memory"}).to_dict()
     assert any("batch_size" in f["value"] for f in embed["fields"])
     assert render.failure_hint("something odd") is None
+
+
+def test_a_plan_message_stays_under_6000_characters_across_its_embeds() -> None:
+    summary = {
+        "name": "n" * 200,
+        "lines": ["l" * 300] * 10,
+        "costs": [
+            {"cloud": c, "volume_micros": 1, "cpu_pod_micros": 2, "gpu_pod_micros": 3, "total_micros": 6}
+            for c in ("community", "secure")
+        ],
+        "notices": ["a long notice " * 40] * 10,
+        "report_text": "report line\n" * 1000,
+    }
+    embeds = render.plan_embeds_from_summary(summary)
+    assert sum(_embed_total(e) for e in embeds) <= 6000
+    assert all(len(e.description or "") <= 4096 for e in embeds)
