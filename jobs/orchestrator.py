@@ -890,6 +890,7 @@ class Orchestrator:
             assert pod is not None
             if pod.status is PodStatus.TERMINATED:
                 return
+            asked_before = pod.terminate_requested_at  # a run that died right after asking RunPod
             set_pod_terminate_requested(s, pod_id, now=now)
             runpod_id, name, intent_at = pod.runpod_pod_id, pod.name, pod.created_at
         if runpod_id is None:
@@ -910,6 +911,11 @@ class Orchestrator:
         billing_ended_at: dt.datetime | None = None
         if runpod_id is not None:
             billing_ended_at = await self._spot_interruption_time(pod_id, runpod_id)
+            if asked_before is not None and billing_ended_at is None:
+                try:
+                    await self.cloud.get_pod(runpod_id)
+                except PodNotFound:
+                    billing_ended_at = asked_before  # the earlier terminate went through: billing ended then
             await self.cloud.terminate_pod(runpod_id)
         with session_scope(self.sessions) as s:
             set_pod_terminated(s, pod_id, now=billing_ended_at or self.clock(), exit_reason=reason)
