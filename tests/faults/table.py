@@ -21,7 +21,7 @@ checks the same four promises (`tests/faults/harness.py`, `check_promises`):
    1..N for a succeeded job (the outbox cases also send every notice through a failing Discord exactly once).
 
 Run: `python -m pytest -q tests/faults` (part of the normal test command). Rewrite this file from a run:
-`LORABOT_FAULTS_TABLE=1 python -m pytest -q tests/faults` (written only when every case passed).
+`LORABOT_FAULTS_TABLE=1 python -m pytest -q tests/faults`.
 
 Random cases are seeded (`random.Random(seed)`): the same seed injects the same faults at the same points.
 """
@@ -31,10 +31,11 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(results: Sequence[Outcome]) -> str:
+def render(results: Sequence[Outcome], failed: Sequence[str] = ()) -> str:
+    verdict = "all passing" if not failed else f"{len(failed)} FAILED (listed below)"
     lines = [
         HEADER,
-        f"## Latest run ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC): {len(results)} cases, all passing",
+        f"## Latest run ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC): {len(results)} cases passed, {verdict}",
         "",
         "| case | injected fault | state | outcome | reason | pods left | ledger vs billing | real s |",
         "|---|---|---|---|---|---|---|---|",
@@ -44,8 +45,9 @@ def render(results: Sequence[Outcome]) -> str:
             f"| {_cell(r.case)} | {_cell(r.fault)} | {_cell(r.state)} | {r.outcome} | {_cell(r.reason) or '—'} "
             f"| {r.pods_left} | {_cell(r.ledger_vs_billing)} | {r.seconds} |"
         )
+    lines += ["", *(f"- FAILED: `{nodeid}`" for nodeid in failed)]
     return "\n".join(lines) + "\n"
 
 
-def write_readme(path: Path, results: Sequence[Outcome]) -> None:
-    path.write_text(render(results), encoding="utf-8")
+def write_readme(path: Path, results: Sequence[Outcome], failed: Sequence[str] = ()) -> None:
+    path.write_text(render(results, failed), encoding="utf-8")
