@@ -106,7 +106,10 @@ def main() -> int:
         )
     worst = max(r.rss_mib + r.children_rss_mib for r in runs)
     verdict = "met" if worst * MIB < GOAL_MB * 1_000_000 else "MISSED"
-    print(f"worst idle RSS (process + children) {worst:.0f} MiB = {worst * MIB / 1e6:.0f} MB; goal < {GOAL_MB} MB: {verdict}")
+    print(
+        f"worst idle RSS (process + children) {worst:.0f} MiB = {worst * MIB / 1e6:.0f} MB; "
+        f"goal < {GOAL_MB} MB: {verdict}"
+    )
     return 0 if all(r.exit_code == 0 and r.answered for r in runs) else 1
 
 

@@ -1,0 +1,270 @@
+"""The cost of one LoRA from the ledger, for seed 000's job, against seed 000's $0.75 hand-run.
+
+    python -m bench.cost_per_lora [--time-scale 60] [--no-warm]
+
+Seed 000's job: 59 images x 10 repeats x 10 epochs = 5,900 steps, about 50 minutes on an RTX 4090. The timing model
+is `bench.gpu_overhead`'s (issue 5): CPU stage 30 min (a recipe step that sleeps, with an honest `expected_s`), GPU
+pod start-up 2 min, training 50 min (the stand-in trainer runs the 5,900 steps at 5,900 / 3,000 it/s). Two worlds
+run side by side, each with its own RunPod emulator, database and bucket: one has community 4090s in stock, the
+other has none, so its jobs fall back to secure cloud, as seed 000's did in EU-RO-1. In each world a cold job
+(empty volume: CPU pod first) is followed by a warm one (environment and model already on the volume).
+
+Every figure is what `jobs.ledger.job_cost` reads from the database after the job (volume by started hour, pods
+per second at the rate RunPod reported), checked against the emulator's own bill of the same pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from bench.gpu_overhead import CPU_STAGE_S, GPU_STARTUP_S, TRAINING_S, _iso, slow_recipe
+from jobs import ledger
+from jobs.catalog import load_catalog
+from jobs.dataset import ingest_zip, pack_dataset
+from jobs.planning import make_plan
+from jobs.presets import load_presets
+from jobs.prices import StaticPriceProvider
+from jobs.queue import JobPlan, submit
+from jobs.sandbox.emulator import RunpodEmulator
+from jobs.spec import UserOptions
+from jobs.states import JobStatus, PodRole
+from storage.db import make_engine, make_session_factory, migrate, session_scope
+from storage.models import Job, Pod
+from tests.world.lorabot_world import MODEL_BYTES, RTX_4090, LorabotWorld, dataset_zip
+from tests.world.s3 import S3Server, S3World
+
+SEED_IMAGES, SEED_REPEATS, SEED_EPOCHS = 59, 10, 10
+SEED_STEPS = SEED_IMAGES * SEED_REPEATS * SEED_EPOCHS
+SEED_TOTAL_MICROS = 750_000
+# Seed 000's measured table (item, rate, time, cost), printed next to ours.
+SEED_TABLE = (
+    ("Network Volume 30GB", "$0.003/h", "4 h", "$0.01"),
+    ("CPU Pod (2vCPU, 8GB RAM)", "$0.08/h", "40 min", "$0.05"),
+    ("RTX 4090 (Secure Cloud, EU-RO-1)", "$0.69/h", "60 min", "$0.69"),
+    ("Total", "", "", "~$0.75"),
+)
+
+
+@dataclass(frozen=True)
+class PodLine:
+    role: PodRole
+    label: str
+    rate_micros_per_hour: int
+    billed_s: int
+    ledger_micros: int
+    emulator_micros: int
+
+
+@dataclass(frozen=True)
+class JobResult:
+    world: str
+    kind: str
+    cost: ledger.CostBreakdown
+    volume_gb: int
+    volume_hours: int
+    pods: list[PodLine]
+    training_s: float
+
+
+def submit_seed_job(world: LorabotWorld, user_id: int) -> int:
+    """`LorabotWorld.submit` with seed 000's repeats: ingest, plan and queue as /train would."""
+    root = Path(tempfile.mkdtemp(dir=world.workdir))
+    zip_path = root / "upload.zip"
+    zip_path.write_bytes(dataset_zip(SEED_IMAGES, size=512))
+    dataset = ingest_zip(zip_path, root / "dataset", trigger="kana", class_word="1girl")
+    options = UserOptions(trigger="kana", class_word="1girl", epochs=SEED_EPOCHS, repeats=SEED_REPEATS)
+    plan = make_plan(dataset, options, presets=load_presets(), catalog=load_catalog(), prices=StaticPriceProvider())
+    packed = root / "dataset.zip"
+    sha, size = pack_dataset(dataset.root, packed)
+    with session_scope(world.sessions) as s:
+        job = submit(
+            s,
+            world.store,
+            plan=plan,
+            dataset_zip=packed,
+            dataset_sha256=sha,
+            dataset_size=size,
+            image_count=dataset.report.image_count,
+            report={},
+            user_id=user_id,
+            name=f"seed000-{user_id}",
+            now=world.now(),
+            wall_time=dt.timedelta(hours=6),
+        )
+        # The catalog's Hugging Face URL is unreachable here: the stand-in model comes from the bucket.
+        job_plan = JobPlan.from_json(job.plan_json)
+        model = dataclasses.replace(
+            job_plan.model,
+            url=world.store.presign_get("models/test-base.safetensors", 7 * 24 * 3600),
+            size=len(MODEL_BYTES),
+            sha256=hashlib.sha256(MODEL_BYTES).hexdigest(),
+            token_env=None,
+        )
+        job.plan_json = dataclasses.replace(job_plan, model=model).to_json()
+        return job.id
+
+
+def read_result(world: LorabotWorld, label: str, kind: str, job_id: int) -> JobResult:
+    billed_by_emulator = {p.name: p for p in world.emulator.all_pods()}
+    now = world.now()
+    with session_scope(world.sessions) as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status is JobStatus.SUCCEEDED, world.describe()
+        cost = ledger.job_cost(s, job_id, now=now)
+        pods = list(s.query(Pod).filter(Pod.job_id == job_id).order_by(Pod.id))
+        window = ledger.job_volume_window(pods, now)
+        hours = ledger.volume_billed_hours(*window) if window else 0
+        lines = []
+        for pod in pods:
+            start_end = ledger.pod_billing_window(pod, now)
+            seconds = ledger.billed_seconds(*start_end) if start_end else 0
+            emulated = billed_by_emulator[pod.name]
+            label_text = (
+                f"{pod.gpu_type_id.replace('NVIDIA GeForce ', '')} ({(pod.cloud_type or '').title()} Cloud)"
+                if pod.role is PodRole.GPU and pod.gpu_type_id
+                else "CPU Pod"
+            )
+            lines.append(
+                PodLine(
+                    pod.role,
+                    label_text,
+                    pod.cost_per_hr_micros or 0,
+                    seconds,
+                    ledger.pod_cost_so_far(pod, now),
+                    emulated.cost_micros,
+                )
+            )
+        volume_gb = world.orchestrator.config.volume_size_gb
+    return JobResult(label, kind, cost, volume_gb, hours, lines, _training_seconds(world, job_id))
+
+
+def _training_seconds(world: LorabotWorld, job_id: int) -> float:
+    """The agent's own training window (simulated time), from the train stage's last status."""
+    timings = json.loads(world.store.get_bytes(f"jobs/j{job_id}/status/train.json") or b"{}")["timings"]
+    return (_iso(timings["finished_at"]) - _iso(timings["training_started_at"])).total_seconds()
+
+
+async def run_world(label: str, server: S3Server, time_scale: float, community: bool, warm: bool) -> list[JobResult]:
+    emulator = RunpodEmulator(time_scale=time_scale, startup_delay_s={"gpu": GPU_STARTUP_S, "cpu": 30}).start()
+    if not community:
+        emulator.set_stock(RTX_4090, "COMMUNITY", 0)
+    results = []
+    try:
+        s3 = S3World(server)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            migrate(url)
+            world = LorabotWorld.create(
+                emulator,
+                s3,
+                make_session_factory(make_engine(url)),
+                Path(tmp),
+                env_recipe=slow_recipe(time_scale),
+                reserve_margin_s=15,
+                gpu_startup_guess_s=GPU_STARTUP_S,
+                status_interval_s=5.0,
+                pod_env=(("LORABOT_STANDIN_STEPS_PER_SECOND", f"{SEED_STEPS / TRAINING_S:.6f}"),),
+            )
+            for kind in ("cold", "warm") if warm else ("cold",):
+                job_id = await asyncio.to_thread(submit_seed_job, world, 7 if kind == "cold" else 8)
+                await world.run_until(
+                    functools.partial(_finished, world, job_id),
+                    timeout=3 * (CPU_STAGE_S + TRAINING_S) / time_scale,
+                    interval=min(0.05, 5 / time_scale),
+                )
+                results.append(read_result(world, label, kind, job_id))
+    finally:
+        emulator.stop()
+    return results
+
+
+def _finished(world: LorabotWorld, job_id: int) -> bool:
+    return world.status(job_id).is_terminal()
+
+
+def usd(micros: int) -> str:
+    return ledger.format_usd(micros)
+
+
+def rate(micros_per_hour: int) -> str:
+    """Like seed 000 writes them: "$0.44/h", "$0.003/h" (cents unless the rate is below one)."""
+    places = 2 if micros_per_hour % 10_000 == 0 else 3
+    return f"${Decimal(micros_per_hour) / 1_000_000:.{places}f}/h" if micros_per_hour else "-"
+
+
+def print_job(result: JobResult) -> None:
+    c = result.cost
+    print(f"\n{result.world}, {result.kind} job ({SEED_STEPS:,} steps; training {result.training_s / 60:.1f} min):")
+    print("| item | rate | time | cost (ledger) | cost (emulator's bill) |")
+    print("|---|---:|---:|---:|---:|")
+    volume_rate = ledger.volume_rate_micros_per_hour(result.volume_gb)
+    print(
+        f"| Network Volume {result.volume_gb}GB | {rate(volume_rate)} | {result.volume_hours} h (started hours) | "
+        f"{usd(c.volume_micros)} | - |"
+    )
+    for pod in result.pods:
+        print(
+            f"| {pod.label} | {rate(pod.rate_micros_per_hour)} | {pod.billed_s / 60:.1f} min | "
+            f"{usd(pod.ledger_micros)} | {usd(pod.emulator_micros)} |"
+        )
+    emulator_total = sum(p.emulator_micros for p in result.pods)
+    print(f"| Total | | | **{usd(c.total_micros)}** | pods {usd(emulator_total)} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-scale", type=float, default=60.0, help="simulated seconds per real second")
+    parser.add_argument("--no-warm", action="store_true", help="only the cold jobs")
+    args = parser.parse_args()
+    server = S3Server()
+    try:
+        s3_env = S3World(server).env
+        os.environ.update({k: v for k, v in s3_env.items() if k != "LORABOT_S3_BUCKET"})
+
+        async def both() -> tuple[list[JobResult], list[JobResult]]:
+            return await asyncio.gather(
+                run_world("community 4090", server, args.time_scale, community=True, warm=not args.no_warm),
+                run_world(
+                    "secure 4090 (no community stock)", server, args.time_scale, community=False, warm=not args.no_warm
+                ),
+            )
+
+        results = [r for world in asyncio.run(both()) for r in world]
+    finally:
+        server.stop()
+    print(
+        f"timing model: CPU stage {CPU_STAGE_S // 60} min, GPU start-up {GPU_STARTUP_S // 60} min, training "
+        f"{TRAINING_S // 60} min; time scale {args.time_scale:g}"
+    )
+    print("\nseed 000's hand-run (measured):")
+    print("| item | rate | time | cost |")
+    print("|---|---:|---:|---:|")
+    for row in SEED_TABLE:
+        print("| " + " | ".join(row) + " |")
+    for result in results:
+        print_job(result)
+    print("\n| job | volume | CPU pod | GPU pod | total | vs seed 000's $0.75 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        c = r.cost
+        print(
+            f"| {r.world}, {r.kind} | {usd(c.volume_micros)} | {usd(c.cpu_pod_micros)} | {usd(c.gpu_pod_micros)} | "
+            f"**{usd(c.total_micros)}** | {c.total_micros * 100 // SEED_TOTAL_MICROS} % |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
