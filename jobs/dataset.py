@@ -7,6 +7,7 @@ so a refusal (or a crash) leaves nothing behind. Layout written:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -97,6 +98,15 @@ def ingest_zip(
         if dest_dir.exists():
             dest_dir.rmdir()
         os.rename(staging, dest_dir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise DatasetError(
+                "disk_full",
+                "The server ran out of disk space while unpacking the dataset; nothing was kept. "
+                "Try again later, or ask the operator to free some space.",
+            ) from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -15,17 +15,31 @@ from storage.artifacts import dataset_key
 MANIFEST_VERSION = 1
 AGENT_FILE = "lorabot-agent.pyz"
 
-# Downloads the agent and replaces itself with it. The SDK pastes dockerArgs into a GraphQL string without escaping,
-# so the command holds no double quote and no backslash; the values it needs come from the environment by name.
-_BOOTSTRAP = (
-    "import os,sys,urllib.request as u;e=os.environ;"
-    "u.urlretrieve(e[sys.argv[1]],sys.argv[2]);"
-    "os.execvp(sys.executable,[sys.executable,sys.argv[2],e[sys.argv[3]]])"
-)
+# What a pod runs first: download the agent (retrying: a pod that cannot fetch it is billed for nothing), then
+# replace itself with it. The SDK pastes dockerArgs into a GraphQL string without escaping, so the command may hold
+# no double quote and no backslash: the source travels hex-encoded as an argument, and the URL and stage are read
+# from the environment by name (never printed: the URL is a presigned secret).
+BOOTSTRAP_SOURCE = """
+import os, sys, time, urllib.request
+url, path, stage = os.environ[sys.argv[2]], sys.argv[3], os.environ[sys.argv[4]]
+for attempt in range(8):
+    try:
+        urllib.request.urlretrieve(url, path + ".part")
+        os.replace(path + ".part", path)
+        break
+    except Exception as exc:
+        print(f"lorabot bootstrap: agent download failed ({type(exc).__name__}), try {attempt + 1} of 8", flush=True)
+        time.sleep(min(30, 2**attempt))
+else:
+    sys.exit("lorabot bootstrap: could not download the agent")
+os.execvp(sys.executable, [sys.executable, path, stage])
+"""
 
 
 def start_command() -> str:
-    return f"python3 -c '{_BOOTSTRAP}' LORABOT_AGENT_URL {AGENT_FILE} LORABOT_STAGE"
+    source = BOOTSTRAP_SOURCE.strip().encode().hex()
+    loader = "import sys;exec(bytes.fromhex(sys.argv[1]))"
+    return f"python3 -c '{loader}' {source} LORABOT_AGENT_URL {AGENT_FILE} LORABOT_STAGE"
 
 
 class Presigner(Protocol):
