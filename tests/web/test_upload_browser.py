@@ -8,14 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import discord
 import pytest
-from discord.ext import commands
 
-from jobs.dataset import DatasetReport
 from tests.web.browser import chrome  # noqa: F401 - fixture
 from tests.web.upload_world import UploadWorld, dataset_zip
-from tests.world.fake_discord import FakeDiscord, run_bot
 
 pytestmark = pytest.mark.timeout(90)
 LINK = re.compile(r"(http://127\.0\.0\.1:\d+/upload\?\S+)")
@@ -41,56 +37,37 @@ def page_heading(driver: Any, link: str) -> tuple[str, str]:
     return driver.find_element(By.TAG_NAME, "h1").text, driver.find_element(By.ID, "reason").text
 
 
-class UploadBot(commands.Bot):
-    """The smallest bot that loads the real `/upload` extension and posts the report the page hands it."""
+def _free_port() -> int:
+    import socket
 
-    def __init__(self, world: UploadWorld) -> None:
-        super().__init__(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.05)
-        self.upload_links = world.links
-        self.public_url = world.base_url
-
-    async def setup_hook(self) -> None:
-        await self.load_extension("bot.cogs.upload")
-        await self.tree.sync()
-
-    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        """No 5 s pause before identifying in tests."""
-
-    async def post_report(self, user_id: int, channel_id: int, sha256: str, report: DatasetReport) -> None:
-        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        assert isinstance(channel, discord.abc.Messageable)
-        await channel.send(f"<@{user_id}> your dataset `{sha256[:12]}` is ready: {report.image_count} images.")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def test_upload_from_discord_through_the_browser_to_the_report(
-    chrome: Any, fake_discord: FakeDiscord, tmp_path: Path  # noqa: F811
+    chrome: Any, make_bot_world: Any, tmp_path: Path  # noqa: F811
 ) -> None:
-    world = UploadWorld(tmp_path / "server")
-    bot = UploadBot(world)
-    world.on_ready = bot.post_report  # type: ignore[method-assign]
-    await world.start()
-    bot.public_url = world.base_url
+    """The real bot: /upload gives a one-time link, Chromium uploads the zip, the report lands in the channel."""
+    port = _free_port()
+    env = {"LORABOT_HTTP_PORT": str(port), "LORABOT_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     zip_path = tmp_path / "kana.zip"
     zip_path.write_bytes(dataset_zip(4))
-    try:
-        async with run_bot(fake_discord, bot):
-            interaction = await fake_discord.send_slash("upload")
-            reply = await fake_discord.wait_for_reply(interaction)
-            assert reply.ephemeral
-            match = LINK.search(reply.content)
-            assert match, reply.content
+    async with make_bot_world(env=env) as bw:
+        interaction = await bw.fake.send_slash("upload", {})
+        reply = await bw.fake.wait_for_reply(interaction)
+        assert reply.ephemeral
+        match = LINK.search(reply.content)
+        assert match, reply.content
 
-            status = await asyncio.to_thread(upload_in_browser, chrome, match.group(1), zip_path)
-            assert status == "Got it: 4 images. The dataset report is in your Discord channel."
-            report = await fake_discord.wait_for_message(
-                lambda m: "is ready: 4 images" in m.content, channel=fake_discord.channel
-            )
-            assert report.content.startswith(f"<@{fake_discord.default_user.id}> your dataset `")
+        status = await asyncio.to_thread(upload_in_browser, chrome, match.group(1), zip_path)
+        assert status == "Got it: 4 images. The dataset report is in your Discord channel."
+        report = await bw.fake.wait_for_message(lambda m: "Dataset uploaded: 4 images" in m.text(), timeout=20)
+        assert report.content == f"<@{bw.fake.default_user.id}>"
+        assert any(c.startswith("lorabot:dataset:") for c in report.custom_ids())
 
-            heading = await asyncio.to_thread(page_heading, chrome, match.group(1))
-            assert heading[0] == "This upload link was already used"
-    finally:
-        await world.stop()
+        heading = await asyncio.to_thread(page_heading, chrome, match.group(1))
+        assert heading[0] == "This upload link was already used"
 
 
 async def test_refusal_pages_in_the_browser(chrome: Any, upload_world: UploadWorld) -> None:  # noqa: F811
