@@ -137,6 +137,7 @@ def build_manifest(
     expires_s: int,
     status_interval_s: float = 5.0,
     ready_timeout_s: int = 3600,
+    trainer_silence_s: int = 1200,
 ) -> dict[str, Any]:
     keys = JobKeys(job_id, output_name)
 
@@ -171,4 +172,5 @@ def build_manifest(
         },
         "status_interval_s": status_interval_s,
         "ready_timeout_s": ready_timeout_s,
+        "trainer_silence_s": trainer_silence_s,
     }

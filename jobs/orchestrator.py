@@ -73,6 +73,7 @@ _TRAINER_HINTS = {
     "missing_file": "a file sd-scripts needed was missing on the volume",
     "trainer_crash": "sd-scripts crashed; the log tail is in the bucket",
     "no_gpu": "the pod had no usable GPU (CUDA not available); the job can be retried on another pod",
+    "hang": "sd-scripts stopped making progress; /retry resumes from the last saved epoch",
 }
 
 

@@ -92,6 +92,8 @@ class Manifest:
     uploads: dict[str, Any]
     status_interval_s: float
     ready_timeout_s: float
+    # sd-scripts silent this long (no output at all) is taken as hung: stopped and reported, not billed for hours.
+    trainer_silence_s: float = 1200.0
 
     def upload_url(self, *path: str) -> str | None:
         """uploads[path...] or None: a missing URL means the bot does not want that file."""
@@ -104,6 +106,12 @@ class Manifest:
             else:
                 return None
         return node if isinstance(node, str) and node else None
+
+
+def _positive_seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ManifestError(f"manifest {name} must be a positive number of seconds")
+    return float(value)
 
 
 def _model_file(data: Any, where: str) -> ModelFile:
@@ -217,6 +225,7 @@ def parse_manifest(body: bytes) -> Manifest:
         uploads=uploads,
         status_interval_s=float(interval),
         ready_timeout_s=float(timeout),
+        trainer_silence_s=_positive_seconds(data.get("trainer_silence_s", 1200), "trainer_silence_s"),
     )
 
 

@@ -141,10 +141,20 @@ class Train:
     def monitor(self) -> int:
         assert self.proc is not None and self.trainer_log is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        last_output = self.ctx.clock.now()
         with open(self.trainer_log, "rb") as reader:
             while True:
                 exit_code = self.proc.poll()
-                self.parser.feed(decoder.decode(reader.read()))
+                chunk = reader.read()
+                if chunk:
+                    last_output = self.ctx.clock.now()
+                elif exit_code is None and self.ctx.clock.now() - last_output > self.m.trainer_silence_s:
+                    silent = self.ctx.clock.now() - last_output
+                    self.rep.log(f"the trainer printed nothing for {silent:.0f} s: stopping it as hung")
+                    self.stop_trainer()
+                    raise StageFailed("hang", f"sd-scripts printed nothing for {silent / 60:.0f} min and was stopped "
+                                              "(a hung data loader or a deadlock); the last saved epoch is kept")
+                self.parser.feed(decoder.decode(chunk))
                 self.collect(settled=exit_code is not None)
                 self.rep.status["progress"] = self.parser.snapshot()
                 self.rep.status["eta_seconds"] = self.parser.progress.eta_seconds

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
+import psutil
 import pytest
 
 from .bucket import Bucket
@@ -114,3 +116,19 @@ def test_no_secret_reaches_a_log_or_an_upload(bucket: Bucket, agent: Agent, volu
         if log.name in ("prepare.log", "train.log"):
             assert not any(secret in log.read_bytes() for secret in secrets), log
     assert not any(secret.decode() in out for secret in secrets)
+
+
+def test_a_trainer_that_falls_silent_is_stopped_as_hung_instead_of_billed_for_hours(bucket: Bucket, agent: Agent):
+    """The agent keeps reporting, so the bot cannot see it: the agent itself watches sd-scripts' output."""
+    job = put_job(bucket, epochs=3, trainer_silence_s=40)
+    assert agent.run(job, "prepare")[0] == 0
+    started = time.monotonic()
+    code, out = agent.run(job, "train", gpu=True, extra={"LORABOT_STANDIN_FAULT": "hang@3"})
+    assert code == 1, out
+    status = job.status("train")
+    assert status["phase"] == "failed" and status["error"]["kind"] == "hang"
+    assert "printed nothing for" in status["error"]["message"]
+    assert time.monotonic() - started < 20
+    assert job.keys.checkpoint(1) in bucket.objects  # what was done before the hang is kept
+    assert not any("sdxl_train_network" in " ".join(p.cmdline()) for p in psutil.process_iter(["cmdline"])
+                   if p.info["cmdline"])

@@ -158,6 +158,7 @@ def test_a_corrupted_extra_model_file_fails_the_stage_and_leaves_nothing(bucket:
     job = put_job(bucket, epochs=1, extra_models={"ae.safetensors": b"a" * 3000})
     bucket.put("models/ae.safetensors", b"b" * 3000)  # same size, other bytes: the sha256 catches it
     code, _ = agent.run(job, "prepare")
+    assert code != 0
     status = job.status("prepare")
     assert status["phase"] == "failed" and status["error"]["kind"] == "model_download"
     assert "ae.safetensors sha256" in status["error"]["message"]

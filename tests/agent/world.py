@@ -88,7 +88,7 @@ class Job:
 def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256: str | None = "auto",
             dataset: bytes | None = None, upload_dataset: bool = True, stages: list[str] | None = None,
             status_interval_s: float = 5.0, ready_timeout_s: int = 600,
-            extra_models: dict[str, bytes] | None = None) -> Job:
+            extra_models: dict[str, bytes] | None = None, trainer_silence_s: int = 1200) -> Job:
     """Upload the model, the dataset and a manifest for a job on the stand-in trainer; return the job."""
     data = dataset if dataset is not None else dataset_zip()
     data_sha = hashlib.sha256(data).hexdigest()
@@ -116,6 +116,7 @@ def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256:
         dataset_sha256=data_sha, dataset_size=len(data), script="sdxl_train_network.py", args=args,
         files={"dataset.toml": DATASET_TOML, "sample_prompts.txt": PROMPTS}, epochs=epochs, sample_prompts=2,
         store=bucket, expires_s=3600, status_interval_s=status_interval_s, ready_timeout_s=ready_timeout_s,
+        trainer_silence_s=trainer_silence_s,
     )
     job = Job(job_id, output_name, manifest, bucket)
     bucket.put(job.keys.manifest, json.dumps(manifest).encode())
