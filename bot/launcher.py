@@ -120,9 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sandbox:
         settings = settings.model_copy(update={"cloud": "sandbox"})
     if settings.discord.token is None and not args.check:
-        print(
-            "lorabot run: DISCORD_TOKEN is not set (the bot token from the Discord developer portal)", file=sys.stderr
-        )
+        lines = [
+            "lorabot run: DISCORD_TOKEN is not set (the bot token from the Discord developer portal).",
+            *(f"  {line}" for line in start_report(settings)),
+            "  Nothing to set up to see it work: `lorabot demo` trains a LoRA on simulated pods for $0.",
+        ]
+        print("\n".join(lines), file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings)
     from storage.db import migrate
