@@ -234,7 +234,10 @@ def print_job(result: JobResult) -> None:
             f"{usd(pod.ledger_micros)} | {usd(pod.emulator_micros)} |"
         )
     emulator_total = sum(p.emulator_micros for p in result.pods)
+    ledger_pods = sum(p.ledger_micros for p in result.pods)
     print(f"| Total | | | **{usd(c.total_micros)}** | pods {usd(emulator_total)} |")
+    diff = ledger_pods - emulator_total
+    print(f"pods: ledger {ledger_pods:,} µ$, emulator's bill {emulator_total:,} µ$ ({diff:+,} µ$)")
 
 
 def main() -> int:
