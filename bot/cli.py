@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser("plan", help="check a dataset zip and show the exact training command, time and cost")
-    plan.add_argument("dataset", help="the dataset zip (flat folder or {repeats}_{concept} folders), or an https link "
-                      "to one (Hugging Face, Google Drive, Dropbox or direct)")
+    plan.add_argument(
+        "dataset",
+        help="the dataset zip (flat folder or {repeats}_{concept} folders), or an https link "
+        "to one (Hugging Face, Google Drive, Dropbox or direct)",
+    )
     plan.add_argument("--preset", help="training preset (default: the catalog's default, sdxl-character)")
     plan.add_argument("--base-model", help="base model id from the catalog (e.g. illustrious-xl-v0.1)")
     plan.add_argument("--trigger", help="the trigger word the LoRA learns")
@@ -86,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu", help="GPU (e.g. 4090, 3090, a6000)")
     plan.add_argument("--spot", action="store_true", help="price and plan for an interruptible (spot) pod")
     plan.add_argument("--warm", action="store_true", help="assume the volume cache is warm (env + model present)")
-    plan.add_argument("--extra", action="append", type=_extra, default=[], metavar="KEY=VALUE",
-                      help="an allow-listed sd-scripts option (e.g. noise_offset=0.05)")
+    plan.add_argument(
+        "--extra",
+        action="append",
+        type=_extra,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an allow-listed sd-scripts option (e.g. noise_offset=0.05)",
+    )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     # Listed for --help only: main() hands everything after `run`/`demo` to the module untouched.

@@ -307,14 +307,16 @@ def rule_samples(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     samples: default prompts from trigger + class, every epoch, one fixed seed."""
     changes: dict[str, object] = {}
     if not spec.sample_prompts:
-        prompts = tuple(p.replace("{trigger}", spec.trigger).replace("{class}", spec.class_word)
-                        for p in spec.default_prompts)
+        prompts = tuple(
+            p.replace("{trigger}", spec.trigger).replace("{class}", spec.class_word) for p in spec.default_prompts
+        )
         changes["sample_prompts"] = prompts
         ctx.note(
             "fix",
             "sample-prompts",
             f"no sample prompt given: using {len(prompts)} from the trigger and class ("
-            + "; ".join(repr(p) for p in prompts) + f"), seed {spec.seed}",
+            + "; ".join(repr(p) for p in prompts)
+            + f"), seed {spec.seed}",
         )
     if not spec.sample_every_n_epochs:
         changes["sample_every_n_epochs"] = 1
@@ -347,12 +349,16 @@ def rule_sample_prompt_text(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
                 " an option letter: start it with the trigger word instead"
             )
         elif len(text) > ctx.limits.max_prompt_chars:
-            ctx.refuse(f"sample prompt {number} is {len(text)} characters long; the limit is"
-                       f" {ctx.limits.max_prompt_chars}")
+            ctx.refuse(
+                f"sample prompt {number} is {len(text)} characters long; the limit is {ctx.limits.max_prompt_chars}"
+            )
         if text.startswith("#"):
             text = text.lstrip("#").strip()
-            ctx.note("fix", "sample-prompt-comment",
-                     f"removed the leading '#' of sample prompt {number}: sd-scripts skips lines starting with '#'")
+            ctx.note(
+                "fix",
+                "sample-prompt-comment",
+                f"removed the leading '#' of sample prompt {number}: sd-scripts skips lines starting with '#'",
+            )
         if not text:
             ctx.refuse(f"sample prompt {number} is empty")
         cleaned.append(text)
@@ -378,19 +384,29 @@ def rule_resolution(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     step_unit = 64 if spec.family == "sd15" else 32
     if spec.bucket_reso_steps <= 0 or spec.bucket_reso_steps % step_unit:
         changes["bucket_reso_steps"] = 64
-        ctx.note("fix", "bucket-steps", f"bucket_reso_steps {spec.bucket_reso_steps} → 64: the {spec.family}"
-                 f" script asserts a multiple of {step_unit}")
+        ctx.note(
+            "fix",
+            "bucket-steps",
+            f"bucket_reso_steps {spec.bucket_reso_steps} → 64: the {spec.family}"
+            f" script asserts a multiple of {step_unit}",
+        )
     if spec.min_bucket_reso > resolution or spec.max_bucket_reso < resolution:
         low, high = min(spec.min_bucket_reso, resolution), max(spec.max_bucket_reso, resolution)
         changes.update(min_bucket_reso=low, max_bucket_reso=high)
-        ctx.note("fix", "bucket-range", f"bucket range {spec.min_bucket_reso}-{spec.max_bucket_reso} → {low}-{high}"
-                 f" so it contains the resolution {resolution} (sd-scripts asserts it)")
+        ctx.note(
+            "fix",
+            "bucket-range",
+            f"bucket range {spec.min_bucket_reso}-{spec.max_bucket_reso} → {low}-{high}"
+            f" so it contains the resolution {resolution} (sd-scripts asserts it)",
+        )
     if spec.family == "sd15" and resolution > 768:
-        ctx.note("warn", "sd15-resolution", f"SD 1.5 was trained at 512 px; {resolution} px is slow and often"
-                 " repeats subjects. 512-768 is usual")
+        ctx.note(
+            "warn",
+            "sd15-resolution",
+            f"SD 1.5 was trained at 512 px; {resolution} px is slow and often repeats subjects. 512-768 is usual",
+        )
     if spec.family in ("sdxl", "flux") and resolution < 768:
-        ctx.note("warn", "low-resolution", f"{spec.family} works best at 1024 px; {resolution} px gives softer"
-                 " results")
+        ctx.note("warn", "low-resolution", f"{spec.family} works best at 1024 px; {resolution} px gives softer results")
     return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
 
 
@@ -400,8 +416,12 @@ def rule_epochs_and_repeats(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     if spec.repeats is not None and not 1 <= spec.repeats <= ctx.limits.max_repeats:
         ctx.refuse(f"repeats must be between 1 and {ctx.limits.max_repeats}, got {spec.repeats}")
     if spec.repeats is None and any(not c.repeats for c in ctx.dataset.concepts):
-        ctx.note("info", "repeats", f"folders without a '<repeats>_' prefix repeat {spec.default_repeats}x"
-                 f" (preset default); set --repeats to change it")
+        ctx.note(
+            "info",
+            "repeats",
+            f"folders without a '<repeats>_' prefix repeat {spec.default_repeats}x"
+            f" (preset default); set --repeats to change it",
+        )
     return spec
 
 
@@ -412,8 +432,11 @@ def rule_batch_size(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
         return spec
     per_epoch = images_x_repeats(spec, ctx.dataset)
     if 0 < per_epoch < spec.batch_size:
-        ctx.note("fix", "batch-size", f"batch size {spec.batch_size} → {per_epoch}: an epoch has only {per_epoch}"
-                 " images x repeats")
+        ctx.note(
+            "fix",
+            "batch-size",
+            f"batch size {spec.batch_size} → {per_epoch}: an epoch has only {per_epoch} images x repeats",
+        )
         return replace(spec, batch_size=per_epoch)
     return spec
 
@@ -424,12 +447,17 @@ def rule_steps_cap(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     if per_epoch * spec.epochs <= cap or spec.epochs < 1:
         return spec
     if per_epoch > cap:
-        ctx.refuse(f"one epoch is already {per_epoch:,} steps (limit {cap:,} for the whole run): lower --repeats or"
-                   " raise --batch-size")
+        ctx.refuse(
+            f"one epoch is already {per_epoch:,} steps (limit {cap:,} for the whole run): lower --repeats or"
+            " raise --batch-size"
+        )
         return spec
     epochs = cap // per_epoch
-    ctx.note("fix", "steps-cap", f"epochs {spec.epochs} → {epochs}: {spec.epochs} x {per_epoch:,} steps would pass"
-             f" the {cap:,}-step limit")
+    ctx.note(
+        "fix",
+        "steps-cap",
+        f"epochs {spec.epochs} → {epochs}: {spec.epochs} x {per_epoch:,} steps would pass the {cap:,}-step limit",
+    )
     return replace(spec, epochs=epochs)
 
 
@@ -439,9 +467,13 @@ def rule_dim_alpha(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     if not 0 < spec.network_alpha <= 256:
         ctx.refuse(f"network alpha must be above 0 and at most 256, got {spec.network_alpha:g}")
     elif spec.network_alpha > spec.network_dim:
-        ctx.note("warn", "alpha-above-dim", f"network alpha {spec.network_alpha:g} is above dim {spec.network_dim}:"
-                 f" updates are scaled up {spec.network_alpha / spec.network_dim:g}x; alpha ≤ dim is usual"
-                 " (seed 000: 8/16)")
+        ctx.note(
+            "warn",
+            "alpha-above-dim",
+            f"network alpha {spec.network_alpha:g} is above dim {spec.network_dim}:"
+            f" updates are scaled up {spec.network_alpha / spec.network_dim:g}x; alpha ≤ dim is usual"
+            " (seed 000: 8/16)",
+        )
     return spec
 
 
@@ -457,11 +489,19 @@ def rule_learning_rates(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
         if not 0 < lr <= top:
             ctx.refuse(f"{label} must be above 0 and at most {top:g} with {spec.optimizer}, got {lr:g}")
         elif lr > usual:
-            ctx.note("warn", "high-lr", f"{label} {lr:g} is high for {spec.optimizer} (usual ≤ {usual:g});"
-                     " the LoRA may burn in after a few epochs")
+            ctx.note(
+                "warn",
+                "high-lr",
+                f"{label} {lr:g} is high for {spec.optimizer} (usual ≤ {usual:g});"
+                " the LoRA may burn in after a few epochs",
+            )
     if spec.te_lr is not None and spec.te_lr > spec.unet_lr:
-        ctx.note("warn", "te-lr-above-unet", f"text-encoder learning rate {spec.te_lr:g} is above the U-Net's"
-                 f" {spec.unet_lr:g}; half the U-Net rate is usual (seed 000: 5e-05 vs 1e-04)")
+        ctx.note(
+            "warn",
+            "te-lr-above-unet",
+            f"text-encoder learning rate {spec.te_lr:g} is above the U-Net's"
+            f" {spec.unet_lr:g}; half the U-Net rate is usual (seed 000: 5e-05 vs 1e-04)",
+        )
     return spec
 
 

@@ -355,4 +355,3 @@ def _atomic_write_text(path: Path, text: str) -> None:
         stream.write(text.encode())
         stream.close()
         os.replace(tmp_path, path)
-

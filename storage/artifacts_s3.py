@@ -212,9 +212,7 @@ class S3ArtifactStore(ArtifactStore):
         full_prefix = self.prefix + validate_prefix(prefix)
         found: builtins.list[ObjectInfo] = []
         with _errors("list", prefix):
-            for page in self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full_prefix
-            ):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for item in page.get("Contents", []):
                     found.append(
                         ObjectInfo(
@@ -238,9 +236,7 @@ class S3ArtifactStore(ArtifactStore):
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = [{"Key": self._full(key)} for key in keys[start : start + _DELETE_BATCH]]
             with _errors("delete", prefix):
-                response = self._client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
+                response = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             if response.get("Errors"):
                 first = response["Errors"][0]
                 raise ArtifactStoreError(
@@ -321,4 +317,3 @@ def _copy_hashing(body: Any, sink: Any) -> tuple[str, int]:
     finally:
         body.close()
     return digest.hexdigest(), size
-

@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-pytest_plugins = sorted(
-    f"tests.world.{path.stem}" for path in (Path(__file__).parent / "world").glob("fixtures_*.py")
-)
+pytest_plugins = sorted(f"tests.world.{path.stem}" for path in (Path(__file__).parent / "world").glob("fixtures_*.py"))
 
 import logging  # noqa: E402
 

@@ -33,8 +33,11 @@ def _temp_leftovers() -> set[str]:
 def _assert_seed_000_plan(out: str) -> None:
     assert "Steps: 5,900" in out
     assert "--caption_extension=.txt" in out
-    for flag in ("--sample_prompts={job_dir}/sample_prompts.txt", "--sample_every_n_epochs=1",
-                 "--sample_sampler=euler_a"):
+    for flag in (
+        "--sample_prompts={job_dir}/sample_prompts.txt",
+        "--sample_every_n_epochs=1",
+        "--sample_sampler=euler_a",
+    ):
         assert flag in out
     assert "sdxl_train_network.py" in out and "Preset sdxl-character" in out
     totals = _totals(out)
@@ -103,8 +106,9 @@ def test_bad_numbers_are_argument_errors_with_the_value(seed_zip: Path, capsys) 
 
 
 @pytest.mark.parametrize(("command", "module"), [("run", "bot.launcher"), ("demo", "jobs.sandbox.demo")])
-def test_run_and_demo_delegate_or_say_they_are_not_built(command: str, module: str, capsys,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_and_demo_delegate_or_say_they_are_not_built(
+    command: str, module: str, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import types
 
     calls: list[list[str]] = []

@@ -98,12 +98,15 @@ class UploadLinks:
         except (KeyError, ValueError):
             raise _tampered() from None
         try:
-            self.signer.verify("PUT", _key(user_id, channel_id, nonce), query.get("exp"), query.get("op"),
-                               query.get("sig"))
+            self.signer.verify(
+                "PUT", _key(user_id, channel_id, nonce), query.get("exp"), query.get("op"), query.get("sig")
+            )
         except LinkExpired:
-            raise LinkRefused(Refusal.EXPIRED, "This upload link has expired",
-                              f"Upload links work for {self.lifetime_s // 60} minutes. Run /upload in Discord "
-                              "for a new one.") from None
+            raise LinkRefused(
+                Refusal.EXPIRED,
+                "This upload link has expired",
+                f"Upload links work for {self.lifetime_s // 60} minutes. Run /upload in Discord for a new one.",
+            ) from None
         except (InvalidSignature, SignatureRejected):
             raise _tampered() from None
         if check_used and self.used.is_used(nonce):
@@ -112,14 +115,19 @@ class UploadLinks:
 
 
 def used_refusal() -> LinkRefused:
-    return LinkRefused(Refusal.USED, "This upload link was already used",
-                       "Each link takes one dataset. Run /upload in Discord for a new link.")
+    return LinkRefused(
+        Refusal.USED,
+        "This upload link was already used",
+        "Each link takes one dataset. Run /upload in Discord for a new link.",
+    )
 
 
 def _tampered() -> LinkRefused:
-    return LinkRefused(Refusal.TAMPERED, "This upload link is not valid",
-                       "Its signature does not match: it was changed or copied incompletely. Run /upload in Discord "
-                       "for a new link.")
+    return LinkRefused(
+        Refusal.TAMPERED,
+        "This upload link is not valid",
+        "Its signature does not match: it was changed or copied incompletely. Run /upload in Discord for a new link.",
+    )
 
 
 def _key(user_id: int, channel_id: int, nonce: str) -> str:

@@ -61,8 +61,11 @@ class _UploadRoutes:
         except LinkRefused as exc:
             return web.Response(status=exc.status, text=refusal_page(exc.title, str(exc)), content_type="text/html")
         expires = ticket.expires_at.strftime("%Y-%m-%d %H:%M UTC")
-        return web.Response(text=upload_page(self._config.max_bytes, expires), content_type="text/html",
-                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        return web.Response(
+            text=upload_page(self._config.max_bytes, expires),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
 
     async def upload(self, request: web.Request) -> web.Response:
         try:
@@ -97,8 +100,10 @@ class _UploadRoutes:
             await self._on_ready(ticket.user_id, ticket.channel_id, sha, report)
         except Exception:
             log.exception("on_dataset_ready failed for an uploaded dataset %s", sha)
-            return (f"Got it: {report.image_count} images. The dataset is stored, but posting the report to "
-                    "Discord failed; it will show up in /train's dataset_from list.")
+            return (
+                f"Got it: {report.image_count} images. The dataset is stored, but posting the report to "
+                "Discord failed; it will show up in /train's dataset_from list."
+            )
         return f"Got it: {report.image_count} images. The dataset report is in your Discord channel."
 
     def _ingest(self, zip_path: Path, work: Path) -> tuple[DatasetReport, str]:

@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         phase = _guarded(rep, "prepare", lambda: "ready" if run_prepare(ctx, rep) else rep.status["phase"])
         if stage == "prepare" or phase != "ready":
             if stage == "train" and phase == "failed":
-                train_rep = Reporter("train", manifest, layout, clock, http, redact, ctx.stage_log("train"),
-                                     ctx.pod_id)
+                train_rep = Reporter("train", manifest, layout, clock, http, redact, ctx.stage_log("train"), ctx.pod_id)
                 error = rep.status["error"] or {"kind": "internal", "message": "prepare failed"}
                 train_rep.fail(error["kind"], f"prepare failed: {error['message']}")
             return {"ready": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)

@@ -65,15 +65,29 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def run_logged(argv: list[str], log_path: Path, stop: StopFlag, env: dict[str, str], cwd: Path | None = None,
-               poll_s: float = 0.05, on_poll: Callable[[], None] | None = None) -> int:
+def run_logged(
+    argv: list[str],
+    log_path: Path,
+    stop: StopFlag,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    poll_s: float = 0.05,
+    on_poll: Callable[[], None] | None = None,
+) -> int:
     """Run a command with its output appended to the log; a stop request terminates it.
 
     `on_poll` runs while the command runs (every `poll_s`), so a long step can keep its status fresh."""
     with open(log_path, "ab") as log:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=cwd, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             log.write(f"cannot start {argv[0]}: {exc}\n".encode())
             return 127

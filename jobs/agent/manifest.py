@@ -11,8 +11,16 @@ from typing import Any
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-PLACEHOLDERS = ("{python}", "{venv}", "{sd_scripts}", "{job_dir}", "{data_dir}", "{output_dir}", "{model_path}",
-                "{volume}")
+PLACEHOLDERS = (
+    "{python}",
+    "{venv}",
+    "{sd_scripts}",
+    "{job_dir}",
+    "{data_dir}",
+    "{output_dir}",
+    "{model_path}",
+    "{volume}",
+)
 
 
 class ManifestError(ValueError):
@@ -159,12 +167,18 @@ def parse_manifest(body: bytes) -> Manifest:
         if cwd is not None and not isinstance(cwd, str):
             raise ManifestError(f"manifest env.steps[{index}].cwd must be a string")
         expected = step.get("expected_s")
-        if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int | float)
-                                     or expected < 0):
+        if expected is not None and (
+            isinstance(expected, bool) or not isinstance(expected, int | float) or expected < 0
+        ):
             raise ManifestError(f"manifest env.steps[{index}].expected_s must be a number of seconds ≥ 0")
-        steps.append(EnvStep(_require(step, "name", str, f"env.steps[{index}]."),
-                             _argv(step.get("argv"), f"env.steps[{index}].argv"), cwd,
-                             float(expected) if expected is not None else None))
+        steps.append(
+            EnvStep(
+                _require(step, "name", str, f"env.steps[{index}]."),
+                _argv(step.get("argv"), f"env.steps[{index}].argv"),
+                cwd,
+                float(expected) if expected is not None else None,
+            )
+        )
     stages = data.get("stages", ["train"])
     if not isinstance(stages, list) or not set(stages) <= {"prepare", "train"}:
         raise ManifestError(f"manifest stages must be a list of 'prepare'/'train', got {stages!r}")

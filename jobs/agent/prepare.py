@@ -46,12 +46,14 @@ class Prepare:
             if step["state"] in ("done", "skipped"):
                 continue
             if step["name"] == "env":
-                remaining = self.m.env_steps[step.get("env_steps_done", 0):]
+                remaining = self.m.env_steps[step.get("env_steps_done", 0) :]
                 total += sum(DEFAULT_ENV_STEP_S if s.expected_s is None else s.expected_s for s in remaining)
                 # The step under way has been running for a while: count only what is left of it.
                 if remaining and self._env_step_started is not None:
-                    total -= min(self.ctx.clock.now() - self._env_step_started,
-                                 DEFAULT_ENV_STEP_S if remaining[0].expected_s is None else remaining[0].expected_s)
+                    total -= min(
+                        self.ctx.clock.now() - self._env_step_started,
+                        DEFAULT_ENV_STEP_S if remaining[0].expected_s is None else remaining[0].expected_s,
+                    )
             elif step["name"] in ("model", "dataset"):
                 left = max(0, (step["bytes_total"] or 0) - (step["bytes_done"] or 0))
                 total += left / self.rate_bytes_per_s
@@ -69,8 +71,9 @@ class Prepare:
         return self.ctx.clock.now()
 
     def _done(self, name: str, started: float, cached: bool) -> None:
-        self.rep.step(name, state="skipped" if cached else "done", cached=cached,
-                      seconds=round(self.ctx.clock.now() - started, 3))
+        self.rep.step(
+            name, state="skipped" if cached else "done", cached=cached, seconds=round(self.ctx.clock.now() - started, 3)
+        )
         self.rep.log(f"step {name}: {'cached, skipped' if cached else 'done'}")
 
     # --- the stage ------------------------------------------------------------------------------------------
@@ -110,12 +113,14 @@ class Prepare:
                 self.rep.log(f"env step {step.name}: {' '.join(argv)}")
                 cwd = Path(layout.expand(step.cwd)) if step.cwd else layout.env_dir
                 self._env_step_started = self.ctx.clock.now()
-                code = run_logged(argv, self.log_path, self.ctx.stop, self.ctx.child_env(), cwd=cwd,
-                                  on_poll=self._publish)
+                code = run_logged(
+                    argv, self.log_path, self.ctx.stop, self.ctx.child_env(), cwd=cwd, on_poll=self._publish
+                )
                 self._env_step_started = None
                 if code != 0:
-                    raise StageFailed("env_build", f"environment step '{step.name}' exited with code {code}; "
-                                                   "see the prepare log")
+                    raise StageFailed(
+                        "env_build", f"environment step '{step.name}' exited with code {code}; see the prepare log"
+                    )
                 self.rep.step("env", env_steps_done=index + 1)
                 self._publish()
             recipe = {"name": self.m.env_name, "hash": self.m.recipe_hash, "built_at": self.ctx.clock.iso()}
@@ -132,8 +137,7 @@ class Prepare:
             if elapsed > 0 and done > began_bytes:
                 self.rate_bytes_per_s = (done - began_bytes) / elapsed
             known_total = self.rep.step(step)["bytes_total"]
-            self.rep.step(step, bytes_done=offset + done,
-                          bytes_total=max(known_total or 0, offset + (total or 0)))
+            self.rep.step(step, bytes_done=offset + done, bytes_total=max(known_total or 0, offset + (total or 0)))
             self._publish()
 
         self.ctx.http.download(url, part, headers=headers, on_progress=progress)
@@ -179,8 +183,10 @@ class Prepare:
                 digest = sha256_file(part)
                 if digest != file.sha256:
                     part.unlink()
-                    raise StageFailed("model_download", f"{file.filename} sha256 is {digest}, expected "
-                                                        f"{file.sha256}; the partial file was removed")
+                    raise StageFailed(
+                        "model_download",
+                        f"{file.filename} sha256 is {digest}, expected {file.sha256}; the partial file was removed",
+                    )
             os.replace(part, target)
             fsync_dir(target.parent)
             atomic_write(verified, expected.encode())
@@ -223,9 +229,12 @@ class Prepare:
                 tmp.unlink()
             os.symlink(target, tmp)
             os.replace(tmp, layout.data_dir)
-        ready = {"job_id": self.m.job_id, "recipe_hash": self.m.recipe_hash,
-                 "model": {"filename": self.m.model_filename, "sha256": self.m.model_sha256},
-                 "dataset_sha256": self.m.dataset_sha256}
+        ready = {
+            "job_id": self.m.job_id,
+            "recipe_hash": self.m.recipe_hash,
+            "model": {"filename": self.m.model_filename, "sha256": self.m.model_sha256},
+            "dataset_sha256": self.m.dataset_sha256,
+        }
         write_if_changed(layout.ready, json.dumps(ready, sort_keys=True).encode())
         fsync_dir(layout.job_dir)
 

@@ -51,8 +51,17 @@ class Reporter:
     A copy lives on the volume, so an agent started again for the same job continues the same history and seq.
     """
 
-    def __init__(self, stage: str, manifest: Manifest, layout: Layout, clock: Clock, http: Http,
-                 redact: Redactor, log: AgentLog, pod_id: str) -> None:
+    def __init__(
+        self,
+        stage: str,
+        manifest: Manifest,
+        layout: Layout,
+        clock: Clock,
+        http: Http,
+        redact: Redactor,
+        log: AgentLog,
+        pod_id: str,
+    ) -> None:
         self.stage = stage
         self.manifest = manifest
         self.clock = clock
@@ -70,9 +79,20 @@ class Reporter:
                 except (ValueError, AttributeError):
                     continue
         self.status: dict[str, Any] = {
-            "job_id": manifest.job_id, "stage": stage, "pod_id": pod_id, "seq": seq, "updated_at": None,
-            "phase": "starting", "steps": [], "eta_seconds": None, "progress": None, "epochs": [],
-            "final": None, "last_completed_epoch": None, "resumed_from": None, "error": None,
+            "job_id": manifest.job_id,
+            "stage": stage,
+            "pod_id": pod_id,
+            "seq": seq,
+            "updated_at": None,
+            "phase": "starting",
+            "steps": [],
+            "eta_seconds": None,
+            "progress": None,
+            "epochs": [],
+            "final": None,
+            "last_completed_epoch": None,
+            "resumed_from": None,
+            "error": None,
             "timings": {"started_at": clock.iso()},
         }
 
@@ -88,8 +108,7 @@ class Reporter:
             if step["name"] == name:
                 step.update(fields)
                 return step
-        step = {"name": name, "state": "pending", "cached": False, "seconds": None, "bytes_done": 0,
-                "bytes_total": 0}
+        step = {"name": name, "state": "pending", "cached": False, "seconds": None, "bytes_done": 0, "bytes_total": 0}
         step.update(fields)
         self.status["steps"].append(step)
         return step
@@ -131,7 +150,8 @@ class Reporter:
         if url is None:
             return
         try:
-            self.http.put_bytes(url, log_tail(path, self.redact), attempts=2 if quick else None,
-                                timeout=2.0 if quick else 30.0)
+            self.http.put_bytes(
+                url, log_tail(path, self.redact), attempts=2 if quick else None, timeout=2.0 if quick else 30.0
+            )
         except (HttpFailure, Stopped) as exc:
             self.log(f"could not upload the log tail: {exc}")

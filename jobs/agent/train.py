@@ -72,8 +72,11 @@ class Train:
         while not ready.is_file():
             waited = clock.now() - started
             if waited >= self.m.ready_timeout_s:
-                raise StageFailed("ready_timeout", f"the volume was not READY after {waited:.0f} s "
-                                                   f"(limit {self.m.ready_timeout_s:.0f} s); did the CPU stage fail?")
+                raise StageFailed(
+                    "ready_timeout",
+                    f"the volume was not READY after {waited:.0f} s "
+                    f"(limit {self.m.ready_timeout_s:.0f} s); did the CPU stage fail?",
+                )
             self.rep.status["eta_seconds"] = None
             if self.rep.due():
                 self.rep.publish()
@@ -89,11 +92,13 @@ class Train:
         self.rep.phase("checking_gpu")
         if not self.layout.env_complete.is_file():
             raise StageFailed("env_build", f"the environment {self.m.recipe_hash} is not complete on the volume")
-        code = run_logged(self.layout.expand_argv(self.m.gpu_check), self.log_path, self.ctx.stop,
-                          self.ctx.child_env())
+        code = run_logged(self.layout.expand_argv(self.m.gpu_check), self.log_path, self.ctx.stop, self.ctx.child_env())
         if code != 0:
-            raise StageFailed("no_gpu", f"the GPU check exited with code {code}: torch does not see a CUDA GPU on "
-                                        "this pod, so training was not started")
+            raise StageFailed(
+                "no_gpu",
+                f"the GPU check exited with code {code}: torch does not see a CUDA GPU on "
+                "this pod, so training was not started",
+            )
         self.rep.step("gpu_check", state="done", seconds=round(clock.now() - started, 3))
 
     # --- the trainer ------------------------------------------------------------------------------------------
@@ -117,9 +122,16 @@ class Train:
         env["PYTHONUNBUFFERED"] = "1"
         self.rep.log(f"starting the trainer: {' '.join(argv)}")
         with open(self.trainer_log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=layout.sd_scripts, env=env, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=layout.sd_scripts,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         (layout.job_dir / "trainer.pid").write_text(str(self.proc.pid))
         self.rep.step("training", state="running")
         self.rep.timing("training_started_at")
@@ -152,8 +164,11 @@ class Train:
                     silent = self.ctx.clock.now() - last_output
                     self.rep.log(f"the trainer printed nothing for {silent:.0f} s: stopping it as hung")
                     self.stop_trainer()
-                    raise StageFailed("hang", f"sd-scripts printed nothing for {silent / 60:.0f} min and was stopped "
-                                              "(a hung data loader or a deadlock); the last saved epoch is kept")
+                    raise StageFailed(
+                        "hang",
+                        f"sd-scripts printed nothing for {silent / 60:.0f} min and was stopped "
+                        "(a hung data loader or a deadlock); the last saved epoch is kept",
+                    )
                 self.parser.feed(decoder.decode(chunk))
                 self.collect(settled=exit_code is not None)
                 self.rep.status["progress"] = self.parser.snapshot()
@@ -218,16 +233,28 @@ class Train:
         last_complete = None
         for epoch in range(1, self.m.epochs + 1):
             checkpoint = self.ledger.get(f"checkpoint/{epoch}")
-            samples = [{"index": int(key.rsplit("/", 1)[1]), "sha256": e["sha256"], "size": e["size"]}
-                       for key, e in sorted(self.ledger.entries.items()) if key.startswith(f"sample/{epoch}/")]
+            samples = [
+                {"index": int(key.rsplit("/", 1)[1]), "sha256": e["sha256"], "size": e["size"]}
+                for key, e in sorted(self.ledger.entries.items())
+                if key.startswith(f"sample/{epoch}/")
+            ]
             if checkpoint is None and not samples:
                 continue
             loss = (checkpoint or {}).get("loss")
-            epochs.append({"epoch": epoch, "loss": loss,
-                           "checkpoint": None if checkpoint is None else {
-                               "key_hint": f"checkpoints/{epoch}", "sha256": checkpoint["sha256"],
-                               "size": checkpoint["size"]},
-                           "samples": sorted(samples, key=lambda s: s["index"])})
+            epochs.append(
+                {
+                    "epoch": epoch,
+                    "loss": loss,
+                    "checkpoint": None
+                    if checkpoint is None
+                    else {
+                        "key_hint": f"checkpoints/{epoch}",
+                        "sha256": checkpoint["sha256"],
+                        "size": checkpoint["size"],
+                    },
+                    "samples": sorted(samples, key=lambda s: s["index"]),
+                }
+            )
             expected = len(self.m.uploads.get("samples", {}).get(str(epoch), []) or [])
             has_checkpoint = checkpoint is not None or not self.m.upload_url("checkpoints", str(epoch))
             if has_checkpoint and len(samples) >= expected:
@@ -260,8 +287,9 @@ class Train:
             self.rep.fail(kind, message)
             return
         if not self.sizes.complete(final, settled=True):
-            self.rep.fail("trainer_crash", "sd-scripts exited normally but wrote no complete final LoRA "
-                                           f"({final.name})")
+            self.rep.fail(
+                "trainer_crash", f"sd-scripts exited normally but wrote no complete final LoRA ({final.name})"
+            )
             return
         self.rep.phase("uploading")
         self.upload_final(final)
@@ -271,8 +299,11 @@ class Train:
         self.rep.step("final_upload", state="running")
         if url and not self.ledger.has("final") and not self.upload("final", final, url, None):
             self.rep.step("final_upload", state="failed")
-            self.rep.fail("internal", "the final LoRA could not be uploaded; it is on the volume and the next "
-                                      "train run uploads it without training again")
+            self.rep.fail(
+                "internal",
+                "the final LoRA could not be uploaded; it is on the volume and the next "
+                "train run uploads it without training again",
+            )
             return
         self.rep.step("final_upload", state="done", cached=False)
         self.refresh_epochs()

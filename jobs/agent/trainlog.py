@@ -22,14 +22,22 @@ AVR_LOSS = re.compile(r"avr_loss=([-+]?(?:nan|inf|[\d.]+(?:e[-+]?\d+)?))", re.IG
 
 # Most specific first: an OOM traceback also contains "Traceback" and "Error".
 FAILURE_PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
-    ("oom", re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory"),
-     "The GPU ran out of memory. Try a smaller batch size or resolution, or enable gradient checkpointing."),
-    ("nan", re.compile(r"avr_loss=nan|loss is nan|NaN detected", re.IGNORECASE),
-     "The loss became NaN, so training was stopped. Try a lower learning rate or another precision."),
-    ("assertion", re.compile(r"AssertionError"),
-     "sd-scripts refused the settings (an assertion failed)."),
-    ("missing_file", re.compile(r"FileNotFoundError|No such file or directory"),
-     "sd-scripts could not find a file it needs."),
+    (
+        "oom",
+        re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory"),
+        "The GPU ran out of memory. Try a smaller batch size or resolution, or enable gradient checkpointing.",
+    ),
+    (
+        "nan",
+        re.compile(r"avr_loss=nan|loss is nan|NaN detected", re.IGNORECASE),
+        "The loss became NaN, so training was stopped. Try a lower learning rate or another precision.",
+    ),
+    ("assertion", re.compile(r"AssertionError"), "sd-scripts refused the settings (an assertion failed)."),
+    (
+        "missing_file",
+        re.compile(r"FileNotFoundError|No such file or directory"),
+        "sd-scripts could not find a file it needs.",
+    ),
 ]
 
 
@@ -113,8 +121,15 @@ class TrainLog:
 
     def snapshot(self) -> dict[str, object]:
         p = self.progress
-        return {"step": p.step, "total_steps": p.total_steps, "epoch": p.epoch, "total_epochs": p.total_epochs,
-                "loss": p.loss, "it_per_s": p.it_per_s, "eta_seconds": p.eta_seconds}
+        return {
+            "step": p.step,
+            "total_steps": p.total_steps,
+            "epoch": p.epoch,
+            "total_epochs": p.total_epochs,
+            "loss": p.loss,
+            "it_per_s": p.it_per_s,
+            "eta_seconds": p.eta_seconds,
+        }
 
 
 def classify_failure(tail: list[str], nan_seen: bool, exit_code: int | None) -> tuple[str, str]:

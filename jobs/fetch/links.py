@@ -49,8 +49,9 @@ def direct_link(url: str, *, hf_token: str | None = None) -> DirectLink:
     if host in DROPBOX_HOSTS:
         query = {k: v for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k not in ("dl", "raw")}
         query["dl"] = ["1"]
-        return DirectLink(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, doseq=True), "")),
-                          "dropbox")
+        return DirectLink(
+            urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, doseq=True), "")), "dropbox"
+        )
     return DirectLink(urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, "")), "direct")
 
 

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COPY_TREE = ("import shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2], "
-             "ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))")
+COPY_TREE = (
+    "import shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2], "
+    "ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))"
+)
 FAKE_GPU_CHECK = "import os,sys; sys.exit(0 if os.environ.get('LORABOT_FAKE_GPU') else 3)"
 
 

@@ -76,8 +76,7 @@ def test_a_second_job_on_the_same_volume_skips_every_cached_step(bucket: Bucket,
     assert downloads_after == downloads_before
 
 
-def test_each_stage_run_twice_does_no_work_twice_and_leaves_the_same_files(bucket: Bucket, agent: Agent,
-                                                                          volume: Path):
+def test_each_stage_run_twice_does_no_work_twice_and_leaves_the_same_files(bucket: Bucket, agent: Agent, volume: Path):
     job = put_job(bucket, epochs=2)
     assert agent.run(job, "prepare")[0] == 0
     files = volume_files(volume)
@@ -105,8 +104,7 @@ def test_warm_job_prepares_and_trains_on_the_gpu_pod_itself(bucket: Bucket, agen
     assert job.status("train")["phase"] == "succeeded"
 
 
-def test_sigterm_at_epoch_4_of_10_then_a_new_pod_trains_epochs_5_to_10_once(bucket: Bucket, agent: Agent,
-                                                                          volume: Path):
+def test_sigterm_at_epoch_4_of_10_then_a_new_pod_trains_epochs_5_to_10_once(bucket: Bucket, agent: Agent, volume: Path):
     job = put_job(bucket, epochs=10)
     assert agent.run(job, "prepare")[0] == 0
     output = volume / "lorabot/jobs/j1/output"

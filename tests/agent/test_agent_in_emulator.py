@@ -19,12 +19,16 @@ RTX_4090 = "NVIDIA GeForce RTX 4090"
 
 
 def pod_env(job, stage: str, s3_world: S3World) -> dict[str, str]:
-    return {"LORABOT_AGENT_URL": s3_world.presign_get("agent/lorabot.pyz"), "LORABOT_MANIFEST_URL": job.manifest_url,
-            "LORABOT_STAGE": stage, "LORABOT_VOLUME": "/workspace", "HF_TOKEN": "hf_secretvalue123"}
+    return {
+        "LORABOT_AGENT_URL": s3_world.presign_get("agent/lorabot.pyz"),
+        "LORABOT_MANIFEST_URL": job.manifest_url,
+        "LORABOT_STAGE": stage,
+        "LORABOT_VOLUME": "/workspace",
+        "HF_TOKEN": "hf_secretvalue123",
+    }
 
 
-async def test_cpu_pod_prepares_the_volume_and_gpu_pod_trains_on_it(runpod_emulator: RunpodEmulator,
-                                                                    s3_world: S3World):
+async def test_cpu_pod_prepares_the_volume_and_gpu_pod_trains_on_it(runpod_emulator: RunpodEmulator, s3_world: S3World):
     agent, _sha = build_agent()
     s3_world.put("agent/lorabot.pyz", agent)
     job = put_job(s3_world, "j7", epochs=3)
@@ -33,12 +37,24 @@ async def test_cpu_pod_prepares_the_volume_and_gpu_pod_trains_on_it(runpod_emula
     runpod_emulator.set_startup_delay("gpu", 1)
     runpod_emulator.set_startup_delay("cpu", 60)
 
-    gpu = runpod.create_pod("lorabot-j7-gpu", "runpod/pytorch", RTX_4090, network_volume_id=volume.id,
-                            volume_mount_path="/workspace", docker_args=start_command(),
-                            env=pod_env(job, "train", s3_world))["id"]
-    cpu = runpod.create_pod("lorabot-j7-cpu", "runpod/base", instance_id="cpu3g-2-8", network_volume_id=volume.id,
-                            volume_mount_path="/workspace", docker_args=start_command(),
-                            env=pod_env(job, "prepare", s3_world))["id"]
+    gpu = runpod.create_pod(
+        "lorabot-j7-gpu",
+        "runpod/pytorch",
+        RTX_4090,
+        network_volume_id=volume.id,
+        volume_mount_path="/workspace",
+        docker_args=start_command(),
+        env=pod_env(job, "train", s3_world),
+    )["id"]
+    cpu = runpod.create_pod(
+        "lorabot-j7-cpu",
+        "runpod/base",
+        instance_id="cpu3g-2-8",
+        network_volume_id=volume.id,
+        volume_mount_path="/workspace",
+        docker_args=start_command(),
+        env=pod_env(job, "prepare", s3_world),
+    )["id"]
 
     def phase(stage: str) -> str | None:
         return job.status(stage)["phase"] if s3_world.exists(job.keys.status(stage)) else None

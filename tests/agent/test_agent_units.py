@@ -22,8 +22,12 @@ from jobs.sandbox.recipe import sandbox_recipe
 
 
 def safetensors(data: bytes = b"\x00" * 16) -> bytes:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, len(data)]},
-                         "__metadata__": {"ss_output_name": "kana"}}).encode()
+    header = json.dumps(
+        {
+            "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, len(data)]},
+            "__metadata__": {"ss_output_name": "kana"},
+        }
+    ).encode()
     return struct.pack("<Q", len(header)) + header + data
 
 
@@ -63,8 +67,15 @@ def test_progress_comes_from_the_tqdm_bar_and_the_epoch_lines():
     log = TrainLog(total_epochs=10)
     log.feed("  total optimization steps / 学習ステップ数: 5900\n\nepoch 2/10\n\n")
     log.feed("steps:  10%|█         | 590/5900 [05:01<45:10,  1.96it/s, avr_loss=0.0912]\rsteps:  10%|█   ")
-    assert log.snapshot() == {"step": 590, "total_steps": 5900, "epoch": 2, "total_epochs": 10, "loss": 0.0912,
-                              "it_per_s": 1.96, "eta_seconds": 2709.2}
+    assert log.snapshot() == {
+        "step": 590,
+        "total_steps": 5900,
+        "epoch": 2,
+        "total_epochs": 10,
+        "loss": 0.0912,
+        "it_per_s": 1.96,
+        "eta_seconds": 2709.2,
+    }
 
 
 def test_after_a_resume_the_restarted_bar_is_offset_by_the_epochs_already_done():
@@ -115,6 +126,7 @@ def test_the_bundle_is_deterministic_and_runs_as_a_zipapp(tmp_path: Path):
     pyz.write_bytes(first)
     done = subprocess.run([sys.executable, str(pyz), "bogus"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "usage: python3 agent.pyz prepare|train" in done.stderr
-    done = subprocess.run([sys.executable, str(pyz), "train"], capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin"})
+    done = subprocess.run(
+        [sys.executable, str(pyz), "train"], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin"}
+    )
     assert done.returncode == 2 and "LORABOT_MANIFEST_URL is not set" in done.stderr

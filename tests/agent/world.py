@@ -32,6 +32,7 @@ class Store(Protocol):
 
     def read(self, key: str) -> bytes: ...
 
+
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "jobs" / "sandbox" / "sdscripts"
 # Simulated seconds per real second: an epoch of the stand-in (2 steps, a checkpoint, a state, 2 samples) takes
@@ -85,10 +86,20 @@ class Job:
         return [json.loads(line) for line in self.bucket.read(self.keys.history(stage)).splitlines()]
 
 
-def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256: str | None = "auto",
-            dataset: bytes | None = None, upload_dataset: bool = True, stages: list[str] | None = None,
-            status_interval_s: float = 5.0, ready_timeout_s: int = 600,
-            extra_models: dict[str, bytes] | None = None, trainer_silence_s: int = 1200) -> Job:
+def put_job(
+    bucket: Store,
+    job_id: str = "j1",
+    *,
+    epochs: int = 3,
+    model_sha256: str | None = "auto",
+    dataset: bytes | None = None,
+    upload_dataset: bool = True,
+    stages: list[str] | None = None,
+    status_interval_s: float = 5.0,
+    ready_timeout_s: int = 600,
+    extra_models: dict[str, bytes] | None = None,
+    trainer_silence_s: int = 1200,
+) -> Job:
     """Upload the model, the dataset and a manifest for a job on the stand-in trainer; return the job."""
     data = dataset if dataset is not None else dataset_zip()
     data_sha = hashlib.sha256(data).hexdigest()
@@ -100,22 +111,53 @@ def put_job(bucket: Store, job_id: str = "j1", *, epochs: int = 3, model_sha256:
     extras = []
     for filename, content in (extra_models or {}).items():
         bucket.put(f"models/{filename}", content)
-        extras.append(ModelSource(url=bucket.presign_get(f"models/{filename}"), filename=filename,
-                                  size=len(content), sha256=hashlib.sha256(content).hexdigest()))
+        extras.append(
+            ModelSource(
+                url=bucket.presign_get(f"models/{filename}"),
+                filename=filename,
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+            )
+        )
     args = [
-        "--pretrained_model_name_or_path={model_path}", "--dataset_config={job_dir}/dataset.toml",
-        "--output_dir={output_dir}", f"--output_name={output_name}", "--network_module=networks.lora",
-        "--network_dim=4", f"--max_train_epochs={epochs}", "--save_every_n_epochs=1", "--save_state",
-        "--sample_prompts={job_dir}/sample_prompts.txt", "--sample_every_n_epochs=1",
-        "--save_model_as=safetensors", "--seed=42",
+        "--pretrained_model_name_or_path={model_path}",
+        "--dataset_config={job_dir}/dataset.toml",
+        "--output_dir={output_dir}",
+        f"--output_name={output_name}",
+        "--network_module=networks.lora",
+        "--network_dim=4",
+        f"--max_train_epochs={epochs}",
+        "--save_every_n_epochs=1",
+        "--save_state",
+        "--sample_prompts={job_dir}/sample_prompts.txt",
+        "--sample_every_n_epochs=1",
+        "--save_model_as=safetensors",
+        "--seed=42",
     ]
     manifest = build_manifest(
-        job_id=job_id, output_name=output_name, stages=stages or ["train"], env_recipe=sandbox_recipe(STANDIN),
-        model=ModelSource(url=bucket.presign_get("models/base.safetensors"), filename="base.safetensors",
-                          size=len(MODEL_BYTES), sha256=sha, token_env="HF_TOKEN", extra_files=tuple(extras)),
-        dataset_sha256=data_sha, dataset_size=len(data), script="sdxl_train_network.py", args=args,
-        files={"dataset.toml": DATASET_TOML, "sample_prompts.txt": PROMPTS}, epochs=epochs, sample_prompts=2,
-        store=bucket, expires_s=3600, status_interval_s=status_interval_s, ready_timeout_s=ready_timeout_s,
+        job_id=job_id,
+        output_name=output_name,
+        stages=stages or ["train"],
+        env_recipe=sandbox_recipe(STANDIN),
+        model=ModelSource(
+            url=bucket.presign_get("models/base.safetensors"),
+            filename="base.safetensors",
+            size=len(MODEL_BYTES),
+            sha256=sha,
+            token_env="HF_TOKEN",
+            extra_files=tuple(extras),
+        ),
+        dataset_sha256=data_sha,
+        dataset_size=len(data),
+        script="sdxl_train_network.py",
+        args=args,
+        files={"dataset.toml": DATASET_TOML, "sample_prompts.txt": PROMPTS},
+        epochs=epochs,
+        sample_prompts=2,
+        store=bucket,
+        expires_s=3600,
+        status_interval_s=status_interval_s,
+        ready_timeout_s=ready_timeout_s,
         trainer_silence_s=trainer_silence_s,
     )
     job = Job(job_id, output_name, manifest, bucket)
@@ -131,24 +173,41 @@ class Agent:
 
     def env(self, job: Job, stage: str, gpu: bool, extra: dict[str, str] | None) -> dict[str, str]:
         env = {
-            "PATH": os.environ["PATH"], "HOME": str(self.workdir), "LORABOT_MANIFEST_URL": job.manifest_url,
-            "LORABOT_AGENT_URL": job.bucket.presign_get("agent.pyz"), "LORABOT_STAGE": stage,
-            "LORABOT_VOLUME": str(self.volume), "LORABOT_TIME_SCALE": str(TIME_SCALE),
-            "RUNPOD_POD_ID": f"pod-{stage}", "HF_TOKEN": "hf_secretvalue123",
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.workdir),
+            "LORABOT_MANIFEST_URL": job.manifest_url,
+            "LORABOT_AGENT_URL": job.bucket.presign_get("agent.pyz"),
+            "LORABOT_STAGE": stage,
+            "LORABOT_VOLUME": str(self.volume),
+            "LORABOT_TIME_SCALE": str(TIME_SCALE),
+            "RUNPOD_POD_ID": f"pod-{stage}",
+            "HF_TOKEN": "hf_secretvalue123",
         }
         if gpu:
             env["LORABOT_FAKE_GPU"] = "NVIDIA GeForce RTX 4090"
         env.update(extra or {})
         return env
 
-    def start(self, job: Job, stage: str, *, gpu: bool = False, extra: dict[str, str] | None = None,
-              ) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, str(self.pyz), stage], cwd=self.workdir,
-                                env=self.env(job, stage, gpu, extra), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    def start(
+        self,
+        job: Job,
+        stage: str,
+        *,
+        gpu: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(self.pyz), stage],
+            cwd=self.workdir,
+            env=self.env(job, stage, gpu, extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
-    def run(self, job: Job, stage: str, *, gpu: bool = False, extra: dict[str, str] | None = None,
-            timeout: float = 60) -> tuple[int, str]:
+    def run(
+        self, job: Job, stage: str, *, gpu: bool = False, extra: dict[str, str] | None = None, timeout: float = 60
+    ) -> tuple[int, str]:
         proc = self.start(job, stage, gpu=gpu, extra=extra)
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out

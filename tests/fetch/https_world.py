@@ -78,8 +78,16 @@ class HttpsWorld:
     def transport(self) -> FetchTransport:
         return FetchTransport(ssl_context=self.client_ssl(), dial_overrides={PUBLIC_LOOKING_IP: "127.0.0.1"})
 
-    async def fetch(self, url: str, *, dest: Path | None = None, guard: SsrfGuard | None = None,
-                    max_bytes: int = 10_000_000, timeouts: FetchTimeouts | None = None, **kwargs: Any) -> FetchResult:
+    async def fetch(
+        self,
+        url: str,
+        *,
+        dest: Path | None = None,
+        guard: SsrfGuard | None = None,
+        max_bytes: int = 10_000_000,
+        timeouts: FetchTimeouts | None = None,
+        **kwargs: Any,
+    ) -> FetchResult:
         return await fetch_dataset(
             url,
             dest or self.tmp / "dl" / "dataset.zip",
@@ -138,8 +146,9 @@ class HttpsWorld:
         if path == "/page.html":
             return web.Response(text="<!DOCTYPE html><html><body>Download</body></html>", content_type="text/html")
         if path == "/disguised":
-            return web.Response(body=b"<!DOCTYPE html>\n<html><body>sign in</body></html>",
-                                content_type="application/octet-stream")
+            return web.Response(
+                body=b"<!DOCTYPE html>\n<html><body>sign in</body></html>", content_type="application/octet-stream"
+            )
         if path == "/truncated":
             return await self._truncated(request)
         raise web.HTTPNotFound(text="no such file")

@@ -161,5 +161,7 @@ async def test_progress_is_reported_while_reading(https_world: HttpsWorld, tmp_p
 
 async def test_not_a_link_at_all(https_world: HttpsWorld) -> None:
     error = await refused(https_world, "kana.zip")
-    assert str(error) == "The dataset link is not usable: the dataset link must be a full web address starting " \
+    assert (
+        str(error) == "The dataset link is not usable: the dataset link must be a full web address starting "
         "with https://."
+    )

@@ -102,7 +102,8 @@ async def test_a_public_link_that_redirects_to_loopback_is_refused(https_world: 
 
 async def test_a_legacy_numeric_ipv4_form_is_not_a_way_around(https_world: HttpsWorld) -> None:
     with pytest.raises(FetchError) as caught:
-        await https_world.fetch(f"https://2130706433:{https_world.port}/files/data.zip",
-                                guard=https_world.guard(allow=()))
+        await https_world.fetch(
+            f"https://2130706433:{https_world.port}/files/data.zip", guard=https_world.guard(allow=())
+        )
     assert caught.value.code in ("blocked_address", "bad_link")
     assert https_world.log.requests == []

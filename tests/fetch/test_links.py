@@ -11,19 +11,31 @@ from jobs.fetch.links import drive_confirmation_url
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("https://huggingface.co/datasets/alice/kana/blob/main/data/kana.zip",
-         "https://huggingface.co/datasets/alice/kana/resolve/main/data/kana.zip"),
-        ("https://huggingface.co/alice/kana-lora/blob/v1.0/train.zip?download=true",
-         "https://huggingface.co/alice/kana-lora/resolve/v1.0/train.zip?download=true"),
-        ("https://huggingface.co/datasets/alice/kana/resolve/main/kana.zip",
-         "https://huggingface.co/datasets/alice/kana/resolve/main/kana.zip"),
-        ("https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQ/view?usp=sharing",
-         "https://drive.google.com/uc?export=download&id=1AbCdEfGhIjKlMnOpQ"),
-        ("https://drive.google.com/open?id=1AbCdEfGhIjKlMnOpQ",
-         "https://drive.google.com/uc?export=download&id=1AbCdEfGhIjKlMnOpQ"),
+        (
+            "https://huggingface.co/datasets/alice/kana/blob/main/data/kana.zip",
+            "https://huggingface.co/datasets/alice/kana/resolve/main/data/kana.zip",
+        ),
+        (
+            "https://huggingface.co/alice/kana-lora/blob/v1.0/train.zip?download=true",
+            "https://huggingface.co/alice/kana-lora/resolve/v1.0/train.zip?download=true",
+        ),
+        (
+            "https://huggingface.co/datasets/alice/kana/resolve/main/kana.zip",
+            "https://huggingface.co/datasets/alice/kana/resolve/main/kana.zip",
+        ),
+        (
+            "https://drive.google.com/file/d/1AbCdEfGhIjKlMnOpQ/view?usp=sharing",
+            "https://drive.google.com/uc?export=download&id=1AbCdEfGhIjKlMnOpQ",
+        ),
+        (
+            "https://drive.google.com/open?id=1AbCdEfGhIjKlMnOpQ",
+            "https://drive.google.com/uc?export=download&id=1AbCdEfGhIjKlMnOpQ",
+        ),
         ("https://www.dropbox.com/s/abc123/kana.zip?dl=0", "https://www.dropbox.com/s/abc123/kana.zip?dl=1"),
-        ("https://www.dropbox.com/scl/fi/xyz/kana.zip?rlkey=k9&dl=0",
-         "https://www.dropbox.com/scl/fi/xyz/kana.zip?rlkey=k9&dl=1"),
+        (
+            "https://www.dropbox.com/scl/fi/xyz/kana.zip?rlkey=k9&dl=0",
+            "https://www.dropbox.com/scl/fi/xyz/kana.zip?rlkey=k9&dl=1",
+        ),
         ("https://example.org/files/kana.zip#frag", "https://example.org/files/kana.zip"),
     ],
 )
@@ -54,8 +66,10 @@ def test_unusable_links_say_why(given: str, message: str) -> None:
 
 
 def test_the_drive_warning_page_yields_the_download_anyway_url() -> None:
-    page = ('<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
-            '<input type="hidden" name="id" value="ID1"><input type="hidden" name="confirm" value="t"></form>')
+    page = (
+        '<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
+        '<input type="hidden" name="id" value="ID1"><input type="hidden" name="confirm" value="t"></form>'
+    )
     assert drive_confirmation_url("https://drive.google.com/uc", page) == (
         "https://drive.usercontent.google.com/download?id=ID1&confirm=t"
     )

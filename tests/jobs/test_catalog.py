@@ -43,12 +43,21 @@ def test_unknown_model_names_close_matches_and_all_known_ids() -> None:
     ("old", "new", "message"),
     [
         ('family = "sd15"', 'family = "sd3"', "family 'sd3' is not one of sdxl, sd15, flux"),
-        ('filename = "v1-5-pruned-emaonly.safetensors"', 'filename = "../evil.safetensors"',
-         "filename '../evil.safetensors' must be a plain file name (no folders)"),
-        ('url = "https://huggingface.co/stable-diffusion-v1-5', 'url = "http://huggingface.co/stable-diffusion-v1-5',
-         "url must start with https://"),
-        ('token_env = "CIVITAI_TOKEN"', 'token_env = "hunter2-secret"',
-         "token_env must be an environment variable name like HF_TOKEN"),
+        (
+            'filename = "v1-5-pruned-emaonly.safetensors"',
+            'filename = "../evil.safetensors"',
+            "filename '../evil.safetensors' must be a plain file name (no folders)",
+        ),
+        (
+            'url = "https://huggingface.co/stable-diffusion-v1-5',
+            'url = "http://huggingface.co/stable-diffusion-v1-5',
+            "url must start with https://",
+        ),
+        (
+            'token_env = "CIVITAI_TOKEN"',
+            'token_env = "hunter2-secret"',
+            "token_env must be an environment variable name like HF_TOKEN",
+        ),
         ('  role = "ae"', '  role = "vae"', "extra file role 'vae' is not one of ae, clip_l, t5xxl"),
     ],
 )

@@ -119,5 +119,11 @@ def test_values_that_would_break_the_sdks_graphql_are_refused():
     with pytest.raises(ValueError, match="quotes"):
         request("v", docker_args='bash -c "echo hi"')
     with pytest.raises(ValueError, match="quotes"):
-        PodRequest(name="x", image="i", docker_args="a", env={"K": "line\nbreak"}, network_volume_id="v",
-                   data_center_id="EU-RO-1")
+        PodRequest(
+            name="x",
+            image="i",
+            docker_args="a",
+            env={"K": "line\nbreak"},
+            network_volume_id="v",
+            data_center_id="EU-RO-1",
+        )

@@ -32,7 +32,7 @@ def test_environment_wins_over_the_toml_file(tmp_path: Path):
 
 
 def test_every_invalid_value_is_named_with_its_section(tmp_path: Path):
-    path = write(tmp_path, '[runpod]\nvolume_size_gb = 3\n[limits]\nmax_jobs_per_user = 0\n')
+    path = write(tmp_path, "[runpod]\nvolume_size_gb = 3\n[limits]\nmax_jobs_per_user = 0\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
     message = str(caught.value)

@@ -15,8 +15,9 @@ def _seed_estimate(warm: bool = False, gpu: str = "4090"):
     s = spec(sample_prompts=("a", "b"))
     steps = count_steps([(59, 10)], s.epochs, s.batch_size)
     model = CATALOG.get(s.base_model)
-    return estimate(s, steps, image_count=59, model_bytes=model.total_bytes, gpu=TABLE.gpu(gpu), prices=TABLE,
-                    warm=warm)
+    return estimate(
+        s, steps, image_count=59, model_bytes=model.total_bytes, gpu=TABLE.gpu(gpu), prices=TABLE, warm=warm
+    )
 
 
 def test_seed_000_run_is_5900_steps() -> None:

@@ -45,8 +45,9 @@ def test_render_text_has_every_section_the_cli_prints() -> None:
 def test_an_unknown_preset_is_a_refusal_listing_presets() -> None:
     with pytest.raises(PlanRefused) as err:
         _plan(seed_dataset(), preset="anime")
-    assert err.value.reasons == ["unknown preset 'anime'; known presets: flux-character, sd15-character,"
-                                 " sdxl-character, sdxl-face, sdxl-style"]
+    assert err.value.reasons == [
+        "unknown preset 'anime'; known presets: flux-character, sd15-character, sdxl-character, sdxl-face, sdxl-style"
+    ]
 
 
 def test_an_empty_dataset_is_refused() -> None:
@@ -56,7 +57,13 @@ def test_an_empty_dataset_is_refused() -> None:
 
 def test_warm_cache_makes_the_cpu_stage_short_and_the_job_cheaper() -> None:
     cold = _plan(seed_dataset(), trigger="kanachan", repeats=10).estimate
-    warm = make_plan(seed_dataset(), UserOptions(trigger="kanachan", repeats=10), presets=PRESETS, catalog=CATALOG,
-                     prices=PRICES, warm=True).estimate
+    warm = make_plan(
+        seed_dataset(),
+        UserOptions(trigger="kanachan", repeats=10),
+        presets=PRESETS,
+        catalog=CATALOG,
+        prices=PRICES,
+        warm=True,
+    ).estimate
     assert warm.durations.cpu_stage_s < cold.durations.cpu_stage_s
     assert warm.cost("secure").total_micros < cold.cost("secure").total_micros

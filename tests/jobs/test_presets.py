@@ -19,7 +19,11 @@ def test_default_preset_is_seed_000s_illustrious_run() -> None:
     assert (s.family, s.base_model) == ("sdxl", "illustrious-xl-v0.1")
     assert (s.network_dim, s.network_alpha, s.unet_lr, s.te_lr) == (16, 8.0, 1e-4, 5e-5)
     assert (s.optimizer, s.lr_scheduler, s.mixed_precision, s.save_precision) == (
-        "AdamW8bit", "cosine_with_restarts", "bf16", "bf16")
+        "AdamW8bit",
+        "cosine_with_restarts",
+        "bf16",
+        "bf16",
+    )
     assert (s.epochs, s.sample_every_n_epochs, s.seed, s.caption_extension) == (10, 1, 42, ".txt")
     assert not s.cache_text_encoder_outputs and not s.network_train_unet_only
 
@@ -74,7 +78,7 @@ def _copy_presets(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ('\nbogus = 1\n', "[spec] key 'bogus' is not a preset setting"),
+        ("\nbogus = 1\n", "[spec] key 'bogus' is not a preset setting"),
         ('\nseed = "forty-two"\n', "[spec] seed = 'forty-two' is not a valid int"),
         ('\nattention = "flash"\n', "[spec] attention = 'flash' is not a valid Literal['xformers', 'sdpa']"),
         ('\ntrigger = "x"\n', "[spec] key 'trigger' is not a preset setting"),

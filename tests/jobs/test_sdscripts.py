@@ -21,7 +21,8 @@ from tests.jobs.data.specs import CATALOG, PRESETS, PRICES, FakeConcept, FakeDat
 ROOT = Path(__file__).resolve().parents[2]
 _FLAG_FILES = [ROOT / "jobs/sandbox/sdscripts/flags.json", ROOT / "tests/jobs/data/sdscripts_flags.json"]
 FLAGS: dict[str, set[str]] = {
-    k: set(v) for k, v in json.loads(next(p for p in _FLAG_FILES if p.exists()).read_text()).items()
+    k: set(v)
+    for k, v in json.loads(next(p for p in _FLAG_FILES if p.exists()).read_text()).items()
     if not k.startswith("_")
 }
 _KINDS_FILE = ROOT / "jobs/sandbox/sdscripts/flag_kinds.json"
@@ -36,8 +37,13 @@ VARIANTS: list[dict[str, Any]] = [
     {"clip_skip": 2},
     {"batch_size": 2, "resolution": 768},
     {"gpu": "a6000", "spot": True},
-    {"extra_options": {k: (True if t is bool else t(1)) for k, t in EXTRA_OPTIONS.items()
-                       if k not in ("shuffle_caption", "caption_dropout_rate")}},
+    {
+        "extra_options": {
+            k: (True if t is bool else t(1))
+            for k, t in EXTRA_OPTIONS.items()
+            if k not in ("shuffle_caption", "caption_dropout_rate")
+        }
+    },
     {"sample_prompts": ("kanachan, 1girl, waving",), "epochs": 4, "repeats": 3},
 ]
 
@@ -90,8 +96,9 @@ def test_paths_are_contract_placeholders_only() -> None:
 
 
 def test_flux_gets_its_text_encoders_and_ae_from_the_volume() -> None:
-    plan = make_plan(seed_dataset(), UserOptions(preset="flux-character"), presets=PRESETS, catalog=CATALOG,
-                     prices=PRICES)
+    plan = make_plan(
+        seed_dataset(), UserOptions(preset="flux-character"), presets=PRESETS, catalog=CATALOG, prices=PRICES
+    )
     assert plan.script == "flux_train_network.py"
     for role, filename in (("clip_l", "clip_l"), ("t5xxl", "t5xxl_fp16"), ("ae", "flux1-dev-ae")):
         assert f"--{role}={{volume}}/lorabot/models/{filename}.safetensors" in plan.args
@@ -99,21 +106,45 @@ def test_flux_gets_its_text_encoders_and_ae_from_the_volume() -> None:
 
 
 def test_dataset_toml_has_one_subset_per_concept_in_sd_scripts_schema() -> None:
-    text = build_dataset_toml(spec(), facts().__class__(
-        (facts().concepts[0], facts(images=3, repeats=None).concepts[0].__class__("other", "other", 3, None)), ".txt"))
+    text = build_dataset_toml(
+        spec(),
+        facts().__class__(
+            (facts().concepts[0], facts(images=3, repeats=None).concepts[0].__class__("other", "other", 3, None)),
+            ".txt",
+        ),
+    )
     config = tomllib.loads(text)
     assert config["general"] == {"caption_extension": ".txt"}
     dataset = config["datasets"][0]
     assert (dataset["resolution"], dataset["batch_size"], dataset["bucket_reso_steps"]) == (1024, 1, 64)
     assert dataset["subsets"] == [
-        {"image_dir": "{data_dir}/kanachan", "num_repeats": 10, "class_tokens": "kanachan 1girl",
-         "caption_extension": ".txt"},
-        {"image_dir": "{data_dir}/other", "num_repeats": 10, "class_tokens": "kanachan 1girl",
-         "caption_extension": ".txt"},
+        {
+            "image_dir": "{data_dir}/kanachan",
+            "num_repeats": 10,
+            "class_tokens": "kanachan 1girl",
+            "caption_extension": ".txt",
+        },
+        {
+            "image_dir": "{data_dir}/other",
+            "num_repeats": 10,
+            "class_tokens": "kanachan 1girl",
+            "caption_extension": ".txt",
+        },
     ]
     # sd-scripts' ConfigSanitizer schema (library/config_util.py @48d368fa): DB subset / dataset keys we use.
-    allowed = {"image_dir", "num_repeats", "class_tokens", "caption_extension", "resolution", "batch_size",
-               "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "subsets"}
+    allowed = {
+        "image_dir",
+        "num_repeats",
+        "class_tokens",
+        "caption_extension",
+        "resolution",
+        "batch_size",
+        "enable_bucket",
+        "min_bucket_reso",
+        "max_bucket_reso",
+        "bucket_reso_steps",
+        "subsets",
+    }
     assert set(dataset) | set(dataset["subsets"][0]) <= allowed
 
 
@@ -138,5 +169,11 @@ def test_flux_sample_lines_use_guidance_and_no_negative() -> None:
 def test_render_command_is_a_shell_quoted_display_of_the_same_list() -> None:
     args = ["--output_name=kana chan", "--sample_prompts={job_dir}/sample_prompts.txt"]
     line = render_command("sdxl_train_network.py", args)
-    assert shlex.split(line) == ["accelerate", "launch", "--num_cpu_threads_per_process", "1",
-                                 "sdxl_train_network.py", *args]
+    assert shlex.split(line) == [
+        "accelerate",
+        "launch",
+        "--num_cpu_threads_per_process",
+        "1",
+        "sdxl_train_network.py",
+        *args,
+    ]

@@ -85,9 +85,7 @@ def served_local_store(
     sock.listen(64)
     port = sock.getsockname()[1]
     clock = FakeClock()
-    store = LocalArtifactStore(
-        root, f"http://127.0.0.1:{port}", secret, clock=clock.now, max_put_bytes=max_put_bytes
-    )
+    store = LocalArtifactStore(root, f"http://127.0.0.1:{port}", secret, clock=clock.now, max_put_bytes=max_put_bytes)
     app = web.Application()
     add_artifact_routes(app, store)
     server = ThreadedAiohttpServer(app, sock)

@@ -17,9 +17,7 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 
 
 def test_without_a_bucket_the_data_folder_is_served_at_the_public_url(tmp_path: Path) -> None:
-    settings = load_settings(
-        env={"LORABOT_DATA_DIR": str(tmp_path), "LORABOT_PUBLIC_URL": "https://bot.example.org/"}
-    )
+    settings = load_settings(env={"LORABOT_DATA_DIR": str(tmp_path), "LORABOT_PUBLIC_URL": "https://bot.example.org/"})
     store = open_artifact_store(settings, SECRET)
     assert isinstance(store, LocalArtifactStore)
     assert store.root == tmp_path / "artifacts"

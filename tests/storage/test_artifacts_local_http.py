@@ -30,9 +30,9 @@ def world(tmp_path: Path) -> Iterator[LocalWorld]:
         yield served
 
 
-def _call(url: str, method: str = "GET", data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[
-    int, dict[str, str], bytes
-]:
+def _call(
+    url: str, method: str = "GET", data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

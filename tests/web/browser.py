@@ -30,8 +30,13 @@ def chrome() -> Iterator[object]:
 
     options = Options()
     options.binary_location = paths[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=412,915"):  # a phone-sized window
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=412,915",
+    ):  # a phone-sized window
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(paths[1]), options=options)
     driver.set_page_load_timeout(20)

@@ -46,7 +46,9 @@ def _free_port() -> int:
 
 
 async def test_upload_from_discord_through_the_browser_to_the_report(
-    chrome: Any, make_bot_world: Any, tmp_path: Path  # noqa: F811
+    chrome: Any,  # noqa: F811
+    make_bot_world: Any,
+    tmp_path: Path,
 ) -> None:
     """The real bot: /upload gives a one-time link, Chromium uploads the zip, the report lands in the channel."""
     port = _free_port()
@@ -81,7 +83,9 @@ async def test_refusal_pages_in_the_browser(chrome: Any, upload_world: UploadWor
 
 
 async def test_an_upload_over_the_cap_is_refused_in_the_browser(
-    chrome: Any, upload_world: UploadWorld, tmp_path: Path  # noqa: F811
+    chrome: Any,  # noqa: F811
+    upload_world: UploadWorld,
+    tmp_path: Path,
 ) -> None:
     big = tmp_path / "big.zip"
     big.write_bytes(b"PK\x03\x04" + bytes(5_000_000))

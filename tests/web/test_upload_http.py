@@ -21,9 +21,10 @@ def edited(link: str, **changes: str) -> str:
 
 
 async def put(link: str, body: bytes | AsyncIterator[bytes]) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.put(
-        link, data=body, headers={"Content-Type": "application/zip"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(link, data=body, headers={"Content-Type": "application/zip"}) as response,
+    ):
         return response.status, await response.text()
 
 
@@ -63,10 +64,12 @@ async def test_a_used_link_is_refused_with_its_own_page(upload_world: UploadWorl
     assert (await put(link, dataset_zip(2)))[0] == 200
     status, page = await get(link)
     assert status == 410
-    assert "<h1 class=\"bad\">This upload link was already used</h1>" in page
+    assert '<h1 class="bad">This upload link was already used</h1>' in page
     status, text = await put(link, dataset_zip(2))
-    assert (status, text) == (410, "This upload link was already used. Each link takes one dataset. Run /upload in "
-                                   "Discord for a new link.")
+    assert (status, text) == (
+        410,
+        "This upload link was already used. Each link takes one dataset. Run /upload in Discord for a new link.",
+    )
     assert len(upload_world.ready) == 1
 
 

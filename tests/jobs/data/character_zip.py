@@ -9,8 +9,9 @@ from pathlib import Path
 from PIL import Image
 
 
-def write_character_zip(path: Path, *, count: int = 59, trigger: str = "kanachan", folder: str = "",
-                        size: int = 64) -> Path:
+def write_character_zip(
+    path: Path, *, count: int = 59, trigger: str = "kanachan", folder: str = "", size: int = 64
+) -> Path:
     """`count` PNGs (each a different colour, so none is a duplicate) + `TRIGGER, 1girl, …` captions."""
     prefix = f"{folder}/" if folder else ""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
