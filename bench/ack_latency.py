@@ -109,18 +109,36 @@ async def light_stream(
     return sent
 
 
-async def run(uploads: int, size_mib: int, every_s: float, zips: list[Path]) -> int:
+async def loop_lag(stop: asyncio.Event, period_s: float = 0.01) -> list[float]:
+    """How late this process's own event loop wakes up (the fake Discord's side of every ack), sampled every 10 ms."""
+    lags = []
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        planned = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        lags.append(max(0.0, loop.time() - planned))
+    return lags
+
+
+async def run(uploads: int, size_mib: int, every_s: float, zips: list[Path], asyncio_debug: bool) -> int:
     root = Path(tempfile.mkdtemp(prefix="lorabot-bench-ack-"))
+    # asyncio's debug mode makes the bot log every callback that held its event loop over 100 ms: where a slow
+    # ack's time went (it slows the bot a little, so figures from such a run are not the ones to report).
+    extra = {"PYTHONASYNCIODEBUG": "1"} if asyncio_debug else {}
     try:
         async with FakeDiscord() as fake:
             fake.set_attachment_size_limit(500 * MIB)  # a Nitro user's limit: 200 MB attachments are allowed
             with patch_discord_py(fake):
-                process = await start_bot(bot_env(fake, root / "data"), root)
+                process = await start_bot(bot_env(fake, root / "data", **extra), root)
                 try:
                     return await _measure(fake, process.pid, uploads, size_mib, every_s, zips)
                 finally:
                     if await stop_bot(process) != 0:
                         print(log_tail(root), file=sys.stderr)
+                    if asyncio_debug:
+                        slow = [line for line in log_tail(root, 100_000).splitlines() if " took " in line]
+                        print(f"bot callbacks that held the event loop > 100 ms: {len(slow)}")
+                        print("\n".join(slow[:20]))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -143,6 +161,7 @@ async def _measure(fake: FakeDiscord, pid: int, uploads: int, size_mib: int, eve
     ]
     done = asyncio.Event()
     lights = asyncio.create_task(light_stream(fake, every_s, done, None))
+    lag_task = asyncio.create_task(loop_lag(done))
     peak_hwm = 0
     try:
         replies = []
@@ -152,6 +171,7 @@ async def _measure(fake: FakeDiscord, pid: int, uploads: int, size_mib: int, eve
     finally:
         done.set()
         loaded = await lights
+        lags = await lag_task
     elapsed = time.monotonic() - started
     for record in loaded:
         await fake.wait_for_response(record, timeout=5)
@@ -173,6 +193,10 @@ async def _measure(fake: FakeDiscord, pid: int, uploads: int, size_mib: int, eve
     ]
     for row in rows:
         print(row.line())
+    print(
+        f"the fake Discord's own event loop (this process) during the uploads: woke late by p50 "
+        f"{quantile(lags, 0.5) * 1000:.0f} ms, p99 {quantile(lags, 0.99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms"
+    )
     over = [f for f in fake.failures]
     print(f"fake Discord failures (3 s rule, unknown routes): {len(over)}")
     for failure in over[:5]:
@@ -186,6 +210,7 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=200, help="zip size in MiB")
     parser.add_argument("--distinct", type=int, default=20, help="how many different zip files the uploads cycle over")
     parser.add_argument("--light-every", type=float, default=0.2, help="seconds between light interactions")
+    parser.add_argument("--asyncio-debug", action="store_true", help="list the bot's slow callbacks (diagnosis)")
     args = parser.parse_args()
     started = time.monotonic()
     zips = [
@@ -193,7 +218,7 @@ def main() -> int:
         for i in range(min(args.distinct, args.uploads))
     ]
     print(f"zips ready in {time.monotonic() - started:.1f} s ({cache_dir()})")
-    return asyncio.run(run(args.uploads, args.size_mb, args.light_every, zips))
+    return asyncio.run(run(args.uploads, args.size_mb, args.light_every, zips, args.asyncio_debug))
 
 
 if __name__ == "__main__":
