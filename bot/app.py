@@ -100,7 +100,8 @@ class Runtime:
         return self.cloud_kind == "sandbox"
 
     async def start(self, *, scheduler: bool = True) -> None:
-        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
+        # Pods retry their uploads, so stopping need not wait aiohttp's default minute for open connections.
+        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()

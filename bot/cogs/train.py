@@ -18,7 +18,15 @@ from discord.ext import commands
 
 from bot import render
 from bot.actions import Refused, offer_plan, parse_job
-from bot.ingest import IngestRefused, Prepared, human_mb, new_workdir, stream_to_file, upload_cap_bytes
+from bot.ingest import (
+    MAX_PARALLEL_DOWNLOADS,
+    IngestRefused,
+    Prepared,
+    human_mb,
+    new_workdir,
+    stream_to_file,
+    upload_cap_bytes,
+)
 from bot.permissions import DM_REFUSAL, role_names, train_refusal
 from jobs.catalog import load_catalog
 from jobs.dataset import DatasetError
@@ -67,6 +75,7 @@ def parse_extra_options(text: str) -> dict[str, Any]:
 class Train(commands.Cog):
     def __init__(self, bot: LorabotBot) -> None:
         self.bot = bot
+        self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
 
     @app_commands.command(name="train", description="Train a LoRA from a dataset zip: shows the plan and its cost")
     @app_commands.describe(
@@ -192,7 +201,8 @@ class Train(commands.Cog):
             cap = upload_cap_bytes(self.bot.settings, interaction.filesize_limit)
             zip_path = workdir / "upload.zip"
             assert self.bot.session is not None
-            await stream_to_file(self.bot.session, dataset.url, zip_path, cap=cap, declared_size=dataset.size)
+            async with self._downloads:
+                await stream_to_file(self.bot.session, dataset.url, zip_path, cap=cap, declared_size=dataset.size)
             return await planner.run(lambda: planner.plan_zip(zip_path, workdir, options))
         if dataset_url is not None:
             zip_path = await self._fetch_link(interaction, dataset_url, workdir)
