@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -98,6 +99,7 @@ async def run(time_scale: float) -> dict[str, Any]:
 
 
 def main() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request: noise, and time
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-scale", type=float, default=120.0, help="simulated seconds per real second")
     args = parser.parse_args()
