@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -40,13 +38,13 @@ from jobs.dataset import ingest_zip, pack_dataset
 from jobs.planning import make_plan
 from jobs.presets import load_presets
 from jobs.prices import StaticPriceProvider
-from jobs.queue import JobPlan, submit
+from jobs.queue import submit
 from jobs.sandbox.emulator import RunpodEmulator
 from jobs.spec import UserOptions
 from jobs.states import JobStatus, PodRole
 from storage.db import make_engine, make_session_factory, migrate, session_scope
 from storage.models import Job, Pod
-from tests.world.lorabot_world import MODEL_BYTES, RTX_4090, LorabotWorld, dataset_zip
+from tests.world.lorabot_world import RTX_4090, LorabotWorld, dataset_zip, with_standin_model
 from tests.world.s3 import S3Server, S3World
 
 SEED_IMAGES, SEED_REPEATS, SEED_EPOCHS = 59, 10, 10
@@ -109,16 +107,7 @@ def submit_seed_job(world: LorabotWorld, user_id: int) -> int:
             now=world.now(),
             wall_time=dt.timedelta(hours=6),
         )
-        # The catalog's Hugging Face URL is unreachable here: the stand-in model comes from the bucket.
-        job_plan = JobPlan.from_json(job.plan_json)
-        model = dataclasses.replace(
-            job_plan.model,
-            url=world.store.presign_get("models/test-base.safetensors", 7 * 24 * 3600),
-            size=len(MODEL_BYTES),
-            sha256=hashlib.sha256(MODEL_BYTES).hexdigest(),
-            token_env=None,
-        )
-        job.plan_json = dataclasses.replace(job_plan, model=model).to_json()
+        job.plan_json = with_standin_model(job.plan_json, world.store)
         return job.id
 
 

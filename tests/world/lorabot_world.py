@@ -58,6 +58,19 @@ def dataset_zip(images: int, size: int = 1024) -> bytes:
     return buffer.getvalue()
 
 
+def with_standin_model(plan_json: dict[str, Any], store: S3ArtifactStore) -> dict[str, Any]:
+    """The catalog's Hugging Face URL is unreachable here: the job downloads a stand-in model from the bucket."""
+    job_plan = JobPlan.from_json(plan_json)
+    model = dataclasses.replace(
+        job_plan.model,
+        url=store.presign_get("models/test-base.safetensors", 7 * 24 * 3600),
+        size=len(MODEL_BYTES),
+        sha256=hashlib.sha256(MODEL_BYTES).hexdigest(),
+        token_env=None,
+    )
+    return dataclasses.replace(job_plan, model=model).to_json()
+
+
 @dataclasses.dataclass
 class LorabotWorld:
     emulator: RunpodEmulator
@@ -143,16 +156,7 @@ class LorabotWorld:
                 now=now,
                 wall_time=dt.timedelta(hours=6),
             )
-            # The catalog's Hugging Face URL is unreachable here: serve a stand-in model from the bucket.
-            job_plan = JobPlan.from_json(job.plan_json)
-            model = dataclasses.replace(
-                job_plan.model,
-                url=self.store.presign_get("models/test-base.safetensors", 7 * 24 * 3600),
-                size=len(MODEL_BYTES),
-                sha256=hashlib.sha256(MODEL_BYTES).hexdigest(),
-                token_env=None,
-            )
-            job.plan_json = dataclasses.replace(job_plan, model=model).to_json()
+            job.plan_json = with_standin_model(job.plan_json, self.store)
             return job.id
 
     def now(self) -> dt.datetime:
