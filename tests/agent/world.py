@@ -53,14 +53,18 @@ batch_size = 1
 PROMPTS = "kana, 1girl, smile --w 512 --h 512 --d 1\nkana, 1girl, standing --w 512 --h 512 --d 2\n"
 
 
+FIXED_TIME = (2026, 1, 1, 0, 0, 0)
+
+
 def dataset_zip(images: int = 2) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for index in range(images):
             png = io.BytesIO()
             Image.new("RGB", (64, 64), (index * 40, 80, 120)).save(png, "PNG")
-            zf.writestr(f"1_kana/{index:03d}.png", png.getvalue())
-            zf.writestr(f"1_kana/{index:03d}.txt", "kana, 1girl")
+            # Fixed timestamps: the same dataset must be the same bytes (it is cached by hash), whatever the clock.
+            zf.writestr(zipfile.ZipInfo(f"1_kana/{index:03d}.png", FIXED_TIME), png.getvalue())
+            zf.writestr(zipfile.ZipInfo(f"1_kana/{index:03d}.txt", FIXED_TIME), "kana, 1girl")
     return buffer.getvalue()
 
 
