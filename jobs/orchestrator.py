@@ -198,6 +198,8 @@ class Orchestrator:
         # Values of gated-model tokens by env name (HF_TOKEN): only those a job's model names go into its pod.
         self._model_tokens = dict(model_token_env or {})
         self._lock = asyncio.Lock()
+        # Volume ids confirmed at RunPod by this process.
+        self._volumes_seen: set[str] = set()
 
     # -- the tick ----------------------------------------------------------------------------------------------
 
@@ -976,14 +978,27 @@ class Orchestrator:
     # -- volume, agent, manifest, status ----------------------------------------------------------------------
 
     async def _ensure_volume(self) -> Volume:
+        """The data center's volume: from the DB, checked once per process against RunPod (a volume deleted by
+        hand, or the sandbox's volumes after a restart, must not send pods to a volume that is gone)."""
         dc = self.config.data_center_id
         with session_scope(self.sessions) as s:
             volume = get_volume_for_data_center(s, dc)
-            if volume is not None and volume.runpod_volume_id is not None:
+        if volume is not None and volume.runpod_volume_id is not None:
+            if volume.runpod_volume_id in self._volumes_seen:
                 return volume
+            existing = {v.id for v in await self.cloud.list_volumes()}
+            if volume.runpod_volume_id in existing:
+                self._volumes_seen.add(volume.runpod_volume_id)
+                return volume
+            log.warning("volume %s of %s is gone at RunPod: creating a new one", volume.runpod_volume_id, dc)
+            with session_scope(self.sessions) as s:
+                row = s.get(Volume, volume.id)
+                assert row is not None
+                row.deleted_at = self.clock()  # its cache entries go with it: they are keyed by this row
         name = f"lorabot-{dc.lower()}"
         found = [v for v in await self.cloud.list_volumes() if v.name == name and v.data_center_id == dc]
         info = found[0] if found else await self.cloud.create_volume(name, self.config.volume_size_gb, dc)
+        self._volumes_seen.add(info.id)
         with session_scope(self.sessions) as s:
             return record_volume(s, runpod_volume_id=info.id, data_center_id=dc, size_gb=info.size_gb, now=self.clock())
 

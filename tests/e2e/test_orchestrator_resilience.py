@@ -171,3 +171,20 @@ async def test_the_reaper_terminates_our_pods_that_no_live_job_owns_and_leaves_o
     assert world.emulator.pod(orphan.id).state == "TERMINATED"
     assert world.emulator.pod(foreign.id).state != "TERMINATED"
     await cloud.terminate_pod(foreign.id)
+
+
+async def test_a_volume_that_vanished_is_replaced_and_the_next_job_runs_cold(make_lorabot_world):
+    """The sandbox after a bot restart (its volumes lived in memory), or a volume deleted by hand at RunPod."""
+    first_world = make_lorabot_world()
+    first = first_world.submit(images=3, epochs=1)
+    await first_world.run_until(lambda: first_world.status(first).is_terminal(), timeout=60)
+    assert first_world.status(first) is JobStatus.SUCCEEDED
+
+    world = make_lorabot_world()  # same database and bucket, a RunPod account without that volume
+    second = world.submit(images=3, epochs=1, user_id=1002)
+    await world.run_until(lambda: world.status(second).is_terminal(), timeout=60)
+
+    assert world.status(second) is JobStatus.SUCCEEDED, world.describe()
+    assert [p.role for p in world.pods(second)] == [PodRole.CPU, PodRole.GPU]  # the cache went with the volume
+    assert len(world.emulator.volumes()) == 1
+    assert world.job(second).volume_id != first_world.job(first).volume_id
