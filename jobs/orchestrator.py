@@ -341,7 +341,8 @@ class Orchestrator:
         await handler(job_id)
 
     def _deadline_or_budget_failure(self, s: Session, job: Job, now: dt.datetime) -> tuple[JobStatus, str] | None:
-        if job.deadline_at is not None and now > job.deadline_at:
+        # A queued job's deadline is moved to "start + wall time" when it starts (see _queued).
+        if job.deadline_at is not None and job.status is not JobStatus.QUEUED and now > job.deadline_at:
             return (
                 JobStatus.FAILED_TIMEOUT,
                 f"the job ran past its wall-time limit ({job.deadline_at:%Y-%m-%d %H:%M} UTC)",
@@ -371,6 +372,8 @@ class Orchestrator:
         with session_scope(self.sessions) as s:
             job = _require_job(s, job_id)
             plan = JobPlan.from_json(job.plan_json)
+            # The wall-time limit counts from the start, not from the time spent waiting in the queue.
+            deadline = now + (job.deadline_at - job.queued_at) if job.deadline_at is not None else None
             warm = is_cache_ready(s, volume.id, CacheKind.ENV, self.env_hash) and is_cache_ready(
                 s, volume.id, CacheKind.MODEL, plan.model.filename
             )
@@ -386,6 +389,7 @@ class Orchestrator:
                 data_center_id=volume.data_center_id,
                 env_hash=self.env_hash,
                 cpu_needed=not warm,
+                deadline_at=deadline,
                 notice=NoticeDraft(
                     NoticeKind.PREPARING,
                     {

@@ -104,3 +104,19 @@ async def test_a_job_that_overspends_its_own_budget_is_stopped_while_running(mak
     assert "over its budget" in (job.failure_reason or "")
     assert world.running_pods() == []
     assert_ledger_matches_emulator(world, job_id)
+
+
+async def test_the_wall_time_limit_counts_from_the_start_not_from_the_queue(make_lorabot_world):
+    world = make_lorabot_world(max_concurrent_jobs=0)  # no free slot: the job waits
+    job_id = world.submit(images=3, epochs=1)  # a 6 h wall-time limit
+    world.emulator.advance(7 * 3600)
+    await world.orchestrator.tick()
+    assert world.status(job_id) is JobStatus.QUEUED  # waiting is free, and not held against the job
+
+    started = world.with_orchestrator(max_concurrent_jobs=1)
+    await started.tick()
+    job = world.job(job_id)
+    assert job.status is JobStatus.PREPARING
+    assert abs((job.deadline_at - world.now()).total_seconds() - 6 * 3600) < 120
+    await world.run_until(lambda: world.status(job_id).is_terminal(), orchestrator=started, timeout=60)
+    assert world.status(job_id) is JobStatus.SUCCEEDED
