@@ -2,7 +2,8 @@
 
 The output is built in a hidden sibling of `dest_dir` and renamed into place only when everything passed,
 so a refusal (or a crash) leaves nothing behind. Layout written:
-`<concept_slug>/NNNN.<jpg|png|webp>` + `NNNN.txt` (one UTF-8 line) per image, and `report.json`.
+`[<repeats>_]<concept_slug>/NNNN.<jpg|png|webp>` + `NNNN.txt` (one UTF-8 line) per image, and `report.json`
+(the repeats prefix is kept when the zip had one, so the packed dataset ingests again to the same layout).
 """
 
 from __future__ import annotations
@@ -287,7 +288,9 @@ def _plan_concepts(
         name = match.group(2).strip() or folder
         slug = _unique(_slug(name, len(plans) + 1), used_slugs)
         members = [f for f in in_folders if f.rel[0] == folder]
-        plans.append(_ConceptPlan(Concept(name, repeats, slug, len(members)), members))
+        # The folder keeps its repeats: the packed zip must ingest again to the same dataset (dataset_from, the
+        # upload page), and sd-scripts reads the same layout.
+        plans.append(_ConceptPlan(Concept(name, repeats, f"{repeats}_{slug}", len(members)), members))
     return plans
 
 

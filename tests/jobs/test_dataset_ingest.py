@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from jobs.dataset import Concept, IngestedDataset, ingest_zip
+from jobs.dataset import Concept, IngestedDataset, ingest_zip, pack_dataset
 from tests.jobs.dataset_corpus import image_bytes, make_zip
 
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 90)
@@ -89,7 +89,7 @@ def test_single_wrapper_folder_names_the_concept(tmp_path: Path) -> None:
 
 
 def test_repeats_folders_become_concepts(tmp_path: Path) -> None:
-    """sd-scripts' `{repeats}_{concept}` folders (even under a wrapper) keep their repeats and get a slug folder."""
+    """sd-scripts' `{repeats}_{concept}` folders (even under a wrapper) keep their repeats, in the folder name too."""
     dataset = ingest(
         tmp_path,
         {
@@ -104,16 +104,17 @@ def test_repeats_folders_become_concepts(tmp_path: Path) -> None:
     )
 
     assert dataset.concepts == [
-        Concept(name="kanachan", repeats=10, folder="kanachan", image_count=2),
-        Concept(name="kanachan maid", repeats=5, folder="kanachan-maid", image_count=1),
+        Concept(name="kanachan", repeats=10, folder="10_kanachan", image_count=2),
+        Concept(name="kanachan maid", repeats=5, folder="5_kanachan-maid", image_count=1),
     ]
-    assert tree(dataset.root) == {
-        "kanachan-maid/0001.txt": "kanachan, girl, maid dress\n",
-        "kanachan-maid/0001.webp": tree(dataset.root)["kanachan-maid/0001.webp"],
-        "kanachan/0001.png": tree(dataset.root)["kanachan/0001.png"],
-        "kanachan/0001.txt": "kanachan, girl, angry\n",  # angry sorts before smile
-        "kanachan/0002.png": tree(dataset.root)["kanachan/0002.png"],
-        "kanachan/0002.txt": "kanachan, girl, smile\n",
+    files = tree(dataset.root)
+    assert files == {
+        "5_kanachan-maid/0001.txt": "kanachan, girl, maid dress\n",
+        "5_kanachan-maid/0001.webp": files["5_kanachan-maid/0001.webp"],
+        "10_kanachan/0001.png": files["10_kanachan/0001.png"],
+        "10_kanachan/0001.txt": "kanachan, girl, angry\n",  # angry sorts before smile
+        "10_kanachan/0002.png": files["10_kanachan/0002.png"],
+        "10_kanachan/0002.txt": "kanachan, girl, smile\n",
     }
     assert dataset.report.skipped == [("train/README.txt", "caption without a matching image")]
 
@@ -274,3 +275,24 @@ def test_exif_rotated_photos_are_named_in_a_warning(tmp_path: Path) -> None:
         "1 image(s) carry an EXIF rotation that sd-scripts ignores, so they would train sideways or upside down:"
         " 'phone.jpg'. Save them with the rotation applied." in dataset.report.warnings
     )
+
+
+def test_a_packed_dataset_ingests_again_to_the_same_concepts(tmp_path: Path) -> None:
+    """dataset_from and the upload page plan from the packed zip: its repeats and concepts must survive."""
+    upload = make_zip(
+        tmp_path / "in.zip",
+        {
+            "10_kanachan/a.png": image_bytes(color=RED),
+            "10_kanachan/a.txt": b"kanachan, girl",
+            "5_kanachan maid/b.png": image_bytes(color=BLUE),
+            "5_kanachan maid/b.txt": b"kanachan, girl, maid",
+        },
+    )
+    first = ingest_zip(upload, tmp_path / "first")
+    packed = tmp_path / "packed.zip"
+    pack_dataset(first.root, packed)
+    again = ingest_zip(packed, tmp_path / "again")
+    assert [(c.repeats, c.folder, c.image_count) for c in again.concepts] == [
+        (c.repeats, c.folder, c.image_count) for c in first.concepts
+    ]
+    assert pack_dataset(again.root, tmp_path / "packed-again.zip")[0] == pack_dataset(first.root, tmp_path / "p.zip")[0]

@@ -22,7 +22,7 @@ def test_same_content_packs_to_the_same_bytes(tmp_path: Path) -> None:
     """Two uploads of the same files (other order, other zip timestamps, other disk mtimes) pack identically."""
     first = ingest_zip(make_zip(tmp_path / "one.zip", FILES), tmp_path / "d1")
     second = ingest_zip(make_zip(tmp_path / "two.zip", dict(reversed(FILES.items()))), tmp_path / "d2")
-    os.utime(second.root / "kana/0001.jpg", (1_000_000, 1_000_000))
+    os.utime(second.root / "10_kana/0001.jpg", (1_000_000, 1_000_000))
 
     sha_1, size_1 = pack_dataset(first.root, tmp_path / "p1.zip")
     sha_2, size_2 = pack_dataset(second.root, tmp_path / "p2.zip")
@@ -40,10 +40,15 @@ def test_packed_zip_is_sorted_stored_and_timeless(tmp_path: Path) -> None:
 
     with zipfile.ZipFile(tmp_path / "p.zip") as packed:
         infos = packed.infolist()
-        assert [i.filename for i in infos] == ["kana/0001.jpg", "kana/0001.txt", "kana/0002.png", "kana/0002.txt"]
+        assert [i.filename for i in infos] == [
+            "10_kana/0001.jpg",
+            "10_kana/0001.txt",
+            "10_kana/0002.png",
+            "10_kana/0002.txt",
+        ]
         assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
         assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
-        assert packed.read("kana/0002.png") == FILES["10_kana/b.png"]
+        assert packed.read("10_kana/0002.png") == FILES["10_kana/b.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "in.zip", "p.zip"], "no partial file left"
 
 
