@@ -7,7 +7,9 @@ and answers with a followup. Blocking work (SQLite, S3, a dataset upload) runs i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import json
 import logging
 import secrets
 import shutil
@@ -65,6 +67,93 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
+PENDING_FILE = "pending.json"
+
+
+def save_pending(pending: PendingPlan) -> None:
+    """Write what rebuilds the plan into its work folder (in the data folder), so Confirm outlives a restart."""
+    prepared = pending.prepared
+    options = dataclasses.asdict(prepared.options)
+    record = {
+        "token": pending.token,
+        "name": pending.name,
+        "user_id": pending.user_id,
+        "guild_id": pending.guild_id,
+        "channel_id": pending.channel_id,
+        "created_at": pending.created_at.isoformat(),
+        "options": {**options, "extra_options": dict(prepared.options.extra_options)},
+        "reused": prepared.reused,
+        "dataset_sha256": prepared.dataset_sha256,
+        "dataset_size": prepared.dataset_size,
+    }
+    path = prepared.workdir / PENDING_FILE
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(record), encoding="utf-8")
+    partial.replace(path)
+
+
+def _find_pending(bot: LorabotBot, token: str) -> tuple[Path, dict[str, Any]] | None:
+    """(work folder, saved record) of the plan with this token, if one is on disk (blocking)."""
+    if not token or not all(c in "0123456789abcdef" for c in token):
+        return None
+    for path in bot.runtime.workdir.glob(f"train-*/{PENDING_FILE}"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("token") == token:
+            return path.parent, record
+    return None
+
+
+def load_pending(bot: LorabotBot, token: str) -> PendingPlan | None:
+    """The plan with this token from disk (after a restart): re-planned from its packed dataset, or None when it is
+    unknown or expired (blocking: run in a thread)."""
+    found = _find_pending(bot, token)
+    if found is None:
+        return None
+    workdir, record = found
+    created_at = dt.datetime.fromisoformat(record["created_at"])
+    if dt.datetime.now(dt.UTC) - created_at > PLAN_LIFETIME:
+        prepared_cleanup(workdir)
+        return None
+    raw = dict(record["options"])
+    raw["sample_prompts"] = tuple(raw.get("sample_prompts") or ())
+    options = UserOptions(**raw)
+    replan = workdir / "replan"
+    shutil.rmtree(replan, ignore_errors=True)
+    replan.mkdir()
+    shutil.copyfile(workdir / "normalised.zip", replan / "dataset.zip")
+    prepared = bot.runtime.planner.plan_zip(replan / "dataset.zip", replan, options)
+    prepared.workdir = workdir  # discarding the plan frees the whole folder
+    prepared.reused = bool(record["reused"])
+    prepared.dataset_sha256, prepared.dataset_size = record["dataset_sha256"], record["dataset_size"]
+    return PendingPlan(
+        token=token,
+        prepared=prepared,
+        summary=render.plan_summary(
+            prepared.plan, job_name=record["name"], sandbox=bot.runtime.sandbox, report_text=prepared.report_text
+        ),
+        name=record["name"],
+        user_id=record["user_id"],
+        guild_id=record["guild_id"],
+        channel_id=record["channel_id"],
+        created_at=created_at,
+    )
+
+
+async def take_pending(bot: LorabotBot, token: str) -> PendingPlan | None:
+    """The waiting plan: from memory, or from disk when the bot restarted since it was offered."""
+    pending = bot.plans.pop(token, None)
+    if pending is None:
+        try:
+            pending = await asyncio.to_thread(load_pending, bot, token)
+        except (DatasetError, PlanRefused, OSError, KeyError, TypeError, ValueError):
+            log.exception("could not rebuild plan %s after a restart", token)
+            return None
+    return pending
+
+
 async def offer_plan(
     bot: LorabotBot, interaction: discord.Interaction[Any], prepared: Prepared, name: str, *, dry_run: bool = False
 ) -> None:
@@ -79,7 +168,7 @@ async def offer_plan(
         return
     bot.sweep_plans()  # rare and small: expired plans only
     token = new_token()
-    bot.plans[token] = PendingPlan(
+    pending = bot.plans[token] = PendingPlan(
         token=token,
         prepared=prepared,
         summary=summary,
@@ -89,6 +178,7 @@ async def offer_plan(
         channel_id=interaction.channel_id,
         created_at=dt.datetime.now(dt.UTC),
     )
+    await asyncio.to_thread(save_pending, pending)
     reuse = " (reusing a stored dataset: nothing to upload)" if prepared.reused else ""
     await interaction.followup.send(
         f"Plan for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
@@ -99,30 +189,55 @@ async def offer_plan(
 
 async def check_plan_owner(bot: LorabotBot, interaction: discord.Interaction[Any], token: str) -> bool:
     pending = bot.plans.get(token)
-    if pending is None or pending.user_id == interaction.user.id:
+    if pending is None:
+        owner = await asyncio.to_thread(_pending_owner_on_disk, bot, token)
+        if owner is None or owner == interaction.user.id:
+            return True
+    elif pending.user_id == interaction.user.id:
         return True  # an unknown plan is answered by the callback ("expired")
     await interaction.response.send_message("Only the person who asked for this plan can confirm it.", ephemeral=True)
     return False
 
 
+def _pending_owner_on_disk(bot: LorabotBot, token: str) -> int | None:
+    found = _find_pending(bot, token)
+    return int(found[1]["user_id"]) if found else None
+
+
+def _pending_dir_on_disk(bot: LorabotBot, token: str) -> Path | None:
+    found = _find_pending(bot, token)
+    return found[0] if found else None
+
+
 async def drop_plan(bot: LorabotBot, interaction: discord.Interaction[Any], token: str) -> None:
     pending = bot.plans.pop(token, None)
+    if pending is None:
+        owner_dir = await asyncio.to_thread(_pending_dir_on_disk, bot, token)
+        if owner_dir is not None:
+            await asyncio.to_thread(prepared_cleanup, owner_dir)
     if pending is not None:
         await asyncio.to_thread(pending.prepared.discard)
     await interaction.response.edit_message(content="Plan dropped; nothing was queued.", view=None)
 
 
 async def confirm_plan(bot: LorabotBot, interaction: discord.Interaction[Any], token: str) -> None:
-    pending = bot.plans.pop(token, None)
+    if token not in bot.plans:
+        # Rebuilding a plan after a restart re-reads its dataset: acknowledge first.
+        await interaction.response.defer()
+    pending = await take_pending(bot, token)
     if pending is None or pending.expired(dt.datetime.now(dt.UTC)):
-        await interaction.response.edit_message(
-            content="This plan expired (plans are kept 30 minutes and not across bot restarts): run /train again.",
-            view=None,
-        )
+        expired = "This plan expired (plans are kept 30 minutes): run /train again."
+        if interaction.response.is_done():
+            await interaction.edit_original_response(content=expired, view=None)
+        else:
+            await interaction.response.edit_message(content=expired, view=None)
         if pending is not None:
             await asyncio.to_thread(pending.prepared.discard)
         return
-    await interaction.response.edit_message(content="Queuing…", view=None)
+    if interaction.response.is_done():
+        await interaction.edit_original_response(content="Queuing…", view=None)
+    else:
+        await interaction.response.edit_message(content="Queuing…", view=None)
     try:
         job_id = await asyncio.to_thread(submit_pending, bot, pending)
     except Refused as exc:

@@ -6,10 +6,12 @@ The process (settings, logging, migrations, the runtime's lifetime) belongs to `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import logging
 import pkgutil
+import shutil
 from typing import Any
 
 import aiohttp
@@ -17,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.actions import PendingPlan
+from bot.actions import PLAN_LIFETIME, PendingPlan
 from bot.app import Runtime
 from bot.notifier import Notifier
 from bot.views import DYNAMIC_ITEMS
@@ -90,6 +92,14 @@ class LorabotBot(commands.Bot):
         expired = [token for token, pending in self.plans.items() if pending.expired(now)]
         for token in expired:
             self.plans.pop(token).prepared.discard()
+        # Work folders of plans offered before a restart and never confirmed (or of a crash mid-ingest).
+        live = {pending.prepared.workdir for pending in self.plans.values()}
+        cutoff = (now - PLAN_LIFETIME).timestamp()
+        for folder in self.runtime.workdir.glob("train-*"):
+            with contextlib.suppress(OSError):
+                if folder not in live and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    expired.append(folder.name)
         return len(expired)
 
     def runtime_kick(self) -> None:
@@ -102,8 +112,7 @@ class LorabotBot(commands.Bot):
         await self.notifier.stop()
         if self.notifier.wake in self.runtime.after_tick:
             self.runtime.after_tick.remove(self.notifier.wake)
-        for pending in self.plans.values():
-            pending.prepared.discard()
+        # Plans waiting for Confirm stay on disk: the next start rebuilds them (bot.actions.load_pending).
         self.plans.clear()
         if self.session is not None:
             await self.session.close()

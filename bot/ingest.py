@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +56,8 @@ class Prepared:
     report_text: str
     # True when the dataset is already in the store (dataset_from): confirming uploads nothing.
     reused: bool = False
+    # What the user asked for: a plan waiting for Confirm is rebuilt from these after a bot restart.
+    options: UserOptions = field(default_factory=UserOptions)
 
     def discard(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -158,6 +160,7 @@ class Planner:
             image_count=dataset.report.image_count,
             report=dataset.report.to_dict(),
             report_text=dataset.report.render_text(),
+            options=options,
         )
 
     def plan_stored(

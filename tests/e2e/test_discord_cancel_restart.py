@@ -80,3 +80,26 @@ async def test_restart_mid_job_continues_the_thread_without_a_duplicate(bot_worl
     assert all(count == 1 for count in nonces.values()), nonces
     assert sum("done" in m.text() for m in messages) == 1
     assert bw.world.running_pods() == []
+
+
+async def test_a_plan_offered_before_a_restart_can_still_be_confirmed(bot_world: BotWorld) -> None:
+    """Confirm outlives the bot: the plan is rebuilt from its packed dataset and its saved options."""
+    bw = bot_world
+    plan = await bw.train(dataset_zip(6, size=512), name="phoenix", epochs=2, repeats=3, trigger="kana")
+    stranger_id = bw.fake.add_user("eve")
+
+    await bw.restart()
+
+    confirm_id = next(c for c in plan.custom_ids() if c.endswith(":confirm"))
+    refused = await bw.fake.click(plan, confirm_id, user=stranger_id)
+    await bw.fake.wait_for_response(refused)
+    assert "Only the person who asked" in str(refused.response.data if refused.response else "")
+
+    thread = await bw.confirm(plan)
+    job_id = bw.latest_job_id()
+    job = bw.world.job(job_id)
+    assert job.name == "phoenix" and job.spec_json["epochs"] == 2 and job.spec_json["repeats"] == 3
+    await bw.wait_for_status(job_id, lambda s: s.is_terminal())
+    assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()
+    await bw.wait_for_thread_message(thread, lambda m: "done" in m.text())
+    assert bw.world.running_pods() == []
