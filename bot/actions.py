@@ -48,7 +48,8 @@ class Refused(Exception):
 
 @dataclass
 class PendingPlan:
-    """A plan shown with Confirm/Cancel buttons, kept in memory until confirmed, dropped or expired."""
+    """A plan shown with Confirm/Cancel buttons, until confirmed, dropped or expired: in memory, and on disk
+    (`pending.json` in its work folder) so that a restarted bot can rebuild it."""
 
     token: str
     prepared: Prepared
