@@ -754,8 +754,10 @@ class Orchestrator:
 
     async def _no_capacity(self, job_id: int, tried: list[str]) -> None:
         now = self.clock()
+        # The wait's notice doubles as its persisted start: the deadline counts from when the user was told, per
+        # GPU attempt (a wait after a spot interruption gets its own deadline), and survives restarts.
+        key = f"j{job_id}:waiting_gpu:{self._next_gpu_attempt(job_id)}"
         with session_scope(self.sessions) as s:
-            key = f"j{job_id}:waiting_gpu"
             add_notice(
                 s,
                 job_id=job_id,
