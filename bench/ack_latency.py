@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import math
-import os
 import shutil
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from bench.botproc import MIB, bot_env, log_tail, read_memory, start_bot, stop_bot
 from tests.world.fake_discord import FakeDiscord, InteractionRecord, patch_discord_py
+from tests.world.lorabot_world import padded_dataset_zip
 
 GOAL_P99_S = 0.5
 IMAGES = 20
@@ -49,26 +45,8 @@ def cache_dir() -> Path:
 
 
 def build_zip(path: Path, index: int, size_mib: int) -> Path:
-    """A valid dataset (PNGs + captions in `10_kana/`) padded to `size_mib` with random STORED blobs."""
-    if path.exists():
-        return path
-    partial = path.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zf:
-        for image in range(IMAGES):
-            png = io.BytesIO()
-            Image.new("RGB", (256, 256), (index * 20 % 256, image * 12 % 256, 90)).save(png, "PNG")
-            zf.writestr(f"10_kana/{image:03d}.png", png.getvalue())
-            zf.writestr(f"10_kana/{image:03d}.txt", f"kana, 1girl, pose {image}")
-        written = blob = 0
-        while written < size_mib:
-            blob_mib = min(BLOB_MIB, size_mib - written)
-            with zf.open(f"extras/blob{blob:02d}.bin", "w") as out:
-                for _ in range(blob_mib):
-                    out.write(os.urandom(MIB))
-            written += blob_mib
-            blob += 1
-    partial.rename(path)  # a bench killed halfway leaves no truncated zip in the cache
-    return path
+    """The e2e load test's dataset shape, cached: built once, reused by later runs."""
+    return path if path.exists() else padded_dataset_zip(path, index, size_mib, images=IMAGES, blob_mib=BLOB_MIB)
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from jobs.manifest import dataset_key
 from jobs.planning import Plan
+from storage.artifacts import dataset_key
 from storage.models import Job
 from storage.queries import get_dataset, record_dataset
 from storage.transitions import create_job

@@ -8,17 +8,14 @@ random bytes in STORED entries, so the bytes really travel and are really read.
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from tests.world.fake_discord.models import InteractionRecord
 from tests.world.fixtures_bot import BotWorld
+from tests.world.lorabot_world import padded_dataset_zip
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -28,29 +25,10 @@ ZIP_MB = 200
 BLOB_MB = 45
 
 
-def _big_zip(path: Path, index: int) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for image in range(20):
-            png = io.BytesIO()
-            Image.new("RGB", (256, 256), (index * 20 % 256, image * 12 % 256, 90)).save(png, "PNG")
-            zf.writestr(f"10_kana/{image:03d}.png", png.getvalue())
-            zf.writestr(f"10_kana/{image:03d}.txt", f"kana, 1girl, pose {image}")
-        written = 0
-        blob = 0
-        while written < ZIP_MB * MiB:
-            size = min(BLOB_MB * MiB, ZIP_MB * MiB - written)
-            with zf.open(f"extras/blob{blob:02d}.bin", "w") as out:
-                for _ in range(size // MiB):
-                    out.write(os.urandom(MiB))
-            written += size
-            blob += 1
-    return path
-
-
 @pytest.fixture(scope="session")
 def big_zips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("big-zips")
-    return [_big_zip(root / f"big{index}.zip", index) for index in range(ZIP_COUNT)]
+    return [padded_dataset_zip(root / f"big{index}.zip", index, ZIP_MB, blob_mib=BLOB_MB) for index in range(ZIP_COUNT)]
 
 
 async def test_interactions_are_acknowledged_in_time_while_ten_200mb_zips_ingest(

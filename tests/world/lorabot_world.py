@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import io
+import os
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -56,6 +57,28 @@ def dataset_zip(images: int, size: int = 1024) -> bytes:
             zf.writestr(f"10_kana/{index:03d}.png", png.getvalue())
             zf.writestr(f"10_kana/{index:03d}.txt", f"kana, 1girl, pose {index}")
     return buffer.getvalue()
+
+
+def padded_dataset_zip(path: Path, index: int, size_mib: int, *, images: int = 20, blob_mib: int = 45) -> Path:
+    """A valid dataset (PNGs + captions in `10_kana/`) padded to `size_mib` with random STORED blobs: every byte
+    really travels and is really read, as with a big upload. Written under a temporary name, then renamed."""
+    partial = path.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zf:
+        for image in range(images):
+            png = io.BytesIO()
+            Image.new("RGB", (256, 256), (index * 20 % 256, image * 12 % 256, 90)).save(png, "PNG")
+            zf.writestr(f"10_kana/{image:03d}.png", png.getvalue())
+            zf.writestr(f"10_kana/{image:03d}.txt", f"kana, 1girl, pose {image}")
+        written = blob = 0
+        while written < size_mib:
+            chunk_mib = min(blob_mib, size_mib - written)
+            with zf.open(f"extras/blob{blob:02d}.bin", "w") as out:
+                for _ in range(chunk_mib):
+                    out.write(os.urandom(1024 * 1024))
+            written += chunk_mib
+            blob += 1
+    partial.rename(path)
+    return path
 
 
 def with_standin_model(plan_json: dict[str, Any], store: S3ArtifactStore) -> dict[str, Any]:
