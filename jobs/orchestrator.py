@@ -51,7 +51,9 @@ from storage.transitions import (
     InvalidTransition,
     NoticeDraft,
     add_notice,
+    billing_start_if_found,
     record_pod_intent,
+    set_pod_create_requested,
     set_pod_created,
     set_pod_exited,
     set_pod_running,
@@ -64,6 +66,17 @@ from storage.transitions import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+
+
+def during(sent: dt.datetime, answered: dt.datetime) -> dt.datetime:
+    """When a RunPod call took effect: somewhere between sending it and its answer, so the middle.
+
+    RunPod bills per second from the create to the terminate; taking the middle of each call keeps the ledger within
+    half a round trip of RunPod's bill at either end, whichever way the network was slow.
+    """
+    return sent + (answered - sent) / 2
+
+
 RUNNING_STATES = frozenset({JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.INTERRUPTED, JobStatus.COLLECTING})
 # What the agent's error kinds mean for the job, and what to tell the user to try.
 _TRAINER_HINTS = {
@@ -275,20 +288,22 @@ class Orchestrator:
                 )
             if owned:
                 continue
+            sent = self.clock()
             await self.cloud.terminate_pod(pod.id)
+            ended = during(sent, self.clock())
             with session_scope(self.sessions) as s:
                 if row is not None and row.runpod_pod_id in (None, pod.id):
                     if row.runpod_pod_id is None:
-                        # Created by a run that died before writing the id down: billed since its intent row.
+                        # Created by a run that died before writing the id down: billed since its create call.
                         set_pod_created(
                             s,
                             row.id,
                             runpod_pod_id=pod.id,
                             cost_per_hr_micros=pod.cost_per_hr_micros,
                             now=now,
-                            api_created_at=row.created_at,
+                            api_created_at=billing_start_if_found(row),
                         )
-                    set_pod_terminated(s, row.id, now=self.clock(), exit_reason="reaped: no live job owns it")
+                    set_pod_terminated(s, row.id, now=ended, exit_reason="reaped: no live job owns it")
                     reaped_row = s.get(Pod, row.id)
                     assert reaped_row is not None
                     ledger.close_pod_cost(s, reaped_row)
@@ -799,18 +814,21 @@ class Orchestrator:
         if volume is None or volume.runpod_volume_id is None:
             raise CloudError(f"job j{job_id} has no volume")
         existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
-        created_at: dt.datetime | None = None
         if existing:
-            # Made by an earlier run whose answer was lost: RunPod bills it from just after our intent row.
-            info, created_at = existing[0], pod.created_at
+            # Made by an earlier run whose answer was lost: RunPod bills it from that run's create call.
+            info, created_at = existing[0], billing_start_if_found(pod)
         else:
             request = self._pod_request(job_id, role, pod.name, offer, volume, plan)
+            sent = self.clock()
+            with session_scope(self.sessions) as s:
+                set_pod_create_requested(s, pod.id, now=sent)
             try:
                 info = await self.cloud.create_pod(request)
             except NoCapacityError:
                 with session_scope(self.sessions) as s:
                     set_pod_terminated(s, pod.id, now=self.clock(), exit_reason="no capacity: never created")
                 raise
+            created_at = during(sent, self.clock())
         with session_scope(self.sessions) as s:
             created = set_pod_created(
                 s,
@@ -901,7 +919,7 @@ class Orchestrator:
                 return
             asked_before = pod.terminate_requested_at  # a run that died right after asking RunPod
             set_pod_terminate_requested(s, pod_id, now=now)
-            runpod_id, name, intent_at = pod.runpod_pod_id, pod.name, pod.created_at
+            runpod_id, name, billing_start = pod.runpod_pod_id, pod.name, billing_start_if_found(pod)
         if runpod_id is None:
             # Never confirmed by RunPod: look it up by name in case the create went through after all.
             found = [p for p in await self.cloud.list_pods(name) if p.name == name]
@@ -913,8 +931,8 @@ class Orchestrator:
                         runpod_pod_id=found[0].id,
                         cost_per_hr_micros=found[0].cost_per_hr_micros,
                         now=now,
-                        # Billed since the create that followed our intent row, not since we found it.
-                        api_created_at=intent_at,
+                        # Billed since that run's create call, not since we found it.
+                        api_created_at=billing_start,
                     )
                 runpod_id = found[0].id
         billing_ended_at: dt.datetime | None = None
@@ -925,7 +943,9 @@ class Orchestrator:
                     await self.cloud.get_pod(runpod_id)
                 except PodNotFound:
                     billing_ended_at = asked_before  # the earlier terminate went through: billing ended then
+            sent = self.clock()
             await self.cloud.terminate_pod(runpod_id)
+            billing_ended_at = billing_ended_at or during(sent, self.clock())
         with session_scope(self.sessions) as s:
             set_pod_terminated(s, pod_id, now=billing_ended_at or self.clock(), exit_reason=reason)
             pod = s.get(Pod, pod_id)

@@ -218,6 +218,8 @@ class Pod(Base):
     data_center_id: Mapped[str | None] = mapped_column(String(64))
     # When lorabot decided to create it (before the API call).
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Just before the create call went out: a pod found by name after a crash was billed from about then.
+    create_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # When RunPod created it: billing starts here.
     api_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

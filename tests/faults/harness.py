@@ -182,11 +182,22 @@ def per_pod_costs(world: LorabotWorld, job_id: int) -> str:
             pod = s.get(Pod, item.pod_id)
             assert pod is not None
             report = billed.get(pod.name)
+            runpod = "-"
+            if report is not None:
+                born = _clock_time(world, report.created_at)
+                gone = _clock_time(world, report.terminated_at)
+                runpod = f"{report.cost_micros} ({born}→{gone}, {report.billed_seconds} s)"
             lines.append(
-                f"{pod.name}: ledger {item.amount_micros} ({item.started_at:%H:%M:%S}→{item.ended_at:%H:%M:%S}), "
-                f"RunPod {report.cost_micros if report else '-'} ({report.billed_seconds if report else '-'} s)"
+                f"{pod.name}: ledger {item.amount_micros} ({item.started_at:%H:%M:%S.%f}→{item.ended_at:%H:%M:%S.%f}), "
+                f"RunPod {runpod}"
             )
     return "\n".join(lines)
+
+
+def _clock_time(world: LorabotWorld, moment: float | None) -> str:
+    if moment is None:
+        return "now"
+    return f"{world.emulator.clock.to_datetime(moment):%H:%M:%S.%f}"
 
 
 def check_promises(

@@ -34,7 +34,25 @@ def test_migrate_creates_every_table_on_an_empty_sqlite_file(tmp_path: Path) -> 
     migrate(f"sqlite:///{path}")
     assert _tables(path) == TABLES | {"alembic_version"}
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+
+
+def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_path: Path) -> None:
+    """0001 → 0002 adds when the create call went out; pods recorded before it keep their rows, with no such time."""
+    path = tmp_path / "lorabot.db"
+    url = f"sqlite:///{path}"
+    config = alembic_config(url)
+    command.upgrade(config, "0001")
+    with sqlite3.connect(path) as connection:  # a bare connection: foreign keys off, so no job row is needed
+        connection.execute(
+            "INSERT INTO pods (job_id, role, name, attempt, status, spot, created_at) "
+            "VALUES (1, 'gpu', 'lorabot-j1-gpu', 1, 'running', 0, '2026-11-24 12:00:00')"
+        )
+    migrate(url)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        rows = connection.execute("SELECT name, create_requested_at FROM pods").fetchall()
+    assert rows == [("lorabot-j1-gpu", None)]
 
 
 def test_migrate_twice_is_a_no_op_and_keeps_the_data(tmp_path: Path) -> None:
