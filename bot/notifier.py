@@ -52,6 +52,11 @@ def nonce_for(notice_id: int) -> str:
     return f"lbn{notice_id}"  # ≤ 25 characters, as Discord requires
 
 
+def thread_prefix(job_id: int) -> str:
+    """How every job thread's name starts: the job id, so a thread can be found again by it."""
+    return f"j{job_id} · "
+
+
 @dataclass
 class Outgoing:
     content: str | None = None
@@ -76,6 +81,7 @@ class Notifier:
         self.clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._thread_locks: dict[int, asyncio.Lock] = {}
         self._first_seen: dict[int, float] = {}
         self.sent = 0
@@ -86,15 +92,20 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._task is not None:
+            # The flag as well as the cancel: Python 3.11's wait_for drops a cancel that lands in the same step as
+            # the wake it waits for (gh-86296); the loop then would run forever and the bot would never close.
+            self._stopping = True
+            self._wake.set()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.drain()
             except asyncio.CancelledError:
@@ -102,7 +113,8 @@ class Notifier:
             except Exception:  # the worker must outlive any one bad notice or DB hiccup
                 log.exception("notifier pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def drain(self) -> int:
@@ -180,11 +192,13 @@ class Notifier:
             parent = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
             if not isinstance(parent, discord.TextChannel):
                 return None
-            thread = await parent.create_thread(
-                name=render.truncate(f"j{job_id} · {name}", 100),
-                type=discord.ChannelType.public_thread,
-                auto_archive_duration=1440,
-            )
+            thread = await self._thread_made_before(parent, job_id)
+            if thread is None:
+                thread = await parent.create_thread(
+                    name=render.truncate(f"{thread_prefix(job_id)}{name}", 100),
+                    type=discord.ChannelType.public_thread,
+                    auto_archive_duration=1440,
+                )
             with session_scope(self.bot.runtime.sessions) as s:
                 row = s.get(Job, job_id)
                 if row is not None:
@@ -194,6 +208,21 @@ class Notifier:
             except discord.HTTPException:
                 log.info("could not add the owner of j%s to its thread", job_id)
             return thread
+
+    async def _thread_made_before(self, parent: discord.TextChannel, job_id: int) -> discord.Thread | None:
+        """A thread this bot made for the job in a run that died before saving its id (so a restart makes no twin).
+
+        Only the bot's own active threads count: anyone may name a thread "j5 · …".
+        """
+        me = self.bot.user.id if self.bot.user is not None else None
+        if me is None:
+            return None
+        prefix = thread_prefix(job_id)
+        for thread in await parent.guild.active_threads():
+            if thread.parent_id == parent.id and thread.owner_id == me and thread.name.startswith(prefix):
+                log.info("j%s: found its thread %s from an earlier run", job_id, thread.id)
+                return thread
+        return None
 
     async def render(self, notice: _Pending) -> Outgoing:
         assert notice.job_id is not None

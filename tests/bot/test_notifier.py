@@ -3,6 +3,8 @@ through 5xx and 429 answers and a crash between "Discord accepted" and "we wrote
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import update
 
@@ -95,6 +97,17 @@ async def test_discord_errors_hold_the_notice_and_later_ones_until_it_goes_throu
     assert thread is not None
     assert len(bw.fake.messages_in(thread)) == 3
     assert bw.fake.bot_token not in (first.last_error or "")
+
+
+async def test_the_worker_stops_when_it_is_woken_in_the_same_step_as_it_is_stopped(bot_world: BotWorld) -> None:
+    """A wake and a stop together used to lose the cancel (Python 3.11's wait_for), and the bot never closed."""
+    notifier = bot_world.bot.notifier
+    for _ in range(5):
+        await asyncio.sleep(0.05)  # idle: waiting for a wake or the next poll
+        notifier.wake()
+        await asyncio.wait_for(notifier.stop(), timeout=5)
+        notifier.start()
+    await bot_world.fake.wait_for(lambda: notifier._task is not None and not notifier._task.done(), what="restart")
 
 
 def test_backoff_grows_and_is_capped() -> None:

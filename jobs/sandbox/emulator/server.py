@@ -181,7 +181,8 @@ class EmulatorServer:
         if fault == "timeout":
             assert self._closing is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=self.hang_seconds)
+                async with asyncio.timeout(self.hang_seconds):
+                    await self._closing.wait()
             return web.Response(status=504, text="upstream request timeout")
         if fault == "disconnect":
             if request.transport is not None:
