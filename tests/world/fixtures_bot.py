@@ -121,9 +121,14 @@ class BotWorld:
             self._task = None
         await self.runtime.stop()
 
-    async def restart(self) -> None:
-        """The bot process dies and starts again: new client, runtime and orchestrator; same DB, store, cloud."""
+    async def restart(self, while_down: Callable[[], None] | None = None) -> None:
+        """The bot process dies and starts again: new client, runtime and orchestrator; same DB, store, cloud.
+
+        ``while_down`` runs between the two, e.g. to undo a write the dead process would not have made.
+        """
         await self.stop()
+        if while_down is not None:
+            while_down()
         self.runtime, self.bot = await self._boot(self.fake, self.world, self.settings, self.world.with_orchestrator())
         await self._connect()
 
