@@ -12,7 +12,7 @@ from typing import Any
 
 import discord
 
-from jobs.ledger import CostBreakdown, format_usd
+from jobs.ledger import CostBreakdown, VolumesMonth, format_usd
 from jobs.planning import Plan
 
 # Discord's documented limits (facts/discord-test-world.md).
@@ -182,6 +182,22 @@ def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
     width = max(len(usd(v)) for _, v in rows)
     lines = [f"{name:<14}{usd(value):>{width}}" for name, value in rows]
     lines.insert(-1, "-" * (14 + width))
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def volume_month_table(volumes: VolumesMonth, team: CostBreakdown) -> str:
+    """The volume's whole month next to the jobs' share: the hours between jobs are real money too."""
+    rows = [
+        ("Kept all month", volumes.kept_micros),
+        ("In jobs above", volumes.jobs_share_micros),
+        ("Between jobs", volumes.between_jobs_micros),
+    ]
+    width = max(len(usd(v)) for _, v in [*rows, ("", team.total_micros + volumes.between_jobs_micros)])
+    lines = [f"{name:<16}{usd(value):>{width}}" for name, value in rows]
+    lines += [
+        "-" * (16 + width),
+        f"{'Team, all in':<16}{usd(team.total_micros + volumes.between_jobs_micros):>{width}}",
+    ]
     return "```\n" + "\n".join(lines) + "\n```"
 
 

@@ -9,7 +9,7 @@ Rules (they are the contract behind every figure the bot shows):
   seed 000's dashboard: 30 GB → $2.10/month → $0.003/h). RunPod prorates it "by the hour" (facts/runpod.md), so a
   started hour counts as a whole one (an upper bound: RunPod's billing page now says "per second", which can only
   be lower, by less than one hour of volume, ~$0.003 for 30 GB). A job pays for its volume from its first pod's
-  creation to its last pod's end; idle hours between jobs belong to no job.
+  creation to its last pod's end; idle hours between jobs belong to no job: ``volumes_month_cost`` shows them.
 - **Months** are UTC calendar months; a job's whole cost belongs to the month it was created in (a job lasts
   hours, and a budget check needs one month to charge the estimate to).
 - **Budgets** count a running job at the larger of its cost so far and its estimate (it is expected to spend it),
@@ -368,6 +368,46 @@ def month_cost_by_user(session: Session, month: str, *, now: dt.datetime) -> dic
     for job in _jobs_of_month(session, month, None):
         totals[job.user_id] = totals.get(job.user_id, CostBreakdown()) + job_cost(session, job.id, now=now)
     return totals
+
+
+@dataclass(frozen=True)
+class VolumesMonth:
+    """What the Network Volumes cost in a month, as RunPod bills them: every hour they exist, jobs or not."""
+
+    kept_micros: int  # all volumes' hours inside the month (up to ``now``)
+    jobs_share_micros: int  # the part already charged to the month's jobs (their volume lines)
+    gb: int  # total size of the volumes that existed in the month
+
+    @property
+    def between_jobs_micros(self) -> int:
+        """Hours no job paid for: the cache kept warm between jobs (jobs running at once each pay their hours)."""
+        return max(self.kept_micros - self.jobs_share_micros, 0)
+
+
+def volumes_month_cost(
+    session: Session,
+    month: str,
+    *,
+    now: dt.datetime,
+    price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+) -> VolumesMonth:
+    """The month's bill for every volume lorabot made: from its creation (or the month's start) to its deletion
+    (or ``now``, or the month's end), a started hour counting whole, as in the module's rules."""
+    start, end = month_bounds(month)
+    kept = gb = 0
+    for volume in session.execute(select(Volume).order_by(Volume.id)).scalars():
+        lived_from = max(volume.created_at, start)
+        lived_to = min(volume.deleted_at or now, end, now)
+        if lived_to <= lived_from:
+            continue
+        hours = volume_billed_hours(lived_from, lived_to)
+        kept += volume_cost_micros(volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month)
+        gb += volume.size_gb
+    jobs_share = sum(
+        job_cost(session, job.id, now=now, price_micros_per_gb_month=price_micros_per_gb_month).volume_micros
+        for job in _jobs_of_month(session, month, None)
+    )
+    return VolumesMonth(kept_micros=kept, jobs_share_micros=jobs_share, gb=gb)
 
 
 def committed_micros(session: Session, month: str, *, now: dt.datetime, user_id: int | None) -> int:

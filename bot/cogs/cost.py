@@ -13,7 +13,15 @@ from discord.ext import commands
 
 from bot import render
 from bot.actions import Refused, parse_job
-from jobs.ledger import job_cost, month_of, remaining_budget, team_month_cost, usd_to_micros, user_month_cost
+from jobs.ledger import (
+    job_cost,
+    month_of,
+    remaining_budget,
+    team_month_cost,
+    usd_to_micros,
+    user_month_cost,
+    volumes_month_cost,
+)
 from storage.db import session_scope
 from storage.queries import get_job
 
@@ -72,6 +80,7 @@ class Cost(commands.Cog):
             who = user or caller
             mine = user_month_cost(s, who.id, month, now=now)
             team = team_month_cost(s, month, now=now)
+            volumes = volumes_month_cost(s, month, now=now)
             user_left = remaining_budget(
                 s, who.id, month, now=now, default_limit_micros=usd_to_micros(limits.monthly_budget_user_usd)
             )
@@ -81,6 +90,8 @@ class Cost(commands.Cog):
         builder = render.EmbedBuilder(f"Costs for {month}{sandbox}", "")
         builder.field(f"{who.display_name}", render.cost_table(mine))
         builder.field("Team", render.cost_table(team))
+        if volumes.kept_micros:
+            builder.field(f"Network Volume ({volumes.gb} GB)", render.volume_month_table(volumes, team))
         left = [
             f"{who.display_name}: {render.usd(user_left) if user_left is not None else 'no limit'}",
             f"Team: {render.usd(team_left) if team_left is not None else 'no limit'}",

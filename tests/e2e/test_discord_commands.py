@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from jobs.ledger import format_usd, job_cost
+from jobs.ledger import format_usd, job_cost, month_of, volumes_month_cost
 from jobs.states import JobStatus
 from storage.db import session_scope
 from tests.world.fake_discord import FakeDiscord
@@ -132,6 +132,12 @@ async def test_epoch_button_lora_status_cost_and_retry(bot_world: BotWorld) -> N
         total = job_cost(s, job_id, now=bw.world.now()).total_micros
     mine = await bw.fake.wait_for_reply(await bw.fake.send_slash("cost", {}))
     assert format_usd(total) in mine.text() and "Budget left" in mine.text()
+    # The volume outlives the job: its whole month is shown beside the job's share of it.
+    with session_scope(bw.world.sessions) as s:
+        volumes = volumes_month_cost(s, month_of(bw.world.now()), now=bw.world.now())
+    assert volumes.kept_micros >= volumes.jobs_share_micros > 0
+    assert f"Network Volume ({bw.world.orchestrator.config.volume_size_gb} GB)" in mine.text()
+    assert "Between jobs" in mine.text() and "Team, all in" in mine.text()
     bad_month = await bw.fake.wait_for_reply(await bw.fake.send_slash("cost", {"month": "May"}))
     assert "is not a month" in bad_month.content
 

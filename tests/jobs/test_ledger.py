@@ -27,6 +27,7 @@ from jobs.ledger import (
     user_month_cost,
     volume_billed_hours,
     volume_cost_micros,
+    volumes_month_cost,
     would_exceed,
 )
 from jobs.states import CostKind, JobStatus, PodRole
@@ -136,6 +137,28 @@ def test_a_cold_job_costs_its_pods_and_its_volume_hours(db_session: Session) -> 
     # The volume is billed from the first pod's creation (T0) to the last pod's end (T0+95 min): 2 started hours.
     assert cost == CostBreakdown(volume_micros=5_833, cpu_pod_micros=53_333, gpu_pod_micros=690_000, live=False)
     assert cost.total_micros == 749_166 and format_usd(cost.total_micros) == "$0.75"
+
+
+def test_volumes_bill_every_hour_they_exist_and_the_hours_between_jobs_are_shown(db_session: Session) -> None:
+    """RunPod bills a Network Volume all month, jobs or not: the month's bill, the jobs' share, the rest."""
+    volume = record_volume(db_session, data_center_id="EU-RO-1", size_gb=30, now=T0)
+    old = record_volume(
+        db_session, data_center_id="US-TX-3", size_gb=50, now=dt.datetime(2026, 10, 31, 20, tzinfo=dt.UTC)
+    )
+    old.deleted_at = dt.datetime(2026, 11, 1, 6, tzinfo=dt.UTC)
+    job_id = new_job(db_session)
+    db_session.get_one(Job, job_id).volume_id = volume.id
+    _pod(db_session, job_id, PodRole.CPU, start=T0, minutes=40, rate=CPU_RATE)
+    _pod(db_session, job_id, PodRole.GPU, start=T0 + 35 * MIN, minutes=60, rate=SECURE_4090)
+    now = T0 + 10 * 60 * MIN
+
+    november = volumes_month_cost(db_session, "2026-11", now=now)
+    # 30 GB × 10 h (29,166) + 50 GB × the 6 h it lived in November (29,166); the job paid 2 of the 30 GB hours.
+    assert (november.kept_micros, november.jobs_share_micros, november.gb) == (58_332, 5_833, 80)
+    assert november.between_jobs_micros == 52_499
+    october = volumes_month_cost(db_session, "2026-10", now=now)
+    assert (october.kept_micros, october.jobs_share_micros, october.gb) == (19_444, 0, 50)  # 50 GB × 4 h
+    assert volumes_month_cost(db_session, "2026-12", now=now).kept_micros == 0  # not yet
 
 
 def test_closing_costs_writes_final_items_once_and_they_are_authoritative(db_session: Session) -> None:
