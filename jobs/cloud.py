@@ -360,8 +360,10 @@ class AsyncCloud:
         self._attempts = attempts
         self._base_delay_s = base_delay_s
 
-    async def _retrying(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def _retrying(self, fn: Callable[..., _T], *args: Any, on_attempt: Callable[[], None] | None = None) -> _T:
         for attempt in range(1, self._attempts + 1):
+            if on_attempt is not None:
+                on_attempt()
             try:
                 return await asyncio.to_thread(fn, *args)
             except CloudTransientError as exc:
@@ -382,8 +384,10 @@ class AsyncCloud:
         pods = await self._retrying(self.client.list_pods)
         return [p for p in pods if p.name.startswith(name_prefix)]
 
-    async def terminate_pod(self, pod_id: str) -> None:
-        await self._retrying(self.client.terminate_pod, pod_id)
+    async def terminate_pod(self, pod_id: str, *, on_attempt: Callable[[], None] | None = None) -> None:
+        """Terminate (retried: terminating twice is harmless). ``on_attempt`` runs before each try, so a caller
+        can time the try that took effect rather than the whole retry loop."""
+        await self._retrying(self.client.terminate_pod, pod_id, on_attempt=on_attempt)
 
     async def list_gpu_offers(self, data_center_id: str | None = None) -> list[GpuOffer]:
         return await self._retrying(self.client.list_gpu_offers, data_center_id)

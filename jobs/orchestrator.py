@@ -27,10 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import ledger
-from jobs.cloud import AsyncCloud, CloudError, CloudTransientError, GpuOffer, NoCapacityError, PodNotFound, PodRequest
+from jobs.cloud import AsyncCloud, CloudError, CloudTransientError, GpuOffer, NoCapacityError, PodRequest
 from jobs.config import Settings
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
-from jobs.names import parse_pod_name
+from jobs.pods import PodKeeper
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
 from storage.artifacts import ArtifactStoreError
@@ -51,30 +51,13 @@ from storage.transitions import (
     InvalidTransition,
     NoticeDraft,
     add_notice,
-    billing_start_if_found,
     record_pod_intent,
-    set_pod_create_requested,
-    set_pod_created,
-    set_pod_exited,
-    set_pod_running,
-    set_pod_seen,
-    set_pod_terminate_requested,
-    set_pod_terminated,
     transition,
 )
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
-
-
-def during(sent: dt.datetime, answered: dt.datetime) -> dt.datetime:
-    """When a RunPod call took effect: somewhere between sending it and its answer, so the middle.
-
-    RunPod bills per second from the create to the terminate; taking the middle of each call keeps the ledger within
-    half a round trip of RunPod's bill at either end, whichever way the network was slow.
-    """
-    return sent + (answered - sent) / 2
 
 
 RUNNING_STATES = frozenset({JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.INTERRUPTED, JobStatus.COLLECTING})
@@ -208,6 +191,7 @@ class Orchestrator:
         self.env_hash = recipe_hash(env_recipe)
         self._agent_bytes, self._agent_sha = agent_bundle
         self.clock = clock
+        self.pods = PodKeeper(sessions=sessions, cloud=cloud, clock=clock, startup_timeout_s=config.startup_timeout_s)
         # Values of gated-model tokens by env name (HF_TOKEN): only those a job's model names go into its pod.
         self._model_tokens = dict(model_token_env or {})
         self._lock = asyncio.Lock()
@@ -269,55 +253,7 @@ class Orchestrator:
 
     async def reap(self) -> list[str]:
         """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one."""
-        reaped = []
-        pods = await self.cloud.list_pods("lorabot-")
-        now = self.clock()
-        for pod in pods:
-            parsed = parse_pod_name(pod.name)
-            if parsed is None:
-                continue
-            with session_scope(self.sessions) as s:
-                job = get_job(s, parsed.job_id)
-                row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
-                owned = (
-                    job is not None
-                    and not job.status.is_terminal()
-                    and row is not None
-                    and row.status is not PodStatus.TERMINATED
-                    and row.runpod_pod_id in (None, pod.id)
-                )
-            if owned:
-                continue
-            sent = self.clock()
-            await self.cloud.terminate_pod(pod.id)
-            ended = during(sent, self.clock())
-            with session_scope(self.sessions) as s:
-                if row is not None and row.runpod_pod_id in (None, pod.id):
-                    if row.runpod_pod_id is None:
-                        # Created by a run that died before writing the id down: billed since its create call.
-                        set_pod_created(
-                            s,
-                            row.id,
-                            runpod_pod_id=pod.id,
-                            cost_per_hr_micros=pod.cost_per_hr_micros,
-                            now=now,
-                            api_created_at=billing_start_if_found(row),
-                        )
-                    set_pod_terminated(s, row.id, now=ended, exit_reason="reaped: no live job owns it")
-                    reaped_row = s.get(Pod, row.id)
-                    assert reaped_row is not None
-                    ledger.close_pod_cost(s, reaped_row)
-                add_notice(
-                    s,
-                    job_id=parsed.job_id if job is not None else None,
-                    kind=NoticeKind.INFO,
-                    key=f"reaper:{pod.id}",
-                    now=now,
-                    payload={"text": f"reaper terminated pod {pod.name} ({pod.id}): no live job owned it"},
-                )
-            reaped.append(pod.name)
-            log.warning("reaper terminated %s (%s)", pod.name, pod.id)
-        return reaped
+        return await self.pods.reap()
 
     # -- one job -----------------------------------------------------------------------------------------------
 
@@ -455,13 +391,13 @@ class Orchestrator:
                 await self._fail_from_agent(job_id, prepare, stage="prepare")
                 return
             if ready:
-                await self._terminate_pod(cpu.id, reason="the volume is ready")
+                await self.pods.terminate(cpu.id, reason="the volume is ready")
                 self._mark_cache(job_id, plan)
             else:
-                state = await self._observe(cpu.id)
+                state = await self.pods.observe(cpu.id)
                 if state in ("exited", "gone", "stuck"):
                     reason = f"the CPU pod stopped before the volume was ready ({state})"
-                    await self._terminate_pod(cpu.id, reason=reason)
+                    await self.pods.terminate(cpu.id, reason=reason)
                     if cpu_attempt >= self.config.max_cpu_attempts:
                         await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{reason}; gave up after {cpu_attempt}")
                         return
@@ -500,7 +436,7 @@ class Orchestrator:
                 )
             await self._training(job_id)
             return
-        state = await self._observe(gpu.id)
+        state = await self.pods.observe(gpu.id)
         if state in ("exited", "gone", "stuck"):
             await self._replace_gpu(job_id, gpu, f"the GPU pod {state} before training started")
 
@@ -530,7 +466,7 @@ class Orchestrator:
                     job_id, gpu, f"the GPU pod was interrupted after epoch {train.get('last_completed_epoch') or 0}"
                 )
                 return
-        state = await self._observe(gpu.id)
+        state = await self.pods.observe(gpu.id)
         if state in ("exited", "gone"):
             await self._interrupt(job_id, gpu, f"the GPU pod {state} while training")
         elif state == "stuck" or self._status_is_stale(job_id):
@@ -539,7 +475,7 @@ class Orchestrator:
     async def _interrupted(self, job_id: int) -> None:
         attempts = self._gpu_pods_started(job_id)
         for pod in self._live_pods(job_id, PodRole.GPU):
-            await self._terminate_pod(pod.id, reason="replaced after an interruption")
+            await self.pods.terminate(pod.id, reason="replaced after an interruption")
         if attempts >= self.config.max_gpu_attempts:
             await self._fail(
                 job_id,
@@ -665,11 +601,11 @@ class Orchestrator:
                 reason=reason,
                 notice=NoticeDraft(NoticeKind.INTERRUPTED, {"reason": reason}),
             )
-        await self._terminate_pod(gpu.id, reason=reason)
+        await self.pods.terminate(gpu.id, reason=reason)
         await self._interrupted(job_id)
 
     async def _replace_gpu(self, job_id: int, gpu: Pod, reason: str) -> None:
-        await self._terminate_pod(gpu.id, reason=reason)
+        await self.pods.terminate(gpu.id, reason=reason)
         attempts = self._gpu_pods_started(job_id)
         if attempts >= self.config.max_gpu_attempts:
             await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{reason}; giving up after {attempts} GPU pods")
@@ -813,39 +749,7 @@ class Orchestrator:
             return pod
         if volume is None or volume.runpod_volume_id is None:
             raise CloudError(f"job j{job_id} has no volume")
-        existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
-        if existing:
-            # Made by an earlier run whose answer was lost: RunPod bills it from that run's create call.
-            info, created_at = existing[0], billing_start_if_found(pod)
-        else:
-            request = self._pod_request(job_id, role, pod.name, offer, volume, plan)
-            sent = self.clock()
-            with session_scope(self.sessions) as s:
-                set_pod_create_requested(s, pod.id, now=sent)
-            try:
-                info = await self.cloud.create_pod(request)
-            except NoCapacityError:
-                with session_scope(self.sessions) as s:
-                    set_pod_terminated(s, pod.id, now=self.clock(), exit_reason="no capacity: never created")
-                raise
-            created_at = during(sent, self.clock())
-        with session_scope(self.sessions) as s:
-            created = set_pod_created(
-                s,
-                pod.id,
-                runpod_pod_id=info.id,
-                cost_per_hr_micros=info.cost_per_hr_micros,
-                now=self.clock(),
-                api_created_at=created_at,
-            )
-        if not created.cost_per_hr_micros:
-            # The create mutation's answer carries no price: read costPerHr from the pod itself.
-            await self._observe(created.id)
-            with session_scope(self.sessions) as s:
-                refreshed = s.get(Pod, created.id)
-                assert refreshed is not None
-                return refreshed
-        return created
+        return await self.pods.create(pod, lambda: self._pod_request(job_id, role, pod.name, offer, volume, plan))
 
     def _pod_request(
         self, job_id: int, role: PodRole, name: str, offer: GpuOffer | None, volume: Volume, plan: JobPlan
@@ -880,98 +784,11 @@ class Orchestrator:
             spot_bid_per_gpu=bid,
         )
 
-    async def _observe(self, pod_id: int) -> str:
-        """One look at a pod: 'starting', 'running', 'exited', 'gone' or 'stuck' (never came up in time)."""
-        with session_scope(self.sessions) as s:
-            pod = s.get(Pod, pod_id)
-            assert pod is not None
-            runpod_id, created = pod.runpod_pod_id, pod.api_created_at
-        if runpod_id is None:
-            return "starting"
-        now = self.clock()
-        try:
-            info = await self.cloud.get_pod(runpod_id)
-        except PodNotFound:
-            with session_scope(self.sessions) as s:
-                set_pod_terminated(s, pod_id, now=now, exit_reason="RunPod no longer knows the pod")
-            return "gone"
-        with session_scope(self.sessions) as s:
-            row = s.get(Pod, pod_id)
-            if row is not None and not row.cost_per_hr_micros and info.cost_per_hr_micros:
-                row.cost_per_hr_micros = info.cost_per_hr_micros
-            if info.desired_status in ("EXITED", "TERMINATED"):
-                set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.desired_status}")
-                return "exited"
-            if info.has_runtime:
-                set_pod_running(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
-                return "running"
-            set_pod_seen(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
-        if created is not None and (now - created).total_seconds() > self.config.startup_timeout_s:
-            return "stuck"
-        return "starting"
-
-    async def _terminate_pod(self, pod_id: int, *, reason: str) -> None:
-        now = self.clock()
-        with session_scope(self.sessions) as s:
-            pod = s.get(Pod, pod_id)
-            assert pod is not None
-            if pod.status is PodStatus.TERMINATED:
-                return
-            asked_before = pod.terminate_requested_at  # a run that died right after asking RunPod
-            set_pod_terminate_requested(s, pod_id, now=now)
-            runpod_id, name, billing_start = pod.runpod_pod_id, pod.name, billing_start_if_found(pod)
-        if runpod_id is None:
-            # Never confirmed by RunPod: look it up by name in case the create went through after all.
-            found = [p for p in await self.cloud.list_pods(name) if p.name == name]
-            if found:
-                with session_scope(self.sessions) as s:
-                    set_pod_created(
-                        s,
-                        pod_id,
-                        runpod_pod_id=found[0].id,
-                        cost_per_hr_micros=found[0].cost_per_hr_micros,
-                        now=now,
-                        # Billed since that run's create call, not since we found it.
-                        api_created_at=billing_start,
-                    )
-                runpod_id = found[0].id
-        billing_ended_at: dt.datetime | None = None
-        if runpod_id is not None:
-            billing_ended_at = await self._spot_interruption_time(pod_id, runpod_id)
-            if asked_before is not None and billing_ended_at is None:
-                try:
-                    await self.cloud.get_pod(runpod_id)
-                except PodNotFound:
-                    billing_ended_at = asked_before  # the earlier terminate went through: billing ended then
-            sent = self.clock()
-            await self.cloud.terminate_pod(runpod_id)
-            billing_ended_at = billing_ended_at or during(sent, self.clock())
-        with session_scope(self.sessions) as s:
-            set_pod_terminated(s, pod_id, now=billing_ended_at or self.clock(), exit_reason=reason)
-            pod = s.get(Pod, pod_id)
-            assert pod is not None
-            ledger.close_pod_cost(s, pod)
-
-    async def _spot_interruption_time(self, pod_id: int, runpod_id: str) -> dt.datetime | None:
-        """When RunPod took a spot pod back, billing stopped then, not when we got round to terminating it."""
-        with session_scope(self.sessions) as s:
-            pod = s.get(Pod, pod_id)
-            if pod is None or not pod.spot or pod.api_created_at is None:
-                return None
-            created = pod.api_created_at
-        try:
-            info = await self.cloud.get_pod(runpod_id)
-        except PodNotFound:
-            return None
-        if not info.spot_interrupted or info.status_changed_at is None:
-            return None
-        return min(max(info.status_changed_at, created), self.clock())
-
     async def _terminate_job_pods(self, job_id: int) -> None:
         with session_scope(self.sessions) as s:
             ids = [p.id for p in list_pods_for_job(s, job_id) if p.status is not PodStatus.TERMINATED]
         for pod_id in ids:
-            await self._terminate_pod(pod_id, reason="job ended")
+            await self.pods.terminate(pod_id, reason="job ended")
 
     async def _clean_up_finished(self) -> None:
         """Pods whose job is already terminal (a terminate that failed last time): terminate them now."""
@@ -983,7 +800,7 @@ class Orchestrator:
             ]
         for pod_id, job_id in leftovers:
             try:
-                await self._terminate_pod(pod_id, reason="job already finished")
+                await self.pods.terminate(pod_id, reason="job already finished")
                 self._close_costs(job_id)
             except CloudError as exc:
                 log.warning("could not terminate leftover pod %s: %s", pod_id, exc)

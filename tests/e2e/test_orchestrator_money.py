@@ -6,6 +6,7 @@ from jobs import ledger
 from jobs.states import JobStatus, PodRole
 from storage.db import session_scope
 from tests.world.lorabot_world import RTX_4090, LorabotWorld
+from tests.world.money import assert_ledger_matches_runpod
 
 
 def ledger_total(world: LorabotWorld, job_id: int) -> ledger.CostBreakdown:
@@ -13,18 +14,15 @@ def ledger_total(world: LorabotWorld, job_id: int) -> ledger.CostBreakdown:
         return ledger.job_cost(s, job_id, now=world.now())
 
 
+def assert_ledger_matches_emulator(world: LorabotWorld, job_id: int) -> None:
+    assert emulator_pod_cost(world, job_id) > 0
+    assert_ledger_matches_runpod(world, job_id)
+    assert not ledger_total(world, job_id).live
+
+
 def emulator_pod_cost(world: LorabotWorld, job_id: int) -> int:
     names = {p.name for p in world.pods(job_id)}
     return sum(p.cost_micros for p in world.emulator.all_pods() if p.name in names)
-
-
-def assert_ledger_matches_emulator(world: LorabotWorld, job_id: int) -> None:
-    cost = ledger_total(world, job_id)
-    billed = emulator_pod_cost(world, job_id)
-    pods_in_ledger = cost.cpu_pod_micros + cost.gpu_pod_micros
-    assert billed > 0
-    assert abs(pods_in_ledger - billed) <= billed * 0.01, (pods_in_ledger, billed)
-    assert not cost.live
 
 
 async def test_cold_then_warm_job_the_warm_one_needs_no_cpu_pod(lorabot_world: LorabotWorld):

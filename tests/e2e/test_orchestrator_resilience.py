@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,8 +36,8 @@ class DyingCloud(AsyncCloud):
         self._count()  # RunPod made the pod, the bot never wrote its id down
         return info
 
-    async def terminate_pod(self, pod_id: str) -> None:
-        await super().terminate_pod(pod_id)
+    async def terminate_pod(self, pod_id: str, *, on_attempt: Callable[[], None] | None = None) -> None:
+        await super().terminate_pod(pod_id, on_attempt=on_attempt)
         self._count()
 
     async def get_pod(self, pod_id: str) -> PodInfo:

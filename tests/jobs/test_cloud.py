@@ -106,6 +106,17 @@ async def test_reads_are_retried_through_server_errors(cloud: AsyncCloud, emulat
     assert await cloud.list_pods() == []
 
 
+async def test_a_terminate_is_retried_and_the_caller_sees_each_try(cloud: AsyncCloud, emulator: RunpodEmulator):
+    """The try that took effect is the last one: the ledger times the pod's end by it, not by the first 5xx."""
+    volume = await cloud.create_volume("v", 30, "EU-RO-1")
+    pod = await cloud.create_pod(request(volume.id))
+    tries: list[str] = []
+    emulator.fail_next(2, status=503)
+    await cloud.terminate_pod(pod.id, on_attempt=lambda: tries.append("try"))
+    assert tries == ["try", "try", "try"]
+    assert emulator.pod(pod.id).terminated_at is not None
+
+
 async def test_a_create_is_never_retried_blindly(cloud: AsyncCloud, emulator: RunpodEmulator):
     """A create that failed may still have made a pod: the orchestrator looks its name up instead."""
     volume = await cloud.create_volume("v", 30, "EU-RO-1")

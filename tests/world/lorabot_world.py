@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.agent_bundle import build_agent
 from jobs.catalog import load_catalog
-from jobs.cloud import AsyncCloud, RunpodClient
+from jobs.cloud import RunpodClient
 from jobs.dataset import ingest_zip, pack_dataset
 from jobs.orchestrator import GpuChoice, Orchestrator, OrchestratorConfig
 from jobs.planning import make_plan
@@ -40,6 +40,7 @@ from storage.artifacts_s3 import S3ArtifactStore
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod
 from tests.world.s3 import S3World
+from tests.world.timed_cloud import CallLog, TimedCloud
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "jobs" / "sandbox" / "sdscripts"
@@ -127,7 +128,7 @@ class LorabotWorld:
         client = RunpodClient(api_key=emulator.api_key, api_base_url=emulator.base_url)
         orchestrator = Orchestrator(
             sessions=sessions,
-            cloud=AsyncCloud(client, base_delay_s=0.05),
+            cloud=TimedCloud(client, clock=emulator.clock.utcnow, calls=CallLog()),
             store=store,
             config=OrchestratorConfig(**defaults),
             env_recipe=env_recipe or sandbox_recipe(STANDIN),
@@ -135,6 +136,13 @@ class LorabotWorld:
             clock=emulator.clock.utcnow,
         )
         return cls(emulator, s3, store, sessions, orchestrator, workdir)
+
+    @property
+    def cloud_calls(self) -> CallLog:
+        """When each create and terminate went out and came back (see ``tests/world/timed_cloud.py``)."""
+        cloud = self.orchestrator.cloud
+        assert isinstance(cloud, TimedCloud)
+        return cloud.call_log
 
     def with_orchestrator(self, **config: Any) -> Orchestrator:
         """A second orchestrator over the same DB, store and cloud: the bot process after a restart."""

@@ -1,0 +1,242 @@
+"""Pods at RunPod, from the create call to the terminate: each call's effect written down with its time.
+
+The orchestrator decides which pod a job needs; this module makes RunPod's side true and keeps the record that every
+cost comes from (``jobs/ledger.py``):
+- the pod row exists before anything is asked of RunPod (the orchestrator's ``record_pod_intent``), the create call's
+  moment is saved before it goes out, RunPod's id the moment it answers;
+- a pod whose answer was lost (the bot died) is found by its deterministic name, never created twice;
+- a call took effect somewhere between sending it and its answer, so its time is the middle of the two;
+- ``reap`` terminates any ``lorabot-*`` pod at RunPod that no live job owns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs import ledger
+from jobs.cloud import AsyncCloud, NoCapacityError, PodNotFound, PodRequest
+from jobs.names import parse_pod_name
+from jobs.states import NoticeKind, PodStatus
+from storage.db import session_scope
+from storage.models import Pod
+from storage.queries import get_job
+from storage.transitions import (
+    add_notice,
+    billing_start_if_found,
+    set_pod_create_requested,
+    set_pod_created,
+    set_pod_exited,
+    set_pod_running,
+    set_pod_seen,
+    set_pod_terminate_requested,
+    set_pod_terminated,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+def during(sent: dt.datetime, answered: dt.datetime) -> dt.datetime:
+    """When a RunPod call took effect: somewhere between sending it and its answer, so the middle.
+
+    RunPod bills per second from the create to the terminate; taking the middle of each call keeps the ledger within
+    half a round trip of RunPod's bill at either end, whichever way the network was slow.
+    """
+    return sent + (answered - sent) / 2
+
+
+class PodKeeper:
+    def __init__(
+        self, *, sessions: sessionmaker[Session], cloud: AsyncCloud, clock: Clock, startup_timeout_s: float
+    ) -> None:
+        self.sessions = sessions
+        self.cloud = cloud
+        self.clock = clock
+        self.startup_timeout_s = startup_timeout_s
+
+    async def create(self, pod: Pod, make_request: Callable[[], PodRequest]) -> Pod:
+        """RunPod's pod for this recorded intent: found by name when an earlier run created it, else created.
+
+        Raises ``NoCapacityError`` (the row is then closed as never created) and the cloud's other errors.
+        """
+        existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
+        if existing:
+            # Made by an earlier run whose answer was lost: RunPod bills it from that run's create call.
+            info, created_at = existing[0], billing_start_if_found(pod)
+        else:
+            request = make_request()
+            sent = self.clock()
+            with session_scope(self.sessions) as s:
+                set_pod_create_requested(s, pod.id, now=sent)
+            try:
+                info = await self.cloud.create_pod(request)
+            except NoCapacityError:
+                with session_scope(self.sessions) as s:
+                    set_pod_terminated(s, pod.id, now=self.clock(), exit_reason="no capacity: never created")
+                raise
+            created_at = during(sent, self.clock())
+        with session_scope(self.sessions) as s:
+            created = set_pod_created(
+                s,
+                pod.id,
+                runpod_pod_id=info.id,
+                cost_per_hr_micros=info.cost_per_hr_micros,
+                now=self.clock(),
+                api_created_at=created_at,
+            )
+        if not created.cost_per_hr_micros:
+            # The create mutation's answer carries no price: read costPerHr from the pod itself.
+            await self.observe(created.id)
+            with session_scope(self.sessions) as s:
+                refreshed = s.get(Pod, created.id)
+                assert refreshed is not None
+                return refreshed
+        return created
+
+    async def observe(self, pod_id: int) -> str:
+        """One look at a pod: 'starting', 'running', 'exited', 'gone' or 'stuck' (never came up in time)."""
+        with session_scope(self.sessions) as s:
+            pod = s.get(Pod, pod_id)
+            assert pod is not None
+            runpod_id, created = pod.runpod_pod_id, pod.api_created_at
+        if runpod_id is None:
+            return "starting"
+        now = self.clock()
+        try:
+            info = await self.cloud.get_pod(runpod_id)
+        except PodNotFound:
+            with session_scope(self.sessions) as s:
+                set_pod_terminated(s, pod_id, now=now, exit_reason="RunPod no longer knows the pod")
+            return "gone"
+        with session_scope(self.sessions) as s:
+            row = s.get(Pod, pod_id)
+            if row is not None and not row.cost_per_hr_micros and info.cost_per_hr_micros:
+                row.cost_per_hr_micros = info.cost_per_hr_micros
+            if info.desired_status in ("EXITED", "TERMINATED"):
+                set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.desired_status}")
+                return "exited"
+            if info.has_runtime:
+                set_pod_running(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
+                return "running"
+            set_pod_seen(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
+        if created is not None and (now - created).total_seconds() > self.startup_timeout_s:
+            return "stuck"
+        return "starting"
+
+    async def terminate(self, pod_id: int, *, reason: str) -> None:
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            pod = s.get(Pod, pod_id)
+            assert pod is not None
+            if pod.status is PodStatus.TERMINATED:
+                return
+            asked_before = pod.terminate_requested_at  # a run that died right after asking RunPod
+            set_pod_terminate_requested(s, pod_id, now=now)
+            runpod_id, name, billing_start = pod.runpod_pod_id, pod.name, billing_start_if_found(pod)
+        if runpod_id is None:
+            # Never confirmed by RunPod: look it up by name in case the create went through after all.
+            found = [p for p in await self.cloud.list_pods(name) if p.name == name]
+            if found:
+                with session_scope(self.sessions) as s:
+                    set_pod_created(
+                        s,
+                        pod_id,
+                        runpod_pod_id=found[0].id,
+                        cost_per_hr_micros=found[0].cost_per_hr_micros,
+                        now=now,
+                        # Billed since that run's create call, not since we found it.
+                        api_created_at=billing_start,
+                    )
+                runpod_id = found[0].id
+        billing_ended_at: dt.datetime | None = None
+        if runpod_id is not None:
+            billing_ended_at = await self._spot_interruption_time(pod_id, runpod_id)
+            if asked_before is not None and billing_ended_at is None:
+                try:
+                    await self.cloud.get_pod(runpod_id)
+                except PodNotFound:
+                    billing_ended_at = asked_before  # the earlier terminate went through: billing ended then
+            ended = await self._terminate_call(runpod_id)
+            billing_ended_at = billing_ended_at or ended
+        with session_scope(self.sessions) as s:
+            set_pod_terminated(s, pod_id, now=billing_ended_at or self.clock(), exit_reason=reason)
+            pod = s.get(Pod, pod_id)
+            assert pod is not None
+            ledger.close_pod_cost(s, pod)
+
+    async def _terminate_call(self, runpod_id: str) -> dt.datetime:
+        """Terminate at RunPod; when it took effect: the middle of the try that worked (earlier ones failed)."""
+        sent = [self.clock()]
+        await self.cloud.terminate_pod(runpod_id, on_attempt=lambda: sent.append(self.clock()))
+        return during(sent[-1], self.clock())
+
+    async def _spot_interruption_time(self, pod_id: int, runpod_id: str) -> dt.datetime | None:
+        """When RunPod took a spot pod back, billing stopped then, not when we got round to terminating it."""
+        with session_scope(self.sessions) as s:
+            pod = s.get(Pod, pod_id)
+            if pod is None or not pod.spot or pod.api_created_at is None:
+                return None
+            created = pod.api_created_at
+        try:
+            info = await self.cloud.get_pod(runpod_id)
+        except PodNotFound:
+            return None
+        if not info.spot_interrupted or info.status_changed_at is None:
+            return None
+        return min(max(info.status_changed_at, created), self.clock())
+
+    async def reap(self) -> list[str]:
+        """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one."""
+        reaped = []
+        pods = await self.cloud.list_pods("lorabot-")
+        now = self.clock()
+        for pod in pods:
+            parsed = parse_pod_name(pod.name)
+            if parsed is None:
+                continue
+            with session_scope(self.sessions) as s:
+                job = get_job(s, parsed.job_id)
+                row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
+                owned = (
+                    job is not None
+                    and not job.status.is_terminal()
+                    and row is not None
+                    and row.status is not PodStatus.TERMINATED
+                    and row.runpod_pod_id in (None, pod.id)
+                )
+            if owned:
+                continue
+            ended = await self._terminate_call(pod.id)
+            with session_scope(self.sessions) as s:
+                if row is not None and row.runpod_pod_id in (None, pod.id):
+                    if row.runpod_pod_id is None:
+                        # Created by a run that died before writing the id down: billed since its create call.
+                        set_pod_created(
+                            s,
+                            row.id,
+                            runpod_pod_id=pod.id,
+                            cost_per_hr_micros=pod.cost_per_hr_micros,
+                            now=now,
+                            api_created_at=billing_start_if_found(row),
+                        )
+                    set_pod_terminated(s, row.id, now=ended, exit_reason="reaped: no live job owns it")
+                    reaped_row = s.get(Pod, row.id)
+                    assert reaped_row is not None
+                    ledger.close_pod_cost(s, reaped_row)
+                add_notice(
+                    s,
+                    job_id=parsed.job_id if job is not None else None,
+                    kind=NoticeKind.INFO,
+                    key=f"reaper:{pod.id}",
+                    now=now,
+                    payload={"text": f"reaper terminated pod {pod.name} ({pod.id}): no live job owned it"},
+                )
+            reaped.append(pod.name)
+            log.warning("reaper terminated %s (%s)", pod.name, pod.id)
+        return reaped

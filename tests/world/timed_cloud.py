@@ -1,0 +1,69 @@
+"""The real cloud client, noting on the simulated clock when each create and terminate call went out and when
+its answer came back.
+
+RunPod bills from the moment a call takes effect, which lies somewhere inside that window; the bot can only know
+the window. On the emulator's scaled clock a slow moment of the test machine widens it 120-fold, so the fault
+suite's money check allows exactly what these windows leave unknown, and no more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jobs.cloud import AsyncCloud, PodInfo, PodRequest, RunpodClient
+
+
+@dataclass(frozen=True)
+class CallWindow:
+    method: str  # "create_pod" | "terminate_pod"
+    pod: str  # the pod's name for a create, RunPod's id for a terminate
+    sent: dt.datetime
+    answered: dt.datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.answered - self.sent).total_seconds()
+
+
+@dataclass
+class CallLog:
+    windows: list[CallWindow] = field(default_factory=list)
+
+    def unknown_seconds(self, *, name: str, runpod_id: str | None) -> float:
+        """How long the bot could not tell whether a pod was billing: its create and terminate windows."""
+        return sum(
+            w.seconds
+            for w in self.windows
+            if (w.method == "create_pod" and w.pod == name) or (w.method == "terminate_pod" and w.pod == runpod_id)
+        )
+
+
+class TimedCloud(AsyncCloud):
+    def __init__(
+        self, client: RunpodClient, *, clock: Callable[[], dt.datetime], calls: CallLog, base_delay_s: float = 0.05
+    ) -> None:
+        super().__init__(client, base_delay_s=base_delay_s)
+        self.clock, self.call_log = clock, calls
+
+    async def create_pod(self, req: PodRequest) -> PodInfo:
+        sent = self.clock()
+        try:
+            return await super().create_pod(req)
+        finally:
+            self.call_log.windows.append(CallWindow("create_pod", req.name, sent, self.clock()))
+
+    async def terminate_pod(self, pod_id: str, *, on_attempt: Callable[[], None] | None = None) -> None:
+        # Only the last try counts: a try that failed had no effect (RunPod answered 5xx before acting).
+        sent = [self.clock()]
+
+        def attempt() -> None:
+            sent.append(self.clock())
+            if on_attempt is not None:
+                on_attempt()
+
+        try:
+            await super().terminate_pod(pod_id, on_attempt=attempt)
+        finally:
+            self.call_log.windows.append(CallWindow("terminate_pod", pod_id, sent[-1], self.clock()))
