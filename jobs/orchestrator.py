@@ -18,7 +18,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ from jobs import ledger
 from jobs.cloud import AsyncCloud, CloudError, CloudTransientError, GpuOffer, NoCapacityError, PodRequest
 from jobs.config import Settings
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
-from jobs.pods import PodKeeper
+from jobs.pods import Clock, PodKeeper
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
 from storage.artifacts import ArtifactStoreError
@@ -56,8 +55,6 @@ from storage.transitions import (
 )
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], dt.datetime]
 
 
 RUNNING_STATES = frozenset({JobStatus.PREPARING, JobStatus.TRAINING, JobStatus.INTERRUPTED, JobStatus.COLLECTING})

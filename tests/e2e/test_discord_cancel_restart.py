@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import pytest
@@ -10,25 +9,15 @@ import pytest
 from jobs.ledger import format_usd, job_cost
 from jobs.states import JobStatus
 from storage.db import session_scope
-from tests.world.fixtures_bot import BotWorld
+from tests.world.fixtures_bot import BotWorld, epoch_of
 from tests.world.lorabot_world import dataset_zip
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _epoch_of(text: str) -> str | None:
-    found = re.search(r"epoch (\d+)/\d+", text)
-    return found.group(1) if found else None
-
-
 async def test_cancel_mid_training_terminates_pods_at_once_and_reports_the_final_cost(bot_world: BotWorld) -> None:
     bw = bot_world
-    plan = await bw.train(
-        dataset_zip(8, size=512), name="long", epochs=8, repeats=1, trigger="kana", class_word="1girl"
-    )
-    thread = await bw.confirm(plan)
-    job_id = bw.latest_job_id()
-    await bw.wait_for_thread_message(thread, lambda m: _epoch_of(m.text()) == "1")
+    thread, job_id = await bw.job_past_its_first_epoch(name="long", images=8, epochs=8)
     assert bw.world.status(job_id) is JobStatus.TRAINING
 
     asked = await bw.fake.send_slash("cancel", {"job": f"j{job_id}"})
@@ -60,12 +49,7 @@ async def test_cancel_is_refused_to_someone_else(bot_world: BotWorld) -> None:
 
 async def test_restart_mid_job_continues_the_thread_without_a_duplicate(bot_world: BotWorld) -> None:
     bw = bot_world
-    plan = await bw.train(
-        dataset_zip(6, size=512), name="phoenix", epochs=4, repeats=1, trigger="kana", class_word="1girl"
-    )
-    thread = await bw.confirm(plan)
-    job_id = bw.latest_job_id()
-    await bw.wait_for_thread_message(thread, lambda m: _epoch_of(m.text()) == "1")
+    thread, job_id = await bw.job_past_its_first_epoch(name="phoenix", images=6, epochs=4)
 
     await bw.restart()
     assert not bw.world.status(job_id).is_terminal(), "the restart must happen in the middle of the job"
@@ -74,7 +58,7 @@ async def test_restart_mid_job_continues_the_thread_without_a_duplicate(bot_worl
     assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()
     await bw.wait_for_thread_message(thread, lambda m: "done" in m.text())
     messages = bw.fake.messages_in(thread)
-    epochs = [_epoch_of(m.text()) for m in messages if _epoch_of(m.text())]
+    epochs = [epoch_of(m.text()) for m in messages if epoch_of(m.text())]
     assert epochs == ["1", "2", "3", "4"]
     nonces = Counter(m.payload.get("nonce") for m in messages)
     assert all(count == 1 for count in nonces.values()), nonces

@@ -3,23 +3,15 @@ the job keeps one thread, with every epoch in it. Only the bot's own thread coun
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from bot.notifier import thread_prefix
 from jobs.states import JobStatus
 from storage.db import session_scope
 from storage.models import Job
-from tests.world.fixtures_bot import BotWorld
-from tests.world.lorabot_world import dataset_zip
+from tests.world.fixtures_bot import BotWorld, epoch_of
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _epoch_of(text: str) -> str | None:
-    found = re.search(r"epoch (\d+)/\d+", text)
-    return found.group(1) if found else None
 
 
 def _forget_thread(bw: BotWorld, job_id: int) -> None:
@@ -32,12 +24,7 @@ def _forget_thread(bw: BotWorld, job_id: int) -> None:
 
 async def test_a_thread_made_just_before_a_crash_is_found_again_not_made_twice(bot_world: BotWorld) -> None:
     bw = bot_world
-    plan = await bw.train(
-        dataset_zip(4, size=512), name="phoenix", epochs=3, repeats=1, trigger="kana", class_word="1girl"
-    )
-    thread = await bw.confirm(plan)
-    job_id = bw.latest_job_id()
-    await bw.wait_for_thread_message(thread, lambda m: _epoch_of(m.text()) == "1")
+    thread, job_id = await bw.job_past_its_first_epoch(name="phoenix", images=4, epochs=3)
 
     await bw.restart(while_down=lambda: _forget_thread(bw, job_id))
     await bw.wait_for_status(job_id, lambda s: s.is_terminal())
@@ -47,18 +34,13 @@ async def test_a_thread_made_just_before_a_crash_is_found_again_not_made_twice(b
     ours = [t for t in bw.fake.threads if t.name and t.name.startswith(thread_prefix(job_id))]
     assert [t.id for t in ours] == [thread.id], [t.name for t in ours]
     assert bw.world.job(job_id).thread_id == thread.id
-    epochs = [_epoch_of(m.text()) for m in bw.fake.messages_in(thread) if _epoch_of(m.text())]
+    epochs = [epoch_of(m.text()) for m in bw.fake.messages_in(thread) if epoch_of(m.text())]
     assert epochs == ["1", "2", "3"]
 
 
 async def test_a_users_thread_with_the_jobs_name_is_not_taken_for_the_jobs_thread(bot_world: BotWorld) -> None:
     bw = bot_world
-    plan = await bw.train(
-        dataset_zip(4, size=512), name="phoenix", epochs=2, repeats=1, trigger="kana", class_word="1girl"
-    )
-    thread = await bw.confirm(plan)
-    job_id = bw.latest_job_id()
-    await bw.wait_for_thread_message(thread, lambda m: _epoch_of(m.text()) == "1")
+    thread, job_id = await bw.job_past_its_first_epoch(name="phoenix", images=4, epochs=2)
     mallory = bw.fake.add_user("mallory")
     decoy = bw.fake.world.create_thread(
         bw.fake.channel, {"name": f"{thread_prefix(job_id)}phoenix", "type": 11}, mallory

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from storage.db import session_scope
 from storage.models import Job
 from tests.world.fake_discord import FakeDiscord, MessageRecord, patch_discord_py
 from tests.world.fake_discord.models import ChannelRecord, InteractionRecord
-from tests.world.lorabot_world import MODEL_BYTES, LorabotWorld
+from tests.world.lorabot_world import MODEL_BYTES, LorabotWorld, dataset_zip
 
 TICK_SECONDS = 0.3
 NOTIFIER_POLL_S = 0.2
@@ -179,6 +180,22 @@ class BotWorld:
         self, thread: ChannelRecord, predicate: Callable[[MessageRecord], bool], timeout: float = 60.0
     ) -> MessageRecord:
         return await self.fake.wait_for_message(predicate, channel=thread, timeout=timeout)
+
+    async def job_past_its_first_epoch(self, *, name: str, images: int, epochs: int) -> tuple[ChannelRecord, int]:
+        """/train, Confirm, and wait until the thread shows epoch 1: a job in the middle of its training."""
+        plan = await self.train(
+            dataset_zip(images, size=512), name=name, epochs=epochs, repeats=1, trigger="kana", class_word="1girl"
+        )
+        thread = await self.confirm(plan)
+        job_id = self.latest_job_id()
+        await self.wait_for_thread_message(thread, lambda m: epoch_of(m.text()) == "1")
+        return thread, job_id
+
+
+def epoch_of(text: str) -> str | None:
+    """The epoch a thread message announces ("epoch 3/10" → "3"), if any."""
+    found = re.search(r"epoch (\d+)/\d+", text)
+    return found.group(1) if found else None
 
 
 MakeBotWorld = Callable[..., contextlib.AbstractAsyncContextManager[BotWorld]]
