@@ -16,9 +16,12 @@ checks the same four promises (`tests/faults/harness.py`, `check_promises`):
 
 1. the job ends `succeeded` or `failed_*` with a reason, within a real-time bound (a hang fails the case);
 2. no pod is left at RunPod (emulator's record) and no pod process on the machine;
-3. the ledger's pod cost equals the emulator's billing within 1%;
+3. the ledger's pod cost equals the emulator's billing within 1%, plus the money inside the create and terminate
+   round trips that no ledger could place (recorded by `tests/world/timed_cloud.py`; the scaled clock stretches a
+   slow moment of the test machine 120-fold);
 4. no notice lost or duplicated: unique idempotency keys, exactly one terminal notice, epochs announced exactly
-   1..N for a succeeded job (the outbox cases also send every notice through a failing Discord exactly once).
+   1..N for a succeeded job (the Discord cases run the real bot: discord.py and the outbox worker put every notice
+   into the job's thread exactly once, in order, through 429s, 5xx and a lost answer).
 
 Run: `python -m pytest -q tests/faults` (part of the normal test command). Rewrite this file from a run:
 `LORABOT_FAULTS_TABLE=1 python -m pytest -q tests/faults`.

@@ -206,6 +206,12 @@ class LorabotWorld:
         with session_scope(self.sessions) as s:
             return list(s.query(Pod).filter(Pod.job_id == job_id).order_by(Pod.id))
 
+    def notice(self, notice_id: int) -> Notice:
+        with session_scope(self.sessions) as s:
+            notice = s.get(Notice, notice_id)
+            assert notice is not None
+            return notice
+
     def notices(self, job_id: int, kind: NoticeKind | None = None) -> list[Notice]:
         with session_scope(self.sessions) as s:
             query = s.query(Notice).filter(Notice.job_id == job_id)
