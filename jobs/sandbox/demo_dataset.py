@@ -65,9 +65,16 @@ def write_demo_zip(path: Path, count: int = DEMO_IMAGES, size: int = DEMO_IMAGE_
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as zf:
         for image in demo_images(count, size):
-            zf.writestr(f"{DEMO_FOLDER}/{image.name}.png", image.png)
-            zf.writestr(f"{DEMO_FOLDER}/{image.name}.txt", image.caption)
+            zf.writestr(_entry(f"{DEMO_FOLDER}/{image.name}.png"), image.png)
+            zf.writestr(_entry(f"{DEMO_FOLDER}/{image.name}.txt"), image.caption)
     return path
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    # A fixed timestamp: writestr(str, …) stamps the current second, and two runs a second apart would differ.
+    info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    return info
 
 
 def _draw(

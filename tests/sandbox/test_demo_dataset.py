@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from PIL import Image
 
 from jobs.dataset import ingest_zip
 from jobs.sandbox.demo_dataset import DEMO_CLASS, DEMO_TRIGGER, demo_images, write_demo_zip
+
+_localtime = time.localtime
 
 
 def test_twelve_distinct_512px_pictures_each_captioned_trigger_class_and_what_it_shows():
@@ -26,8 +29,11 @@ def test_twelve_distinct_512px_pictures_each_captioned_trigger_class_and_what_it
     assert images[0].caption == "lbdemo, toy, red circle, sunset gradient"
 
 
-def test_the_zip_is_byte_for_byte_the_same_every_run(tmp_path: Path):
+def test_the_zip_is_byte_for_byte_the_same_every_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     first = write_demo_zip(tmp_path / "a.zip").read_bytes()
+    later = time.time() + 3600  # a run an hour later: no timestamp of the run may leak into the zip
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(time, "localtime", lambda secs=None: _localtime(later if secs is None else secs))
     second = write_demo_zip(tmp_path / "b.zip").read_bytes()
 
     assert hashlib.sha256(first).digest() == hashlib.sha256(second).digest()
