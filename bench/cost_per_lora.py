@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
@@ -33,18 +32,11 @@ from pathlib import Path
 
 from bench.gpu_overhead import CPU_STAGE_S, GPU_STARTUP_S, TRAINING_S, _iso, slow_recipe
 from jobs import ledger
-from jobs.catalog import load_catalog
-from jobs.dataset import ingest_zip, pack_dataset
-from jobs.planning import make_plan
-from jobs.presets import load_presets
-from jobs.prices import StaticPriceProvider
-from jobs.queue import submit
 from jobs.sandbox.emulator import RunpodEmulator
-from jobs.spec import UserOptions
 from jobs.states import JobStatus, PodRole
 from storage.db import make_engine, make_session_factory, migrate, session_scope
 from storage.models import Job, Pod
-from tests.world.lorabot_world import RTX_4090, LorabotWorld, dataset_zip, with_standin_model
+from tests.world.lorabot_world import RTX_4090, LorabotWorld
 from tests.world.s3 import S3Server, S3World
 
 SEED_IMAGES, SEED_REPEATS, SEED_EPOCHS = 59, 10, 10
@@ -83,32 +75,15 @@ class JobResult:
 
 
 def submit_seed_job(world: LorabotWorld, user_id: int) -> int:
-    """`LorabotWorld.submit` with seed 000's images and epochs: ingest, plan and queue as /train would."""
-    root = Path(tempfile.mkdtemp(dir=world.workdir))
-    zip_path = root / "upload.zip"
-    zip_path.write_bytes(dataset_zip(SEED_IMAGES, size=512))
-    dataset = ingest_zip(zip_path, root / "dataset", trigger="kana", class_word="1girl")
-    options = UserOptions(trigger="kana", class_word="1girl", epochs=SEED_EPOCHS, repeats=STANDIN_REPEATS)
-    plan = make_plan(dataset, options, presets=load_presets(), catalog=load_catalog(), prices=StaticPriceProvider())
-    packed = root / "dataset.zip"
-    sha, size = pack_dataset(dataset.root, packed)
-    with session_scope(world.sessions) as s:
-        job = submit(
-            s,
-            world.store,
-            plan=plan,
-            dataset_zip=packed,
-            dataset_sha256=sha,
-            dataset_size=size,
-            image_count=dataset.report.image_count,
-            report={},
-            user_id=user_id,
-            name=f"seed000-{user_id}",
-            now=world.now(),
-            wall_time=dt.timedelta(hours=6),
-        )
-        job.plan_json = with_standin_model(job.plan_json, world.store)
-        return job.id
+    """Seed 000's images and epochs, ingested, planned and queued as /train would."""
+    return world.submit(
+        images=SEED_IMAGES,
+        epochs=SEED_EPOCHS,
+        user_id=user_id,
+        name=f"seed000-{user_id}",
+        image_size=512,
+        repeats=STANDIN_REPEATS,
+    )
 
 
 def read_result(world: LorabotWorld, label: str, kind: str, job_id: int) -> JobResult:

@@ -160,14 +160,22 @@ class LorabotWorld:
     # -- jobs ------------------------------------------------------------------------------------------------
 
     def submit(
-        self, *, images: int = 4, epochs: int = 3, user_id: int = 1001, name: str = "kana", **options: Any
+        self,
+        *,
+        images: int = 4,
+        epochs: int = 3,
+        user_id: int = 1001,
+        name: str = "kana",
+        image_size: int = 1024,
+        **options: Any,
     ) -> int:
-        """Ingest, plan and queue a job exactly as /train would, with the base model served from the bucket."""
+        """Ingest, plan and queue a job exactly as /train would, with the base model served from the bucket.
+        ``options`` are /train's (``repeats`` defaults to 1)."""
         root = Path(tempfile.mkdtemp(dir=self.workdir))
         zip_path = root / "upload.zip"
-        zip_path.write_bytes(dataset_zip(images))
+        zip_path.write_bytes(dataset_zip(images, size=image_size))
         dataset = ingest_zip(zip_path, root / "dataset", trigger="kana", class_word="1girl")
-        opts = UserOptions(trigger="kana", class_word="1girl", epochs=epochs, repeats=1, **options)
+        opts = UserOptions(trigger="kana", class_word="1girl", epochs=epochs, **{"repeats": 1, **options})
         plan = make_plan(dataset, opts, presets=load_presets(), catalog=load_catalog(), prices=StaticPriceProvider())
         packed = root / "dataset.zip"
         sha, size = pack_dataset(dataset.root, packed)
