@@ -27,7 +27,6 @@ from storage.models import Pod
 from storage.queries import get_job
 from storage.transitions import (
     add_notice,
-    billing_start_if_found,
     set_pod_create_requested,
     set_pod_created,
     set_pod_exited,
@@ -51,6 +50,15 @@ def during(sent: dt.datetime, answered: dt.datetime) -> dt.datetime:
     return sent + (answered - sent) / 2
 
 
+def _billing_start_if_found(pod: Pod) -> dt.datetime:
+    """When a pod we find by name (its create's answer was lost) started billing: the create call's moment.
+
+    Without it (a row from before the column existed) the intent row's time stands in: earlier, so the error is an
+    overcharge, never a missed second.
+    """
+    return pod.create_requested_at or pod.created_at
+
+
 class PodKeeper:
     def __init__(
         self, *, sessions: sessionmaker[Session], cloud: AsyncCloud, clock: Clock, startup_timeout_s: float
@@ -68,7 +76,7 @@ class PodKeeper:
         existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
         if existing:
             # Made by an earlier run whose answer was lost: RunPod bills it from that run's create call.
-            info, created_at = existing[0], billing_start_if_found(pod)
+            info, created_at = existing[0], _billing_start_if_found(pod)
         else:
             request = make_request()
             sent = self.clock()
@@ -138,7 +146,7 @@ class PodKeeper:
                 return
             asked_before = pod.terminate_requested_at  # a run that died right after asking RunPod
             set_pod_terminate_requested(s, pod_id, now=now)
-            runpod_id, name, billing_start = pod.runpod_pod_id, pod.name, billing_start_if_found(pod)
+            runpod_id, name, billing_start = pod.runpod_pod_id, pod.name, _billing_start_if_found(pod)
         if runpod_id is None:
             # Never confirmed by RunPod: look it up by name in case the create went through after all.
             found = [p for p in await self.cloud.list_pods(name) if p.name == name]
@@ -223,7 +231,7 @@ class PodKeeper:
                             runpod_pod_id=pod.id,
                             cost_per_hr_micros=pod.cost_per_hr_micros,
                             now=now,
-                            api_created_at=billing_start_if_found(row),
+                            api_created_at=_billing_start_if_found(row),
                         )
                     set_pod_terminated(s, row.id, now=ended, exit_reason="reaped: no live job owns it")
                     reaped_row = s.get(Pod, row.id)

@@ -447,15 +447,6 @@ def set_pod_create_requested(session: Session, pod_id: int, *, now: dt.datetime)
     return pod
 
 
-def billing_start_if_found(pod: Pod) -> dt.datetime:
-    """When a pod we find by name (its create's answer was lost) started billing: the create call's moment.
-
-    Without it (a row from before the column existed) the intent row's time stands in: earlier, so the error is an
-    overcharge, never a missed second.
-    """
-    return pod.create_requested_at or pod.created_at
-
-
 def set_pod_terminate_requested(session: Session, pod_id: int, *, now: dt.datetime) -> Pod:
     pod = _get_pod(session, pod_id)
     if pod.status is not PodStatus.TERMINATED:
