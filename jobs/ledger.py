@@ -390,9 +390,13 @@ def volumes_month_cost(
     *,
     now: dt.datetime,
     price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+    jobs_share_micros: int | None = None,
 ) -> VolumesMonth:
     """The month's bill for every volume lorabot made: from its creation (or the month's start) to its deletion
-    (or ``now``, or the month's end), a started hour counting whole, as in the module's rules."""
+    (or ``now``, or the month's end), a started hour counting whole, as in the module's rules.
+
+    ``jobs_share_micros`` is the month's jobs' volume lines when the caller has them already (``team_month_cost``'s
+    ``volume_micros``); without it they are summed here."""
     start, end = month_bounds(month)
     kept = gb = 0
     for volume in session.execute(select(Volume).order_by(Volume.id)).scalars():
@@ -403,11 +407,12 @@ def volumes_month_cost(
         hours = volume_billed_hours(lived_from, lived_to)
         kept += volume_cost_micros(volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month)
         gb += volume.size_gb
-    jobs_share = sum(
-        job_cost(session, job.id, now=now, price_micros_per_gb_month=price_micros_per_gb_month).volume_micros
-        for job in _jobs_of_month(session, month, None)
-    )
-    return VolumesMonth(kept_micros=kept, jobs_share_micros=jobs_share, gb=gb)
+    if jobs_share_micros is None:
+        jobs_share_micros = sum(
+            job_cost(session, job.id, now=now, price_micros_per_gb_month=price_micros_per_gb_month).volume_micros
+            for job in _jobs_of_month(session, month, None)
+        )
+    return VolumesMonth(kept_micros=kept, jobs_share_micros=jobs_share_micros, gb=gb)
 
 
 def committed_micros(session: Session, month: str, *, now: dt.datetime, user_id: int | None) -> int:

@@ -80,7 +80,7 @@ class Cost(commands.Cog):
             who = user or caller
             mine = user_month_cost(s, who.id, month, now=now)
             team = team_month_cost(s, month, now=now)
-            volumes = volumes_month_cost(s, month, now=now)
+            volumes = volumes_month_cost(s, month, now=now, jobs_share_micros=team.volume_micros)
             user_left = remaining_budget(
                 s, who.id, month, now=now, default_limit_micros=usd_to_micros(limits.monthly_budget_user_usd)
             )
