@@ -8,7 +8,8 @@
 The promises, checked for every case (`check_promises`):
 1. the job ends SUCCEEDED or FAILED_* with a reason, within a real-time bound (`drive` raises if it hangs);
 2. no pod is left at RunPod (emulator's record) and no pod process is left on the machine;
-3. the ledger's pod cost equals the emulator's billing within 1%;
+3. the ledger's pod cost equals the emulator's billing within 1%, plus what no ledger could know
+   (`tests/world/money.py`);
 4. no notice lost or duplicated: unique idempotency keys, exactly one terminal notice, and for a succeeded job
    epochs announced exactly 1..N in order.
 """

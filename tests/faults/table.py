@@ -18,7 +18,8 @@ checks the same four promises (`tests/faults/harness.py`, `check_promises`):
 2. no pod is left at RunPod (emulator's record) and no pod process on the machine;
 3. the ledger's pod cost equals the emulator's billing within 1%, plus the money inside the create and terminate
    round trips that no ledger could place (recorded by `tests/world/timed_cloud.py`; the scaled clock stretches a
-   slow moment of the test machine 120-fold);
+   slow moment of the test machine 120-fold) and one second of rounding per billed window (both sides bill a
+   started second);
 4. no notice lost or duplicated: unique idempotency keys, exactly one terminal notice, epochs announced exactly
    1..N for a succeeded job (the Discord cases run the real bot: discord.py and the outbox worker put every notice
    into the job's thread exactly once, in order, through 429s, 5xx and a lost answer).

@@ -36,13 +36,26 @@ def pod_costs(world: LorabotWorld, job_id: int) -> tuple[int, int]:
 
 
 def unknowable_micros(world: LorabotWorld, job_id: int) -> int:
-    """The money inside the job's create and terminate round trips: no ledger could place it more exactly."""
+    """The money no ledger could place more exactly: the job's create and terminate round trips, plus one second of
+    rounding per billed window, since RunPod and the ledger each bill a started second (17.04 s is 18 s to one side
+    and 16.98 s is 17 s to the other)."""
     calls = world.cloud_calls
+    windows = _billed_windows(world, job_id)
     total = 0.0
     for pod in world.pods(job_id):
-        seconds = calls.unknown_seconds(name=pod.name, runpod_id=pod.runpod_pod_id)
+        seconds = calls.unknown_seconds(name=pod.name, runpod_id=pod.runpod_pod_id) + windows.get(pod.id, 0)
         total += seconds * (pod.cost_per_hr_micros or 0) / 3600
     return math.ceil(total)
+
+
+def _billed_windows(world: LorabotWorld, job_id: int) -> dict[int, int]:
+    """How many billing windows the ledger holds for each of the job's pods."""
+    counts: dict[int, int] = {}
+    with session_scope(world.sessions) as s:
+        for item in s.query(CostItem).filter(CostItem.job_id == job_id, CostItem.pod_id.is_not(None)):
+            assert item.pod_id is not None
+            counts[item.pod_id] = counts.get(item.pod_id, 0) + 1
+    return counts
 
 
 def per_pod_costs(world: LorabotWorld, job_id: int) -> str:
