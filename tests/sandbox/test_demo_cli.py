@@ -7,7 +7,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image
@@ -29,9 +28,9 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
     return json.loads(raw[8 : 8 + length]).get("__metadata__", {})
 
 
-def test_lorabot_demo_trains_a_lora_with_samples_and_a_cost_table_in_under_two_minutes(tmp_path: Path):
+def test_lorabot_demo_trains_a_lora_with_samples_and_a_cost_table(tmp_path: Path):
+    """How long it takes is `bench.demo`'s figure (goal: under two minutes); the timeout only tells a hang."""
     data_dir = tmp_path / "data"
-    started = time.monotonic()
     done = subprocess.run(
         [str(LORABOT), "demo", "--data-dir", str(data_dir)],
         capture_output=True,
@@ -40,10 +39,8 @@ def test_lorabot_demo_trains_a_lora_with_samples_and_a_cost_table_in_under_two_m
         env=_clean_env(tmp_path),
         cwd=tmp_path,
     )
-    elapsed = time.monotonic() - started
 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert elapsed < 120, f"the demo took {elapsed:.0f} s"
     results = data_dir / "demo" / "results"
     lora = results / "lbdemo.safetensors"
     assert _safetensors_metadata(lora)["ss_output_name"] == "lbdemo"

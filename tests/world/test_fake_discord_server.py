@@ -23,20 +23,19 @@ def port_is_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_starts_and_stops_fast_and_leaves_nothing_behind() -> None:
-    """Start + a connected gateway client + stop in well under 2 s; no task, port or temp folder remains."""
+async def test_stops_with_a_client_still_connected_and_leaves_nothing_behind() -> None:
+    """Stop does not wait for a connected gateway client to leave; no task, port or temp folder remains.
+    (How fast start + stop is belongs to a benchmark; the 10 s bound here only tells a hang from a stop.)"""
     tasks_before = asyncio.all_tasks()
-    started = time.perf_counter()
     fake = await FakeDiscord().start()
     port, temp_dir = fake.port, fake.temp_dir
     assert temp_dir is not None and temp_dir.is_dir() and port_is_open(port)
     async with RawBot(fake) as raw:
         await raw.connect()
         await raw.request("POST", f"/channels/{fake.channel.id}/messages", json_body={}, files=[("a.txt", b"a")])
-        await fake.stop()
-    elapsed = time.perf_counter() - started
+        async with asyncio.timeout(10):
+            await fake.stop()
 
-    assert elapsed < 1.0, f"start + stop took {elapsed:.2f} s"
     assert not port_is_open(port)
     assert not temp_dir.exists()
     await asyncio.sleep(0)
@@ -74,10 +73,12 @@ async def test_unknown_routes_answer_404_and_fail_the_test(fake_discord: FakeDis
 
 async def test_every_request_is_recorded(fake_discord: FakeDiscord) -> None:
     async with RawBot(fake_discord) as raw:
+        sent = time.perf_counter()
         await raw.request("POST", f"/channels/{fake_discord.channel.id}/messages", json_body={"content": "hi"})
+        answered = time.perf_counter() - sent
     [record] = fake_discord.requests
     assert (record.method, record.route, record.status) == ("POST", "/channels/{channel_id}/messages", 200)
-    assert record.body == {"content": "hi"} and record.duration_s < 1
+    assert record.body == {"content": "hi"} and 0 < record.duration_s <= answered
 
 
 async def test_rate_limit_knob_answers_like_discord(fake_discord: FakeDiscord) -> None:
