@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+
+from sqlalchemy import select
 
 from jobs import ledger
 from storage.db import session_scope
@@ -48,14 +51,12 @@ def unknowable_micros(world: LorabotWorld, job_id: int) -> int:
     return math.ceil(total)
 
 
-def _billed_windows(world: LorabotWorld, job_id: int) -> dict[int, int]:
+def _billed_windows(world: LorabotWorld, job_id: int) -> Counter[int | None]:
     """How many billing windows the ledger holds for each of the job's pods."""
-    counts: dict[int, int] = {}
     with session_scope(world.sessions) as s:
-        for item in s.query(CostItem).filter(CostItem.job_id == job_id, CostItem.pod_id.is_not(None)):
-            assert item.pod_id is not None
-            counts[item.pod_id] = counts.get(item.pod_id, 0) + 1
-    return counts
+        return Counter(
+            s.scalars(select(CostItem.pod_id).where(CostItem.job_id == job_id, CostItem.pod_id.is_not(None)))
+        )
 
 
 def per_pod_costs(world: LorabotWorld, job_id: int) -> str:
