@@ -2,8 +2,8 @@
 its answer came back.
 
 RunPod bills from the moment a call takes effect, which lies somewhere inside that window; the bot can only know
-the window. On the emulator's scaled clock a slow moment of the test machine widens it 120-fold, so the fault
-suite's money check allows exactly what these windows leave unknown, and no more.
+the window. On the emulator's scaled clock a slow moment of the test machine widens it 120-fold, so the money check
+(`tests/world/money.py`) allows what these windows leave unknown, plus a second of per-second rounding, and no more.
 """
 
 from __future__ import annotations
