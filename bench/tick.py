@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from jobs.agent_bundle import build_agent
-from jobs.cloud import AsyncCloud, RunpodClient
+from jobs.cloud import connect
 from jobs.orchestrator import Orchestrator, OrchestratorConfig
 from jobs.sandbox.emulator import RunpodEmulator
 from jobs.sandbox.recipe import sandbox_recipe
@@ -70,7 +70,7 @@ async def measure(jobs: int, ticks: int) -> None:
             counts = fill(sessions, jobs)
             orchestrator = Orchestrator(
                 sessions=sessions,
-                cloud=AsyncCloud(RunpodClient(emulator.api_key, emulator.base_url)),
+                cloud=connect("rest", emulator.api_key, emulator.base_url),
                 store=NullStore(),  # type: ignore[arg-type]
                 config=OrchestratorConfig(max_concurrent_jobs=2),
                 env_recipe=sandbox_recipe(STANDIN),

@@ -29,7 +29,7 @@ from bot.ingest import Planner
 from bot.uploads import UploadHub, install_upload_page
 from jobs.agent_bundle import build_agent
 from jobs.catalog import load_catalog
-from jobs.cloud import AsyncCloud, RunpodClient
+from jobs.cloud import AsyncCloud, connect
 from jobs.config import Settings
 from jobs.dataset import IngestLimits
 from jobs.orchestrator import Orchestrator, OrchestratorConfig
@@ -203,8 +203,8 @@ def url_secret(settings: Settings) -> bytes:
 def runpod_cloud(settings: Settings) -> CloudParts:
     if settings.runpod.api_key is None:
         raise ValueError("the RunPod cloud needs RUNPOD_API_KEY")
-    client = RunpodClient(api_key=settings.runpod.api_key.get_secret_value(), api_base_url=settings.runpod.api_base_url)
-    return CloudParts(cloud=AsyncCloud(client), env_recipe=runpod_recipe(), kind="runpod")
+    cloud = connect(settings.runpod.api, settings.runpod.api_key.get_secret_value(), settings.runpod.api_url)
+    return CloudParts(cloud=cloud, env_recipe=runpod_recipe(), kind="runpod", close=cloud.close)
 
 
 def sandbox_cloud(settings: Settings, store: ArtifactStore) -> CloudParts:
@@ -214,6 +214,7 @@ def sandbox_cloud(settings: Settings, store: ArtifactStore) -> CloudParts:
     sandbox = start_sandbox(settings, store)
 
     async def close() -> None:
+        await sandbox.cloud.close()
         await asyncio.to_thread(sandbox.close)
 
     return CloudParts(

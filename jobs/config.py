@@ -59,36 +59,50 @@ class GpuChoice(BaseModel):
     model_config = {"extra": "forbid", "frozen": True}
 
     gpu_type_id: str
-    cloud: Literal["COMMUNITY", "SECURE"]
+    cloud: Literal["COMMUNITY", "SECURE"] = "SECURE"
+
+    @model_validator(mode="after")
+    def _secure_only(self) -> GpuChoice:
+        if self.cloud != "SECURE":
+            # Every lorabot GPU pod trains on the Network Volume the CPU pod prepared, and RunPod mounts volumes
+            # only on Secure Cloud pods: a community choice could never run (RunPod refuses it).
+            raise ValueError(
+                f"{self.gpu_type_id} in COMMUNITY cloud cannot be used: RunPod mounts Network Volumes only on "
+                'Secure Cloud pods, and lorabot trains on the volume. Use cloud = "SECURE".'
+            )
+        return self
 
 
 class RunpodSettings(_Section):
     model_config = SettingsConfigDict(env_prefix="RUNPOD_", extra="forbid", env_ignore_empty=True)
 
     api_key: SecretStr | None = None
-    api_base_url: str | None = None
+    # "rest": RunPod's REST API v2 (the default). "graphql": the runpod SDK's GraphQL, a fallback while RunPod
+    # still serves it (it retires GraphQL in early 2027).
+    api: Literal["rest", "graphql"] = "rest"
+    # RunPod's API address; the default is RunPod's own (REST: https://api.runpod.io, GraphQL: the SDK's).
+    api_url: str | None = None
     data_centers: list[str] = Field(default_factory=lambda: ["EU-RO-1"], min_length=1)
     volume_size_gb: int = Field(default=30, ge=10, le=4000)
     volume_mount_path: str = "/workspace"
-    # Seed 000's CPU pod: 2 vCPU / 8 GB at $0.08/h.
-    cpu_instance_id: str = "cpu3g-2-8"
+    # Seed 000's CPU pod: 2 vCPU / 8 GB at $0.08/h is the cpu3g flavor (4 GB per vCPU) with 2 vCPUs.
+    cpu_flavor: str = Field(default="cpu3g", pattern=r"^[a-z0-9]{2,16}$")
+    cpu_vcpus: int = Field(default=2, ge=2, le=64)
     cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
     gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+    # RunPod caps a CPU pod's container disk per vCPU; the GPU pod gets the same size.
     container_disk_gb: int = Field(default=20, ge=5)
-    # Seed 000's order: the cheap community 4090 first, then secure, then other 24 GB cards under the price cap.
+    # Only what can mount the volume: the secure 4090 (seed 000), then other 24 GB secure cards under the cap.
     gpu_fallback: list[GpuChoice] = Field(
         default_factory=lambda: [
-            GpuChoice(gpu_type_id="NVIDIA GeForce RTX 4090", cloud="COMMUNITY"),
             GpuChoice(gpu_type_id="NVIDIA GeForce RTX 4090", cloud="SECURE"),
-            GpuChoice(gpu_type_id="NVIDIA GeForce RTX 3090", cloud="COMMUNITY"),
+            GpuChoice(gpu_type_id="NVIDIA GeForce RTX 3090", cloud="SECURE"),
             GpuChoice(gpu_type_id="NVIDIA RTX A5000", cloud="SECURE"),
         ],
         min_length=1,
     )
     min_gpu_memory_gb: int = 24
     max_gpu_price_per_hr: Decimal = Decimal("0.80")
-    spot: bool = False
-    spot_bid_per_hr: Decimal | None = None
     # Create the GPU pod when the CPU stage's remaining time <= observed GPU start-up + this margin.
     reserve_margin_s: int = Field(default=120, ge=0)
     gpu_startup_guess_s: int = Field(default=120, ge=0)
@@ -96,6 +110,22 @@ class RunpodSettings(_Section):
     no_stock_deadline_s: int = Field(default=1800, ge=0)
     startup_timeout_s: int = Field(default=1200, ge=60)
     status_stale_s: int = Field(default=600, ge=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_settings(cls, data: Any) -> Any:
+        """Settings of the GraphQL era get a message saying what replaced them, not pydantic's 'extra input'."""
+        if isinstance(data, dict):
+            retired = {
+                "spot": "RunPod no longer offers spot (interruptible) pods; remove `spot`",
+                "spot_bid_per_hr": "RunPod no longer offers spot (interruptible) pods; remove `spot_bid_per_hr`",
+                "cpu_instance_id": '`cpu_instance_id` is now `cpu_flavor` (e.g. "cpu3g") and `cpu_vcpus` (e.g. 2)',
+                "api_base_url": "`api_base_url` is now `api_url` (env RUNPOD_API_URL)",
+            }
+            found = [message for key, message in retired.items() if key in data]
+            if found:
+                raise ValueError("; ".join(found))
+        return data
 
 
 class S3Settings(_Section):

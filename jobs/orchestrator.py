@@ -26,7 +26,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import ledger
-from jobs.cloud import AsyncCloud, CloudError, CloudTransientError, GpuOffer, NoCapacityError, PodRequest
+from jobs.cloud import (
+    AsyncCloud,
+    CandidateForbidden,
+    CandidateRefused,
+    CloudContractError,
+    CloudError,
+    CloudTransientError,
+    GpuOffer,
+    InsufficientBalance,
+    PodRequest,
+)
 from jobs.config import Settings
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
 from jobs.pods import Clock, PodKeeper
@@ -89,7 +99,12 @@ class Store(Protocol):
 @dataclass(frozen=True)
 class GpuChoice:
     gpu_type_id: str
-    cloud: str
+    cloud: str = "SECURE"
+
+    def __post_init__(self) -> None:
+        if self.cloud != "SECURE":
+            # lorabot's GPU pods train on the Network Volume, which RunPod mounts only on Secure Cloud pods.
+            raise ValueError(f"{self.gpu_type_id} ({self.cloud}): only SECURE GPUs can mount the Network Volume")
 
 
 @dataclass(frozen=True)
@@ -99,16 +114,15 @@ class OrchestratorConfig:
     volume_mount_path: str = "/workspace"
     cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
     gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
-    cpu_instance_id: str = "cpu3g-2-8"
+    cpu_flavor: str = "cpu3g"
+    cpu_vcpus: int = 2
     container_disk_gb: int = 20
     gpu_fallback: tuple[GpuChoice, ...] = (
-        GpuChoice("NVIDIA GeForce RTX 4090", "COMMUNITY"),
         GpuChoice("NVIDIA GeForce RTX 4090", "SECURE"),
+        GpuChoice("NVIDIA GeForce RTX 3090", "SECURE"),
     )
     min_gpu_memory_gb: int = 24
     max_gpu_price_micros_per_hr: int = 800_000
-    spot: bool = False
-    spot_bid_micros_per_hr: int | None = None
     reserve_margin_s: int = 120
     gpu_startup_guess_s: int = 120
     no_stock_deadline_s: int = 1800
@@ -119,6 +133,8 @@ class OrchestratorConfig:
     max_cpu_attempts: int = 2
     url_lifetime_s: int = 7 * 24 * 3600
     status_interval_s: float = 5.0
+    # After RunPod's 402 (no balance), how long no pod is created before one create tries again.
+    balance_retry_s: int = 300
     volume_price_micros_per_gb_month: int = ledger.VOLUME_PRICE_MICROS_PER_GB_MONTH
     # Monthly limits when the budgets table has none (None = unlimited).
     user_budget_micros: int | None = None
@@ -139,13 +155,12 @@ class OrchestratorConfig:
             volume_mount_path=rp.volume_mount_path,
             cpu_image=rp.cpu_image,
             gpu_image=rp.gpu_image,
-            cpu_instance_id=rp.cpu_instance_id,
+            cpu_flavor=rp.cpu_flavor,
+            cpu_vcpus=rp.cpu_vcpus,
             container_disk_gb=rp.container_disk_gb,
             gpu_fallback=tuple(GpuChoice(c.gpu_type_id, c.cloud) for c in rp.gpu_fallback),
             min_gpu_memory_gb=rp.min_gpu_memory_gb,
             max_gpu_price_micros_per_hr=micros(rp.max_gpu_price_per_hr) or 0,
-            spot=rp.spot,
-            spot_bid_micros_per_hr=micros(rp.spot_bid_per_hr),
             reserve_margin_s=rp.reserve_margin_s,
             gpu_startup_guess_s=rp.gpu_startup_guess_s,
             no_stock_deadline_s=rp.no_stock_deadline_s,
@@ -194,6 +209,8 @@ class Orchestrator:
         self._lock = asyncio.Lock()
         # Volume ids confirmed at RunPod by this process.
         self._volumes_seen: set[str] = set()
+        # After a 402 no pod is created for anyone until this moment passes; then one create tries again.
+        self._balance_blocked_until: dt.datetime | None = None
 
     # -- the tick ----------------------------------------------------------------------------------------------
 
@@ -207,9 +224,11 @@ class Orchestrator:
             # (a long queue costs one query per tick, not one per job).
             free_slots = self.config.max_concurrent_jobs - sum(1 for _, st in active if st in RUNNING_STATES)
             job_ids = []
+            balance_blocked = self._balance_blocked()
             for job_id, status in active:
                 if status is JobStatus.QUEUED:
-                    if free_slots <= 0:
+                    # Without balance a queued job waits where it is: nothing is started that cannot be paid.
+                    if free_slots <= 0 or balance_blocked:
                         continue
                     free_slots -= 1
                 job_ids.append(job_id)
@@ -220,6 +239,18 @@ class Orchestrator:
                 except (CloudTransientError, ArtifactStoreError, OSError) as exc:
                     log.warning("job j%s: transient error, retrying next tick: %s", job_id, exc)
                     report.errors.append(f"j{job_id}: {exc}")
+                except InsufficientBalance as exc:
+                    self._balance_short(job_id, exc)
+                    report.errors.append(f"j{job_id}: {exc}")
+                except CloudContractError as exc:
+                    # Our bug, not RunPod's mood: retrying sends the same invalid body. The log has RunPod's list.
+                    report.errors.append(f"j{job_id}: {exc}")
+                    await self._fail(
+                        job_id,
+                        JobStatus.FAILED_INTERNAL,
+                        "RunPod refused lorabot's request as invalid (HTTP 422): a lorabot bug, details in the "
+                        "bot's log; nothing more was created",
+                    )
                 except Exception as exc:  # one bad job must not stop the others
                     log.exception("job j%s: unexpected error", job_id)
                     report.errors.append(f"j{job_id}: {type(exc).__name__}: {exc}")
@@ -633,21 +664,27 @@ class Orchestrator:
         return max(samples) if samples else float(self.config.gpu_startup_guess_s)
 
     async def _reserve_gpu(self, job_id: int) -> bool:
-        """Create the next GPU pod through the fallback list; False (and a notice) when nothing has stock."""
-        offers = await self.cloud.list_gpu_offers(self.config.data_center_id)
+        """Create the next GPU pod through the fallback list; False (and a notice) when nothing could be placed.
+
+        RunPod's createPod places one GPU type and never falls back, so the list is tried in order: a 400 (not
+        placeable now) or a 403 (no access to that pool) moves on to the next candidate; a 402 stops them all.
+        """
+        offers = await self.cloud.list_gpu_offers(self.config.data_center_id, clouds=("SECURE",))
         candidates = self._candidates(offers)
         for offer in candidates:
             attempt = self._next_gpu_attempt(job_id)
             try:
                 pod = await self._ensure_pod(job_id, PodRole.GPU, attempt=attempt, offer=offer)
-            except NoCapacityError:
-                log.info("job j%s: no capacity for %s/%s", job_id, offer.gpu_type_id, offer.cloud)
+            except CandidateRefused as exc:
+                log.info("job j%s: %s/%s not placeable: %s", job_id, offer.gpu_type_id, offer.cloud, exc)
+                continue
+            except CandidateForbidden as exc:
+                log.warning("job j%s: no access to %s/%s: %s", job_id, offer.gpu_type_id, offer.cloud, exc)
                 continue
             with session_scope(self.sessions) as s:
                 job = _require_job(s, job_id)
                 job.attempts = attempt
                 job.gpu_type_id, job.gpu_cloud_type = offer.gpu_type_id, offer.cloud
-                job.gpu_spot = self.config.spot
                 add_notice(
                     s,
                     job_id=job_id,
@@ -662,6 +699,43 @@ class Orchestrator:
             return True
         await self._no_capacity(job_id, [f"{c.gpu_type_id} ({c.cloud.lower()})" for c in self.config.gpu_fallback])
         return False
+
+    # -- balance -----------------------------------------------------------------------------------------------
+
+    def _balance_blocked(self) -> bool:
+        until = self._balance_blocked_until
+        return until is not None and self.clock() < until
+
+    def _balance_short(self, job_id: int, exc: InsufficientBalance) -> None:
+        """RunPod answered 402: no new pod for anyone for a while; tell the operator and the job's thread.
+
+        Pods already running are not touched (they are paid for as they go); the job keeps its place and its
+        state, and creating is tried again once the pause has passed.
+        """
+        now = self.clock()
+        self._balance_blocked_until = now + dt.timedelta(seconds=self.config.balance_retry_s)
+        log.error("RunPod: insufficient balance, no new pods for %ss: %s", self.config.balance_retry_s, exc)
+        text = (
+            "RunPod says the account's balance is too low for a new pod: this job waits and goes on by itself "
+            "once the operator has topped it up (nothing already running is stopped)"
+        )
+        with session_scope(self.sessions) as s:
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.INFO,
+                key=f"j{job_id}:balance:{now:%Y%m%d%H}",
+                now=now,
+                payload={"text": text},
+            )
+            add_notice(
+                s,
+                job_id=None,
+                kind=NoticeKind.INFO,
+                key=f"operator:balance:{now:%Y%m%d%H}",
+                now=now,
+                payload={"text": "RunPod balance too low for new pods (HTTP 402): top up the account"},
+            )
 
     def _cpu_attempt(self, job_id: int) -> int:
         """The CPU pod attempt in use: the newest row's (1 before any)."""
@@ -703,7 +777,7 @@ class Orchestrator:
     async def _no_capacity(self, job_id: int, tried: list[str]) -> None:
         now = self.clock()
         # The wait's notice doubles as its persisted start: the deadline counts from when the user was told, per
-        # GPU attempt (a wait after a spot interruption gets its own deadline), and survives restarts.
+        # GPU attempt (a wait after a lost pod gets its own deadline), and survives restarts.
         key = f"j{job_id}:waiting_gpu:{self._next_gpu_attempt(job_id)}"
         with session_scope(self.sessions) as s:
             add_notice(
@@ -737,7 +811,6 @@ class Orchestrator:
                 now=now,
                 gpu_type_id=offer.gpu_type_id if offer else None,
                 cloud_type=offer.cloud if offer else "SECURE",
-                spot=bool(offer and self.config.spot),
                 data_center_id=job.data_center_id,
             )
             volume = s.get(Volume, job.volume_id) if job.volume_id else None
@@ -746,7 +819,25 @@ class Orchestrator:
             return pod
         if volume is None or volume.runpod_volume_id is None:
             raise CloudError(f"job j{job_id} has no volume")
-        return await self.pods.create(pod, lambda: self._pod_request(job_id, role, pod.name, offer, volume, plan))
+        if self._balance_blocked():
+            raise CloudTransientError("waiting for the RunPod balance to be topped up before creating a pod")
+        make_request = lambda: self._pod_request(job_id, role, pod.name, offer, volume, plan)  # noqa: E731
+        if role is PodRole.GPU:
+            return await self.pods.create(pod, make_request)
+        try:
+            # The CPU pod has no fallback: a refusal keeps its row open and the next tick asks again.
+            return await self.pods.create(pod, make_request, close_when_refused=False)
+        except (CandidateRefused, CandidateForbidden) as exc:
+            with session_scope(self.sessions) as s:
+                add_notice(
+                    s,
+                    job_id=job_id,
+                    kind=NoticeKind.INFO,
+                    key=f"j{job_id}:cpu_refused:{attempt}",
+                    now=self.clock(),
+                    payload={"text": f"RunPod could not place the CPU pod yet ({str(exc)[:160]}); trying again"},
+                )
+            raise CloudTransientError(f"CPU pod not placed: {exc}") from None
 
     def _pod_request(
         self, job_id: int, role: PodRole, name: str, offer: GpuOffer | None, volume: Volume, plan: JobPlan
@@ -762,14 +853,10 @@ class Orchestrator:
         for file in (plan.model, *plan.model.extra_files):
             if file.token_env and file.token_env in self._model_tokens:
                 env[file.token_env] = self._model_tokens[file.token_env]
-        bid = None
-        if offer is not None and self.config.spot:
-            bid_micros = self.config.spot_bid_micros_per_hr or offer.spot_price_micros_per_hr or 0
-            bid = Decimal(bid_micros) / Decimal(1_000_000)
         return PodRequest(
             name=name,
             image=self.config.cpu_image if role is PodRole.CPU else self.config.gpu_image,
-            docker_args=start_command(),
+            args=start_command(),
             env=env,
             network_volume_id=volume.runpod_volume_id or "",
             data_center_id=volume.data_center_id,
@@ -777,8 +864,8 @@ class Orchestrator:
             container_disk_gb=self.config.container_disk_gb,
             gpu_type_id=offer.gpu_type_id if offer else None,
             cloud=offer.cloud if offer else "SECURE",
-            cpu_instance_id=self.config.cpu_instance_id,
-            spot_bid_per_gpu=bid,
+            cpu_flavor_id=self.config.cpu_flavor,
+            cpu_vcpu_count=self.config.cpu_vcpus,
         )
 
     async def _terminate_job_pods(self, job_id: int) -> None:

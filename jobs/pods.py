@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import ledger
-from jobs.cloud import AsyncCloud, NoCapacityError, PodNotFound, PodRequest
+from jobs.cloud import AsyncCloud, CandidateForbidden, CandidateRefused, PodNotFound, PodRequest
 from jobs.names import parse_pod_name
 from jobs.states import NoticeKind, PodStatus
 from storage.db import session_scope
@@ -68,10 +68,12 @@ class PodKeeper:
         self.clock = clock
         self.startup_timeout_s = startup_timeout_s
 
-    async def create(self, pod: Pod, make_request: Callable[[], PodRequest]) -> Pod:
+    async def create(self, pod: Pod, make_request: Callable[[], PodRequest], *, close_when_refused: bool = True) -> Pod:
         """RunPod's pod for this recorded intent: found by name when an earlier run created it, else created.
 
-        Raises ``NoCapacityError`` (the row is then closed as never created) and the cloud's other errors.
+        Raises ``CandidateRefused``/``CandidateForbidden`` (RunPod's 400/403: the row is then closed as never
+        created, the next candidate gets a row of its own) and the cloud's other errors (the row stays open, so
+        the next tick looks the name up and asks again: a 5xx or a timeout may have made the pod after all).
         """
         existing = [p for p in await self.cloud.list_pods(pod.name) if p.name == pod.name]
         if existing:
@@ -84,9 +86,11 @@ class PodKeeper:
                 set_pod_create_requested(s, pod.id, now=sent)
             try:
                 info = await self.cloud.create_pod(request)
-            except NoCapacityError:
+            except (CandidateRefused, CandidateForbidden) as exc:
+                if not close_when_refused:
+                    raise
                 with session_scope(self.sessions) as s:
-                    set_pod_terminated(s, pod.id, now=self.clock(), exit_reason="no capacity: never created")
+                    set_pod_terminated(s, pod.id, now=self.clock(), exit_reason=f"never created: {exc}"[:200])
                 raise
             created_at = during(sent, self.clock())
         with session_scope(self.sessions) as s:
@@ -126,10 +130,10 @@ class PodKeeper:
             row = s.get(Pod, pod_id)
             if row is not None and not row.cost_per_hr_micros and info.cost_per_hr_micros:
                 row.cost_per_hr_micros = info.cost_per_hr_micros
-            if info.desired_status in ("EXITED", "TERMINATED"):
-                set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.desired_status}")
+            if info.status in ("EXITED", "TERMINATED", "ERROR"):
+                set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.status}")
                 return "exited"
-            if info.has_runtime:
+            if info.is_running:
                 set_pod_running(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
                 return "running"
             set_pod_seen(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
@@ -164,8 +168,7 @@ class PodKeeper:
                 runpod_id = found[0].id
         billing_ended_at: dt.datetime | None = None
         if runpod_id is not None:
-            billing_ended_at = await self._spot_interruption_time(pod_id, runpod_id)
-            if asked_before is not None and billing_ended_at is None:
+            if asked_before is not None:
                 try:
                     await self.cloud.get_pod(runpod_id)
                 except PodNotFound:
@@ -183,21 +186,6 @@ class PodKeeper:
         sent = [self.clock()]
         await self.cloud.terminate_pod(runpod_id, on_attempt=lambda: sent.append(self.clock()))
         return during(sent[-1], self.clock())
-
-    async def _spot_interruption_time(self, pod_id: int, runpod_id: str) -> dt.datetime | None:
-        """When RunPod took a spot pod back, billing stopped then, not when we got round to terminating it."""
-        with session_scope(self.sessions) as s:
-            pod = s.get(Pod, pod_id)
-            if pod is None or not pod.spot or pod.api_created_at is None:
-                return None
-            created = pod.api_created_at
-        try:
-            info = await self.cloud.get_pod(runpod_id)
-        except PodNotFound:
-            return None
-        if not info.spot_interrupted or info.status_changed_at is None:
-            return None
-        return min(max(info.status_changed_at, created), self.clock())
 
     async def reap(self) -> list[str]:
         """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one."""

@@ -1,9 +1,10 @@
 """The sandbox cloud: the RunPod emulator run as a product feature, so the whole flow costs $0.
 
 `start_sandbox(settings, store)` starts the emulator (the very code the tests' RunPod world uses), and returns a
-`SandboxRuntime` holding what the bot needs instead of real RunPod: an `AsyncCloud` over the real `runpod` SDK
-pointed at the emulator, the offline environment recipe (stand-in sd-scripts), the pods' extra env, the price list,
-and a stand-in base model in the artifact store that sandbox jobs download instead of the catalog's multi-GB file.
+`SandboxRuntime` holding what the bot needs instead of real RunPod: an `AsyncCloud` over RunPod's REST API v2 (or
+the GraphQL fallback, as `runpod.api` says) pointed at the emulator, the offline environment recipe (stand-in
+sd-scripts), the pods' extra env, the price list, and a stand-in base model in the artifact store that sandbox
+jobs download instead of the catalog's multi-GB file.
 
 Pods are local processes; billing and every duration run on the emulator's simulated clock (`runtime.clock`), which
 the orchestrator must use too. Prices are RunPod's (the same table `lorabot plan` uses) so the cost maths is the
@@ -28,7 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.agent_bundle import build_agent
-from jobs.cloud import AsyncCloud, RunpodClient
+from jobs.cloud import AsyncCloud, connect
 from jobs.config import Settings
 from jobs.orchestrator import Orchestrator, OrchestratorConfig, Store
 from jobs.prices import PriceProvider, StaticPriceProvider
@@ -181,10 +182,9 @@ def start_sandbox(
     )
     emulator = RunpodEmulator(time_scale=scale).start()
     try:
-        client = RunpodClient(api_key=emulator.api_key, api_base_url=emulator.base_url)
         return SandboxRuntime(
             emulator=emulator,
-            cloud=AsyncCloud(client, base_delay_s=0.05),
+            cloud=connect(settings.runpod.api, emulator.api_key, emulator.base_url, base_delay_s=0.05),
             env_recipe=sandbox_recipe(STANDIN_SDSCRIPTS),
             pod_env=(("LORABOT_STANDIN_STEPS_PER_SECOND", repr(float(steps_per_second))),),
             prices=StaticPriceProvider(),

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.agent_bundle import build_agent
 from jobs.catalog import load_catalog
-from jobs.cloud import RunpodClient
+from jobs.cloud import CloudApi
 from jobs.dataset import ingest_zip, pack_dataset
 from jobs.orchestrator import GpuChoice, Orchestrator, OrchestratorConfig
 from jobs.planning import make_plan
@@ -45,6 +45,21 @@ from tests.world.timed_cloud import CallLog, TimedCloud
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "jobs" / "sandbox" / "sdscripts"
 RTX_4090 = "NVIDIA GeForce RTX 4090"
+RTX_3090 = "NVIDIA GeForce RTX 3090"
+# Which RunPod API the test world's bot speaks: REST v2 (what lorabot uses) unless a run asks for the GraphQL fallback.
+RUNPOD_API_ENV = "LORABOT_TEST_RUNPOD_API"
+
+
+def world_cloud_client(emulator: RunpodEmulator) -> CloudApi:
+    if os.environ.get(RUNPOD_API_ENV, "rest") == "graphql":
+        from jobs.runpod_graphql import GraphqlClient
+
+        return GraphqlClient(emulator.api_key, emulator.base_url)
+    from jobs.runpod_rest import RestClient
+
+    return RestClient(emulator.api_key, emulator.base_url)
+
+
 MODEL_BYTES = hashlib.sha256(b"lorabot test base model").digest() * 2048  # 64 KiB stands in for 6.9 GB
 
 
@@ -118,14 +133,14 @@ class LorabotWorld:
         store.put_bytes("models/test-base.safetensors", MODEL_BYTES)
         defaults: dict[str, Any] = {
             "data_center_id": "EU-RO-1",
-            "gpu_fallback": (GpuChoice(RTX_4090, "COMMUNITY"), GpuChoice(RTX_4090, "SECURE")),
+            "gpu_fallback": (GpuChoice(RTX_4090, "SECURE"), GpuChoice(RTX_3090, "SECURE")),
             "status_interval_s": 2.0,
             "reserve_margin_s": 30,
             "status_stale_s": 600,
             "pod_env": (("LORABOT_STANDIN_STEPS_PER_SECOND", "2"),),
         }
         defaults.update(config)
-        client = RunpodClient(api_key=emulator.api_key, api_base_url=emulator.base_url)
+        client = world_cloud_client(emulator)
         orchestrator = Orchestrator(
             sessions=sessions,
             cloud=TimedCloud(client, clock=emulator.clock.utcnow, calls=CallLog()),

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jobs.cloud import AsyncCloud, PodInfo, PodRequest, RunpodClient
+from jobs.cloud import AsyncCloud, CloudApi, PodInfo, PodRequest
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class CallLog:
 
 class TimedCloud(AsyncCloud):
     def __init__(
-        self, client: RunpodClient, *, clock: Callable[[], dt.datetime], calls: CallLog, base_delay_s: float = 0.05
+        self, client: CloudApi, *, clock: Callable[[], dt.datetime], calls: CallLog, base_delay_s: float = 0.05
     ) -> None:
         super().__init__(client, base_delay_s=base_delay_s)
         self.clock, self.call_log = clock, calls
