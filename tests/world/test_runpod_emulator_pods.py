@@ -61,7 +61,7 @@ async def test_start_command_runs_with_the_pod_env_and_the_volume_in_place_of_wo
     )
     pod_id = _gpu_pod(volume.id, args, {"LORABOT_VOLUME": "/workspace", "LORABOT_STAGE": "train"})
     runpod_emulator.advance(GPU_STARTUP_S)
-    runpod_emulator.wait_until(lambda: runpod_emulator.pod(pod_id).state == "EXITED", what="script end")
+    runpod_emulator.wait_until(lambda: len(runpod_emulator.pod_log(pod_id).splitlines()) >= 2, what="script end")
 
     env_line, cwd_line, *_ = runpod_emulator.pod_log(pod_id).splitlines()
     assert env_line == (
@@ -98,9 +98,9 @@ async def test_gpu_pods_have_an_nvidia_smi_stand_in_and_cpu_pods_have_none(runpo
         "c", "img", instance_id="cpu3c-2-4", docker_args="sh -c 'command -v nvidia-smi || echo no-gpu'"
     )["id"]
     runpod_emulator.advance(GPU_STARTUP_S)
-    runpod_emulator.wait_until(lambda: runpod_emulator.pod(gpu).state == runpod_emulator.pod(cpu).state == "EXITED")
+    runpod_emulator.wait_until(lambda: bool(runpod_emulator.pod_log(gpu) and runpod_emulator.pod_log(cpu)))
     assert runpod_emulator.pod_log(gpu).startswith("NVIDIA GeForce RTX 4090, 24576 MiB")
-    assert runpod_emulator.pod_log(cpu) == "no-gpu\n"
+    assert runpod_emulator.pod_log(cpu).startswith("no-gpu\n")  # more lines when the platform restarted it
 
 
 async def test_terminate_sends_sigterm_then_removes_the_container_disk(
@@ -186,20 +186,58 @@ async def test_a_program_detached_into_its_own_session_still_dies_with_its_pod(
     assert not emulator.pod(pod_id).process_alive
 
 
-async def test_a_start_command_that_ends_leaves_the_pod_exited_and_still_billing(
+async def test_a_start_command_that_ends_is_restarted_with_a_fresh_disk_and_the_same_volume(
     runpod_emulator: RunpodEmulator,
 ) -> None:
-    pod_id = _gpu_pod(None, "sh -c 'exit 3'")
+    """RunPod restarts a container whose main process ended (dstack #1142): the pod never sits EXITED."""
+    volume = runpod_emulator.create_volume("v", 30, "EU-RO-1")
+    runpod_emulator.set_restart_policy(crash_window_s=0)  # no run counts as quick: it restarts forever
+    pod_id = _gpu_pod(volume.id, "sh -c 'ls; echo run >> /workspace/runs; touch on-disk; sleep 0.2; exit 3'")
     runpod_emulator.advance(GPU_STARTUP_S)
-    runpod_emulator.wait_until(lambda: runpod_emulator.pod(pod_id).state == "EXITED", what="exit")
+    runpod_emulator.wait_until(lambda: runpod_emulator.pod(pod_id).restarts >= 2, what="two restarts")
+
+    report = runpod_emulator.pod(pod_id)
+    assert report.state == "RUNNING" and report.exit_code == 3
+    assert (volume.path / "runs").read_text().startswith("run\nrun\n")
+    assert "on-disk" not in runpod_emulator.pod_log(pod_id)  # each run found an empty container disk
+    events = [event for _, event in report.events]
+    assert events[:5] == ["created", "started", "exited with code 3", "restarting in 10 s", "restarted (1)"]
+    assert runpod.get_pod(pod_id)["desiredStatus"] == "RUNNING"
+    assert [p.id for p in runpod_emulator.running_pods()] == [pod_id]
+
+
+async def test_a_crash_loop_ends_in_error_and_keeps_billing_until_terminated(
+    make_runpod_emulator: EmulatorFactory,
+) -> None:
+    # The clock runs on its own here (a jump would make a run look long): 310 s of back-offs, 10, 20, 40, 80
+    # and 160, take about a real second; every run ends at once, so the 6th quick exit in a row is the crash loop.
+    runpod_emulator = make_runpod_emulator(time_scale=300.0)
+    pod_id = _gpu_pod(None, "sh -c 'exit 1'")
+    runpod_emulator.advance(GPU_STARTUP_S)
+    runpod_emulator.wait_until(lambda: runpod_emulator.pod(pod_id).state == "ERROR", timeout=10, what="the crash loop")
+    report = runpod_emulator.pod(pod_id)
+    assert (report.restarts, report.exit_code, report.process_alive) == (5, 1, False)
     pod = runpod.get_pod(pod_id)
     assert (pod["desiredStatus"], pod["runtime"]) == ("EXITED", None)
-    assert runpod_emulator.pod(pod_id).exit_code == 3
 
-    before = runpod_emulator.pod(pod_id).billed_seconds
+    before = report.billed_seconds
     runpod_emulator.advance(600)
     assert runpod_emulator.pod(pod_id).billed_seconds >= before + 600
+    assert runpod_emulator.pod(pod_id).restarts == 5  # ERROR stays ERROR
     assert [p.id for p in runpod_emulator.running_pods()] == [pod_id]
+    runpod.terminate_pod(pod_id)
+    assert runpod_emulator.running_pods() == []
+
+
+async def test_a_start_command_that_cannot_start_counts_as_an_exit_and_restarts(
+    runpod_emulator: RunpodEmulator,
+) -> None:
+    pod_id = _gpu_pod(None, "/no/such/program")
+    runpod_emulator.advance(GPU_STARTUP_S)
+    runpod_emulator.advance(10)
+    runpod_emulator.wait_until(lambda: runpod_emulator.pod(pod_id).restarts >= 1, what="a restart")
+    assert runpod_emulator.pod(pod_id).exit_code == 127
+    assert runpod_emulator.pod_log(pod_id).count("container start failed") >= 2
 
 
 async def test_stop_keeps_the_volume_wipes_the_disk_and_resume_runs_the_command_again(

@@ -108,6 +108,16 @@ class RunpodEmulator:
         """The next created pod(s) stay with runtime null forever (and bill), like a stuck image pull."""
         self.account.never_start_next_pod(count)
 
+    def set_restart_policy(
+        self, *, backoff_s: float | None = None, crash_window_s: float | None = None, crash_restarts: int | None = None
+    ) -> None:
+        """How the platform restarts a container whose process ended (sim seconds; defaults 10 s back-off, doubled
+        per quick exit in a row; a run shorter than 60 s is quick; the 6th quick exit in a row puts the pod in
+        ERROR, after 5 restarts)."""
+        self.account.set_restart_policy(
+            backoff_s=backoff_s, crash_window_s=crash_window_s, crash_restarts=crash_restarts
+        )
+
     def interrupt(self, pod_id: str) -> None:
         """Spot interruption: SIGTERM, SIGKILL after the grace; the pod ends EXITED, billing stopped."""
         self.account.interrupt(pod_id)
@@ -144,7 +154,7 @@ class RunpodEmulator:
         return [
             pod
             for pod in self.all_pods()
-            if pod.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED) or pod.process_alive
+            if pod.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED, PodState.ERROR) or pod.process_alive
         ]
 
     def pod(self, pod_id: str) -> PodReport:

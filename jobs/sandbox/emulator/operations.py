@@ -152,6 +152,7 @@ def pod_view(account: Account, pod: Pod) -> dict[str, Any]:
         PodState.STARTING: "RUNNING",
         PodState.RUNNING: "RUNNING",
         PodState.EXITED: "EXITED",
+        PodState.ERROR: "EXITED",  # GraphQL has no ERROR: a crash-looped pod shows EXITED with no runtime
         PodState.STOPPED: "EXITED",
         PodState.TERMINATED: "TERMINATED",
     }[pod.state]
@@ -280,7 +281,9 @@ def _myself(account: Account, args: dict[str, Any]) -> dict[str, Any]:
     with account.lock:
         pods = account.listed_pods()
         spend = sum(
-            p.cost_per_hr_micros for p in pods if p.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED)
+            p.cost_per_hr_micros
+            for p in pods
+            if p.state in (PodState.STARTING, PodState.RUNNING, PodState.EXITED, PodState.ERROR)
         )
         return {
             "id": "user_emulated",

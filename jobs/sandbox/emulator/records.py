@@ -23,7 +23,8 @@ class ApiError(Exception):
 class PodState(enum.StrEnum):
     STARTING = "STARTING"  # created or resumed, container not up yet: runtime is null
     RUNNING = "RUNNING"  # start command runs
-    EXITED = "EXITED"  # start command ended by itself; still holds its GPU and still bills
+    EXITED = "EXITED"  # RunPod's name for a stopped pod; the lifecycle never leaves a pod here (exits restart)
+    ERROR = "ERROR"  # crash loop (or host lost): no container runs, and it bills until terminated
     STOPPED = "STOPPED"  # stopped or interrupted: no billing, container disk wiped, volume kept
     TERMINATED = "TERMINATED"  # gone from the account
 
@@ -86,6 +87,11 @@ class Pod:
     interrupted_at: float | None = None
     exit_code: int | None = None
     last_status_change: float = 0.0
+    # The platform restarts a container whose process ended: when the next start is due, how many there were,
+    # and how many runs in a row ended soon after they started (a crash loop, which ends in ERROR).
+    restart_due: float | None = None
+    restarts: int = 0
+    quick_exits: int = 0
     billing: list[BillingInterval] = field(default_factory=list)
     holds_stock: bool = True
     process: PodProcess | None = None
@@ -127,6 +133,7 @@ class PodReport:
     terminated_at: float | None
     interrupted_at: float | None
     exit_code: int | None
+    restarts: int
     process_alive: bool
     billed_seconds: int
     cost_micros: int

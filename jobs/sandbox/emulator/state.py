@@ -67,6 +67,12 @@ class Account:
         self.catalog = catalog or Catalog()
         self.kill_grace_s = kill_grace_s
         self.startup_delay_s = {"gpu": 120.0, "cpu": 30.0, **(startup_delay_s or {})}
+        # RunPod restarts a container whose process ended (sim seconds): the first back-off, doubled for each
+        # run in a row that ended within `crash_window_s` of its start; after `crash_restarts` such restarts the
+        # next quick exit puts the pod in ERROR.
+        self.restart_backoff_s = 10.0
+        self.crash_window_s = 60.0
+        self.crash_restarts = 5
         self.lock = threading.RLock()
         self.pods: dict[str, Pod] = {}
         self.volumes: dict[str, Volume] = {}
@@ -78,6 +84,17 @@ class Account:
     def never_start_next_pod(self, count: int = 1) -> None:
         with self.lock:
             self._never_start_next += count
+
+    def set_restart_policy(
+        self, *, backoff_s: float | None = None, crash_window_s: float | None = None, crash_restarts: int | None = None
+    ) -> None:
+        with self.lock:
+            if backoff_s is not None:
+                self.restart_backoff_s = backoff_s
+            if crash_window_s is not None:
+                self.crash_window_s = crash_window_s
+            if crash_restarts is not None:
+                self.crash_restarts = crash_restarts
 
     def set_startup_delay(self, kind: str, seconds: float) -> None:
         if kind not in ("gpu", "cpu"):
@@ -411,6 +428,8 @@ class Account:
         pod.wipe_disk_when_dead = True
         pod.state = state
         pod.start_due = None
+        pod.restart_due = None
+        pod.quick_exits = 0
         pod.run_started_at = None
         pod.last_status_change = now
         if state == PodState.TERMINATED:
@@ -446,22 +465,28 @@ class Account:
                 and now >= pod.start_due
             ):
                 self._launch(pod, now)
+            elif (
+                pod.state == PodState.RUNNING
+                and pod.restart_due is not None
+                and now >= pod.restart_due
+                and pod.process is None
+                and not pod.wipe_disk_when_dead
+            ):
+                pod.restart_due = None
+                pod.restarts += 1
+                self._launch(pod, now)
             self._settle(pod)
 
     def _settle(self, pod: Pod) -> None:
-        """Reap, escalate SIGTERM to SIGKILL after the grace, and wipe the disk once nothing runs."""
+        """Reap, restart an ended container, escalate SIGTERM to SIGKILL after the grace, and wipe the disk once
+        nothing runs."""
         process = pod.process
         now = self.clock.now()
         if process is not None:
             code = process.exit_code()
-            if code is not None and pod.state == PodState.RUNNING:
-                # The start command ended on its own: RunPod shows the pod EXITED and keeps billing it.
-                pod.state = PodState.EXITED
-                pod.exit_code = code
-                pod.run_started_at = None
-                pod.last_status_change = now
-                pod.events.append((now, f"exited with code {code}"))
-            if pod.state != PodState.RUNNING:
+            if code is not None and pod.state == PodState.RUNNING and pod.restart_due is None:
+                self._container_exited(pod, now, code, f"exited with code {code}")
+            if pod.state != PodState.RUNNING or pod.restart_due is not None:
                 if code is not None and process.term_sent_at is None:
                     process.kill()  # leftovers of a container whose main process ended
                 elif process.term_sent_at is not None and now - process.term_sent_at >= self.kill_grace_s:
@@ -475,7 +500,7 @@ class Account:
         if pod.process is None and pod.wipe_disk_when_dead:
             pod.wipe_disk_when_dead = False
             shutil.rmtree(pod.disk, ignore_errors=True)
-            if pod.state == PodState.STOPPED:
+            if pod.state == PodState.STOPPED or pod.restart_due is not None:
                 pod.disk.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(pod.dir / "bin", ignore_errors=True)
 
@@ -484,7 +509,7 @@ class Account:
         pod.run_started_at = now
         pod.started_at = pod.started_at if pod.started_at is not None else now
         pod.last_status_change = now
-        pod.events.append((now, "started"))
+        pod.events.append((now, "started" if pod.restarts == 0 else f"restarted ({pod.restarts})"))
         mount = self._mount_folder(pod)
         env = {key: substitute_mount(value, pod.volume_mount_path, mount) for key, value in pod.env.items()}
         env.update(self._platform_env(pod))
@@ -511,10 +536,25 @@ class Account:
     def _start_failed(self, pod: Pod, now: float, reason: str, code: int) -> None:
         with pod.log_path.open("a") as log:
             log.write(f"[emulator] container start failed: {reason}\n")
-        pod.state = PodState.EXITED
+        self._container_exited(pod, now, code, f"exited with code {code}: {reason}")
+
+    def _container_exited(self, pod: Pod, now: float, code: int, event: str) -> None:
+        """The start command ended on its own (any code): RunPod starts the container again, same image, args and
+        env, fresh container disk, after a back-off; a crash loop ends in ERROR, which keeps billing."""
+        ran_s = now - pod.run_started_at if pod.run_started_at is not None else 0.0
         pod.exit_code = code
         pod.run_started_at = None
-        pod.events.append((now, f"exited with code {code}: {reason}"))
+        pod.wipe_disk_when_dead = True
+        pod.events.append((now, event))
+        pod.quick_exits = pod.quick_exits + 1 if ran_s < self.crash_window_s else 0
+        if pod.quick_exits > self.crash_restarts:
+            pod.state = PodState.ERROR
+            pod.last_status_change = now
+            pod.events.append((now, f"crash loop: {pod.quick_exits} quick exits in a row, pod in ERROR"))
+            return
+        backoff = self.restart_backoff_s * 2 ** max(0, pod.quick_exits - 1)
+        pod.restart_due = now + backoff
+        pod.events.append((now, f"restarting in {backoff:.0f} s"))
 
     def _mount_folder(self, pod: Pod) -> Path:
         if pod.network_volume_id is not None:
@@ -572,6 +612,7 @@ class Account:
             terminated_at=pod.terminated_at,
             interrupted_at=pod.interrupted_at,
             exit_code=pod.exit_code,
+            restarts=pod.restarts,
             process_alive=pod.process is not None and pod.process.group_alive(),
             billed_seconds=seconds,
             cost_micros=cost,
@@ -604,6 +645,7 @@ class Account:
             PodState.STARTING: "Rented by User",
             PodState.RUNNING: "Rented by User",
             PodState.EXITED: "Exited by User",
+            PodState.ERROR: "Exited by Runpod (container crash loop)",
             PodState.STOPPED: "Exited by User",
             PodState.TERMINATED: "Terminated by User",
         }[pod.state]
