@@ -125,20 +125,20 @@ async def test_cancel_at_any_moment_leaves_zero_pods_after_one_call(lorabot_worl
     assert len(world.notices(job_id, NoticeKind.CANCELLED)) == 1
 
 
-async def test_spot_interruption_resumes_on_a_new_pod_from_the_last_epoch(make_lorabot_world):
-    world = make_lorabot_world(spot=True)
+async def test_a_gpu_host_lost_mid_training_resumes_on_a_new_pod_from_the_last_epoch(make_lorabot_world):
+    world = make_lorabot_world()
     job_id = world.submit(images=3, epochs=5)
     await world.run_until(
         lambda: len(world.notices(job_id, NoticeKind.EPOCH)) >= 2, timeout=60, interval=0.1, what="epoch 2"
     )
     first_gpu = next(p for p in world.pods(job_id) if p.role is PodRole.GPU and p.runpod_pod_id)
-    world.emulator.interrupt(first_gpu.runpod_pod_id)
+    world.emulator.lose_host(first_gpu.runpod_pod_id)
 
     await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90)
 
     assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
     gpus = [p for p in world.pods(job_id) if p.role is PodRole.GPU and p.runpod_pod_id]
-    assert len(gpus) == 2 and all(p.spot for p in gpus)
+    assert len(gpus) == 2
     assert world.notices(job_id, NoticeKind.INTERRUPTED)
     epochs = [n.payload_json["epoch"] for n in world.notices(job_id, NoticeKind.EPOCH)]
     assert epochs == [1, 2, 3, 4, 5]
@@ -157,7 +157,7 @@ async def test_the_reaper_terminates_our_pods_that_no_live_job_owns_and_leaves_o
         return PodRequest(
             name=name,
             image="runpod/base",
-            docker_args="sleep 600",
+            args="sleep 600",
             env={},
             network_volume_id=volume.id,
             data_center_id="EU-RO-1",

@@ -21,14 +21,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from jobs import ledger
-from jobs.cloud import AsyncCloud, GpuOffer, PodInfo, PodRequest, VolumeInfo
+from jobs.cloud import AsyncCloud, Cloud, GpuOffer, PodInfo, PodRequest, VolumeInfo
 from jobs.orchestrator import Orchestrator
 from jobs.queue import JobPlan
 from jobs.states import JobStatus, NoticeKind, PodRole
@@ -308,8 +308,10 @@ class KillingCloud(TimedCloud):
         await super().terminate_pod(pod_id, on_attempt=on_attempt)
         self._after("terminate_pod")
 
-    async def list_gpu_offers(self, data_center_id: str | None = None) -> list[GpuOffer]:
-        offers = await super().list_gpu_offers(data_center_id)
+    async def list_gpu_offers(
+        self, data_center_id: str | None = None, clouds: Sequence[Cloud] = ("SECURE",)
+    ) -> list[GpuOffer]:
+        offers = await super().list_gpu_offers(data_center_id, clouds)
         self._after("list_gpu_offers")
         return offers
 
