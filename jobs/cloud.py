@@ -305,7 +305,10 @@ def connect(api: RunpodApi, api_key: str, api_url: str | None = None, **retry: f
     when asked for."""
     client: CloudApi
     if api == "graphql":
-        from jobs.runpod_graphql import GraphqlClient
+        try:
+            from jobs.runpod_graphql import GraphqlClient
+        except ImportError as exc:
+            raise CloudError("runpod.api = \"graphql\" needs RunPod's SDK: pip install 'lorabot[graphql]'") from exc
 
         client = GraphqlClient(api_key, api_url)
     elif api == "rest":

@@ -1,23 +1,30 @@
-"""The RunPod wrapper against the emulator, through the real SDK: shapes, errors mapped at the edge, retries."""
+"""lorabot's RunPod transports against the emulator: REST v2 (the default) with RunPod's createPod status table
+mapped to error kinds, the retry rules, and the GraphQL fallback over the same account."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+import subprocess
+import sys
 
 import pytest
 
 from jobs.cloud import (
     AsyncCloud,
+    CandidateForbidden,
     CloudAuthError,
+    CloudContractError,
     CloudTransientError,
+    InsufficientBalance,
     NoCapacityError,
     PodNotFound,
     PodRequest,
-    RunpodClient,
+    connect,
 )
+from jobs.runpod_rest import RestClient, create_pod_body
 from jobs.sandbox.emulator import RunpodEmulator
 
 RTX_4090 = "NVIDIA GeForce RTX 4090"
+RTX_3090 = "NVIDIA GeForce RTX 3090"
 
 
 @pytest.fixture
@@ -26,22 +33,83 @@ def emulator(make_runpod_emulator) -> RunpodEmulator:
 
 
 @pytest.fixture
-def cloud(emulator: RunpodEmulator) -> AsyncCloud:
-    return AsyncCloud(RunpodClient(emulator.api_key, emulator.base_url), base_delay_s=0.01)
+async def cloud(emulator: RunpodEmulator):
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    cloud = AsyncCloud(RestClient(emulator.api_key, emulator.base_url), base_delay_s=0.01, sleep=sleep)
+    cloud.sleeps = sleeps  # type: ignore[attr-defined]
+    yield cloud
+    await cloud.close()
 
 
-def request(volume_id: str, *, gpu: str | None = RTX_4090, cloud: str = "COMMUNITY", **extra) -> PodRequest:
+def gpu_request(volume_id: str, *, gpu: str = RTX_4090, **extra) -> PodRequest:
     return PodRequest(
-        name=extra.pop("name", "lorabot-j1-gpu"),
+        name=extra.pop("name", "lorabot-j1-gpu-1"),
         image="runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04",
-        docker_args=extra.pop("docker_args", "sleep 600"),
+        args=extra.pop("args", "sleep 600"),
         env={"LORABOT_STAGE": "train"},
         network_volume_id=volume_id,
         data_center_id="EU-RO-1",
         gpu_type_id=gpu,
-        cloud=cloud,  # type: ignore[arg-type]
         **extra,
     )
+
+
+def cpu_request(volume_id: str, **extra) -> PodRequest:
+    return PodRequest(
+        name=extra.pop("name", "lorabot-j1-cpu-1"),
+        image="runpod/base:1.0.2-ubuntu2204",
+        args="sleep 600",
+        env={"LORABOT_STAGE": "prepare"},
+        network_volume_id=volume_id,
+        data_center_id="EU-RO-1",
+        **extra,
+    )
+
+
+async def volume_id(cloud: AsyncCloud) -> str:
+    return (await cloud.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")).id
+
+
+# -- what a create sends ----------------------------------------------------------------------------------------------
+
+
+def test_a_gpu_pod_body_names_the_gpu_the_volume_and_its_data_center():
+    body = create_pod_body(gpu_request("vol123"))
+    assert body == {
+        "name": "lorabot-j1-gpu-1",
+        "image": "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04",
+        "args": "sleep 600",
+        "env": {"LORABOT_STAGE": "train"},
+        "disk": 20,
+        "cloud": "SECURE",
+        "dataCenterIds": ["EU-RO-1"],
+        "mounts": {"network": [{"volumeId": "vol123", "path": "/workspace"}]},
+        "gpu": {"id": RTX_4090, "count": 1},
+    }
+
+
+def test_a_cpu_pod_body_names_a_flavor_and_a_vcpu_count_and_no_template():
+    body = create_pod_body(cpu_request("vol123", cpu_flavor_id="cpu3c", cpu_vcpu_count=4))
+    assert body["cpu"] == {"id": "cpu3c", "vcpuCount": 4}
+    assert "gpu" not in body and "templateId" not in body
+
+
+@pytest.mark.parametrize("vcpus", [0, 1, 3, 6])
+def test_a_cpu_pod_needs_a_power_of_two_vcpus(vcpus: int):
+    with pytest.raises(ValueError, match="power of two"):
+        cpu_request("vol123", cpu_vcpu_count=vcpus)
+
+
+def test_no_request_can_put_the_volume_on_a_community_pod():
+    with pytest.raises(ValueError, match="Secure Cloud"):
+        gpu_request("vol123", cloud="COMMUNITY")
+
+
+# -- answers ------------------------------------------------------------------------------------------------------------
 
 
 async def test_volumes_are_created_and_found_again(cloud: AsyncCloud):
@@ -50,91 +118,145 @@ async def test_volumes_are_created_and_found_again(cloud: AsyncCloud):
     assert created in await cloud.list_volumes()
 
 
-async def test_gpu_offers_carry_prices_and_stock_per_cloud(cloud: AsyncCloud, emulator: RunpodEmulator):
-    emulator.set_stock(RTX_4090, "COMMUNITY", 0)
-    offers = {(o.gpu_type_id, o.cloud): o for o in await cloud.list_gpu_offers("EU-RO-1")}
-    community, secure = offers[(RTX_4090, "COMMUNITY")], offers[(RTX_4090, "SECURE")]
-    assert community.price_micros_per_hr == 440_000 and secure.price_micros_per_hr == 690_000
-    assert not community.available and secure.available
-    assert secure.memory_gb == 24
+async def test_gpu_offers_carry_secure_prices_and_the_data_centers_stock(cloud: AsyncCloud, emulator: RunpodEmulator):
+    emulator.set_stock(RTX_3090, "SECURE", 0, "EU-RO-1")
+    offers = {o.gpu_type_id: o for o in await cloud.list_gpu_offers("EU-RO-1", clouds=("SECURE",))}
+    assert offers[RTX_4090].price_micros_per_hr == 690_000 and offers[RTX_4090].available
+    assert offers[RTX_4090].memory_gb == 24 and offers[RTX_4090].cloud == "SECURE"
+    assert not offers[RTX_3090].available
 
 
-async def test_a_gpu_pod_is_created_seen_and_terminated_idempotently(cloud: AsyncCloud, emulator: RunpodEmulator):
-    volume = await cloud.create_volume("v", 30, "EU-RO-1")
-    pod = await cloud.create_pod(request(volume.id))
+async def test_cpu_flavors_come_from_the_catalog(cloud: AsyncCloud):
+    flavors = {f.id: f for f in await cloud.list_cpu_flavors()}
+    assert flavors["cpu3g"].ram_gb_per_vcpu == 4
+    assert flavors["cpu3g"].price_micros_per_vcpu_hr * 2 == 80_000  # seed 000's 2 vCPU / 8 GB at $0.08/h
+
+
+async def test_a_gpu_pod_is_created_provisioning_and_comes_up_running(cloud: AsyncCloud, emulator: RunpodEmulator):
+    pod = await cloud.create_pod(gpu_request(await volume_id(cloud)))
+    assert pod.status in ("PROVISIONING", "STARTING") and pod.cost_per_hr_micros == 690_000
+    assert pod.gpu_type_id == RTX_4090 and pod.env == {"LORABOT_STAGE": "train"}
+    emulator.advance(600)
     seen = await cloud.get_pod(pod.id)
-    assert seen.name == "lorabot-j1-gpu" and seen.cost_per_hr_micros == 440_000
+    assert seen.is_running and seen.name == "lorabot-j1-gpu-1"
     assert [p.id for p in await cloud.list_pods("lorabot-")] == [pod.id]
     await cloud.terminate_pod(pod.id)
-    await cloud.terminate_pod(pod.id)  # already gone: no error
     with pytest.raises(PodNotFound):
         await cloud.get_pod(pod.id)
-    assert await cloud.list_pods("lorabot-") == []
+    await cloud.terminate_pod(pod.id)  # terminating twice is harmless
 
 
-async def test_a_cpu_pod_uses_deploy_cpu_pod(cloud: AsyncCloud, emulator: RunpodEmulator):
-    volume = await cloud.create_volume("v", 30, "EU-RO-1")
-    pod = await cloud.create_pod(request(volume.id, gpu=None, cloud="SECURE", name="lorabot-j1-cpu"))
-    report = emulator.pod(pod.id)
-    assert report.kind == "cpu" and report.cpu_instance_id == "cpu3c-2-4"
-    assert "mutation deployCpuPod" in [r.operation for r in emulator.requests]
+async def test_a_cpu_pod_costs_its_vcpus_at_the_flavors_price(cloud: AsyncCloud):
+    pod = await cloud.create_pod(cpu_request(await volume_id(cloud)))
+    assert pod.cost_per_hr_micros == 80_000 and pod.gpu_type_id is None
 
 
-async def test_no_stock_is_its_own_exception(cloud: AsyncCloud, emulator: RunpodEmulator):
-    volume = await cloud.create_volume("v", 30, "EU-RO-1")
-    emulator.set_stock(RTX_4090, "COMMUNITY", 0)
-    with pytest.raises(NoCapacityError, match="no longer any instances available"):
-        await cloud.create_pod(request(volume.id))
+async def test_no_stock_is_a_refused_candidate(cloud: AsyncCloud, emulator: RunpodEmulator):
+    emulator.set_stock(RTX_4090, "SECURE", 0)
+    with pytest.raises(NoCapacityError, match="no longer any instances"):
+        await cloud.create_pod(gpu_request(await volume_id(cloud)))
+    assert emulator.pods() == []
 
 
-async def test_a_spot_pod_is_rented_with_a_bid(cloud: AsyncCloud, emulator: RunpodEmulator):
-    volume = await cloud.create_volume("v", 30, "EU-RO-1")
-    pod = await cloud.create_pod(request(volume.id, spot_bid_per_gpu=Decimal("0.35")))
-    assert emulator.pod(pod.id).spot
+async def test_a_pool_the_account_cannot_use_is_forbidden(cloud: AsyncCloud, emulator: RunpodEmulator):
+    emulator.forbid(RTX_4090, "SECURE")
+    with pytest.raises(CandidateForbidden):
+        await cloud.create_pod(gpu_request(await volume_id(cloud)))
 
 
-async def test_a_refused_key_is_an_auth_error_without_the_key_in_it(emulator: RunpodEmulator):
-    client = RunpodClient("rpa_wrongkey_0123456789", emulator.base_url)
-    with pytest.raises(CloudAuthError) as caught:
-        await AsyncCloud(client).list_pods()
-    assert "rpa_wrongkey" not in str(caught.value) and "rpa_wrongkey" not in repr(client)
+async def test_no_balance_is_insufficient_balance(cloud: AsyncCloud, emulator: RunpodEmulator):
+    emulator.set_balance(0.10)  # less than one hour of a 4090
+    with pytest.raises(InsufficientBalance):
+        await cloud.create_pod(gpu_request(await volume_id(cloud)))
+    assert emulator.pods() == []
 
 
-@pytest.mark.parametrize("status", [500, 502, 503])
-async def test_reads_are_retried_through_server_errors(cloud: AsyncCloud, emulator: RunpodEmulator, status: int):
-    emulator.fail_next(2, status=status)
+async def test_a_body_that_breaks_the_contract_is_our_bug_and_never_retried(
+    cloud: AsyncCloud, emulator: RunpodEmulator
+):
+    volume = await volume_id(cloud)
+    before = len(emulator.requests)
+    with pytest.raises(CloudContractError) as caught:
+        await cloud.create_pod(gpu_request(volume, container_disk_gb=0))  # the contract's disk minimum is 1
+    assert caught.value.errors and any("disk" in e for e in caught.value.errors)
+    assert len(emulator.requests) == before + 1
+    assert emulator.pods() == []
+
+
+async def test_rate_limits_are_waited_out_by_retry_after(cloud: AsyncCloud, emulator: RunpodEmulator):
+    volume = await volume_id(cloud)
+    emulator.rate_limit_next(2, retry_after_s=3)
+    pod = await cloud.create_pod(gpu_request(volume))
+    assert pod.id and cloud.sleeps == [3, 3]  # type: ignore[attr-defined]
+    assert len(emulator.pods()) == 1
+
+
+async def test_reads_are_retried_after_a_5xx_but_a_create_is_not(cloud: AsyncCloud, emulator: RunpodEmulator):
+    volume = await volume_id(cloud)
+    emulator.fail_next(1, 503)
     assert await cloud.list_pods() == []
-
-
-async def test_a_terminate_is_retried_and_the_caller_sees_each_try(cloud: AsyncCloud, emulator: RunpodEmulator):
-    """The try that took effect is the last one: the ledger times the pod's end by it, not by the first 5xx."""
-    volume = await cloud.create_volume("v", 30, "EU-RO-1")
-    pod = await cloud.create_pod(request(volume.id))
-    tries: list[str] = []
-    emulator.fail_next(2, status=503)
-    await cloud.terminate_pod(pod.id, on_attempt=lambda: tries.append("try"))
-    assert tries == ["try", "try", "try"]
-    assert emulator.pod(pod.id).terminated_at is not None
-
-
-async def test_a_create_is_never_retried_blindly(cloud: AsyncCloud, emulator: RunpodEmulator):
-    """A create that failed may still have made a pod: the orchestrator looks its name up instead."""
-    volume = await cloud.create_volume("v", 30, "EU-RO-1")
-    emulator.fail_next(1, status=502)
+    emulator.fail_next(1, 500)
     with pytest.raises(CloudTransientError):
-        await cloud.create_pod(request(volume.id))
-    assert emulator.all_pods() == []
+        await cloud.create_pod(gpu_request(volume))
+    emulator.fail_next(1, 502)  # Cloudflare's HTML page, not JSON
+    assert await cloud.list_volumes()
 
 
-def test_values_that_would_break_the_sdks_graphql_are_refused():
-    with pytest.raises(ValueError, match="quotes"):
-        request("v", docker_args='bash -c "echo hi"')
-    with pytest.raises(ValueError, match="quotes"):
-        PodRequest(
-            name="x",
-            image="i",
-            docker_args="a",
-            env={"K": "line\nbreak"},
-            network_volume_id="v",
-            data_center_id="EU-RO-1",
-        )
+async def test_a_refused_key_is_named_without_showing_it(emulator: RunpodEmulator):
+    cloud = connect("rest", "rpa_WRONGKEY0123456789", emulator.base_url)
+    try:
+        with pytest.raises(CloudAuthError) as caught:
+            await cloud.list_pods()
+    finally:
+        await cloud.close()
+    assert "401" in str(caught.value) and "WRONGKEY" not in str(caught.value)
+    assert "WRONGKEY" not in repr(cloud.client)
+
+
+async def test_runpods_own_bill_for_a_pod_matches_the_emulators_meter(cloud: AsyncCloud, emulator: RunpodEmulator):
+    pod = await cloud.create_pod(cpu_request(await volume_id(cloud)))
+    emulator.advance(1800)
+    await cloud.terminate_pod(pod.id)
+    records = await cloud.pod_billing(pod.id)
+    report = emulator.pod(pod.id)
+    assert records and {r.pod_id for r in records} == {pod.id}
+    compute = sum(r.cpu_micros for r in records)
+    assert sum(r.gpu_micros for r in records) == 0
+    assert abs(compute - report.cost_micros) <= 1
+    disk = sum(r.disk_micros for r in records)
+    assert disk > 0  # 20 GB of container disk at $0.10/GB/month, for half an hour
+    assert sum(r.total_micros for r in records) == pytest.approx(compute + disk, abs=2)
+
+
+# -- the GraphQL fallback -----------------------------------------------------------------------------------------------
+
+
+async def test_the_graphql_fallback_sees_the_same_account(emulator: RunpodEmulator):
+    rest, graphql = (
+        connect("rest", emulator.api_key, emulator.base_url),
+        connect("graphql", emulator.api_key, emulator.base_url),
+    )
+    try:
+        volume = await rest.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")
+        assert volume in await graphql.list_volumes()
+        pod = await graphql.create_pod(gpu_request(volume.id))
+        assert pod.cost_per_hr_micros == 690_000
+        assert (await rest.get_pod(pod.id)).name == "lorabot-j1-gpu-1"
+        emulator.advance(600)
+        assert (await graphql.get_pod(pod.id)).is_running
+        await rest.terminate_pod(pod.id)
+        with pytest.raises(PodNotFound):
+            await graphql.get_pod(pod.id)
+    finally:
+        await rest.close()
+        await graphql.close()
+
+
+def test_the_runpod_sdk_is_imported_only_for_the_graphql_fallback():
+    code = (
+        "import sys, jobs.cloud, jobs.runpod_rest, jobs.orchestrator, bot.app, bot.cli;"
+        "assert 'runpod' not in sys.modules, 'the runpod SDK was imported';"
+        "jobs.cloud.connect('graphql', 'k', 'http://127.0.0.1:9');"
+        "assert 'runpod' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
