@@ -110,3 +110,31 @@ def test_sandbox_is_the_default_only_without_a_runpod_key():
 def test_missing_settings_for_real_pods_are_listed():
     assert [m.split(" ")[0] for m in load_settings(env={}).missing_for_real_pods()] == ["RUNPOD_API_KEY", "S3_BUCKET"]
     assert load_settings(env={"RUNPOD_API_KEY": "k", "S3_BUCKET": "b"}).missing_for_real_pods() == []
+
+
+def test_rest_v2_is_the_default_api_and_its_address_is_a_setting():
+    settings = load_settings(env={"RUNPOD_API_URL": "http://127.0.0.1:9999"})
+    assert (settings.runpod.api, settings.runpod.api_url) == ("rest", "http://127.0.0.1:9999")
+    assert load_settings(env={"RUNPOD_API": "graphql"}).runpod.api == "graphql"
+
+
+def test_a_community_gpu_in_the_fallback_is_refused_because_it_cannot_mount_the_volume(tmp_path: Path):
+    path = write(tmp_path, '[[runpod.gpu_fallback]]\ngpu_type_id = "NVIDIA GeForce RTX 4090"\ncloud = "COMMUNITY"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert "Network Volumes only on Secure Cloud" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("spot = true", "no longer offers spot"),
+        ('spot_bid_per_hr = "0.30"', "no longer offers spot"),
+        ('cpu_instance_id = "cpu3g-2-8"', "now `cpu_flavor`"),
+        ('api_base_url = "https://example.invalid"', "now `api_url`"),
+    ],
+)
+def test_settings_runpod_retired_say_what_replaced_them(tmp_path: Path, line: str, expected: str):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"[runpod]\n{line}\n"), env={})
+    assert expected in str(caught.value)
