@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import ledger
-from jobs.cloud import AsyncCloud, CandidateForbidden, CandidateRefused, PodNotFound, PodRequest
+from jobs.cloud import AsyncCloud, CandidateForbidden, CandidateRefused, PodInfo, PodNotFound, PodRequest
 from jobs.names import parse_pod_name
 from jobs.states import NoticeKind, PodStatus
 from storage.db import session_scope
@@ -57,6 +57,24 @@ def _billing_start_if_found(pod: Pod) -> dt.datetime:
     overcharge, never a missed second.
     """
     return pod.create_requested_at or pod.created_at
+
+
+def owned_by_live_job(s: Session, pod: PodInfo) -> bool:
+    """The reaper's rule: a `lorabot-*` pod at RunPod belongs to a live job when its name points at a job that has
+    not ended and the pod row of that name is still open and is this pod (or has no RunPod id yet: its create's
+    answer was lost). Anything else lorabot named is an orphan. A pod lorabot did not name is never lorabot's."""
+    parsed = parse_pod_name(pod.name)
+    if parsed is None:
+        return False
+    job = get_job(s, parsed.job_id)
+    row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
+    return (
+        job is not None
+        and not job.status.is_terminal()
+        and row is not None
+        and row.status is not PodStatus.TERMINATED
+        and row.runpod_pod_id in (None, pod.id)
+    )
 
 
 class PodKeeper:
@@ -187,25 +205,22 @@ class PodKeeper:
         await self.cloud.terminate_pod(runpod_id, on_attempt=lambda: sent.append(self.clock()))
         return during(sent[-1], self.clock())
 
-    async def reap(self) -> list[str]:
-        """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one."""
+    async def reap(self, only: Collection[str] | None = None) -> list[str]:
+        """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one.
+
+        ``only`` (RunPod pod ids) limits it to pods an operator was shown; each is checked again here, so a pod
+        a job took over in the meantime is left alone."""
         reaped = []
         pods = await self.cloud.list_pods("lorabot-")
         now = self.clock()
         for pod in pods:
             parsed = parse_pod_name(pod.name)
-            if parsed is None:
+            if parsed is None or (only is not None and pod.id not in only):
                 continue
             with session_scope(self.sessions) as s:
                 job = get_job(s, parsed.job_id)
                 row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
-                owned = (
-                    job is not None
-                    and not job.status.is_terminal()
-                    and row is not None
-                    and row.status is not PodStatus.TERMINATED
-                    and row.runpod_pod_id in (None, pod.id)
-                )
+                owned = owned_by_live_job(s, pod)
             if owned:
                 continue
             ended = await self._terminate_call(pod.id)
