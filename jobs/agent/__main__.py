@@ -17,6 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "agent"
 
+from .boots import count_boot, crash_note, finished_here, idle
 from .clock import Clock
 from .context import Context
 from .lifecycle import StopFlag
@@ -73,17 +74,37 @@ def main(argv: list[str] | None = None) -> int:
         redact.add(env[manifest.model_token_env])
     layout = Layout(Path(env.get("LORABOT_VOLUME", "/workspace")), manifest)
     ctx = Context(manifest, layout, clock, http, redact, stop, env, env.get("RUNPOD_POD_ID", "local"))
+    # RunPod starts the container again whenever this process ends: count the starts, and never redo a stage
+    # this pod already finished (docs/CONTRACTS.md "Status", `boots`).
+    boots = count_boot(layout, stage, ctx.pod_id)
+    stages = ["prepare", "train"] if stage == "train" and "prepare" in manifest.stages else [stage]
+    restarted = crash_note(layout, stages, ctx.pod_id, boots)
+
+    def reporter(name: str) -> Reporter:
+        rep = Reporter(name, manifest, layout, clock, http, redact, ctx.stage_log(name), ctx.pod_id)
+        rep.status["boots"] = boots
+        rep.status["error"] = restarted
+        return rep
+
+    finished = finished_here(layout, stage, ctx.pod_id)
+    if finished is not None:
+        rep = reporter(stage)
+        rep.status.update({k: v for k, v in finished.items() if k not in ("seq", "boots")})
+        rep.log(f"boot {boots}: this pod already finished the {stage} stage ({finished['phase']}); idling")
+        rep.publish()  # the last status again, in case its upload was lost
+        idle(stop)
+        return EXIT_OK if finished["phase"] != "failed" else EXIT_FAILED
 
     if stage == "prepare" or "prepare" in manifest.stages:
-        rep = Reporter("prepare", manifest, layout, clock, http, redact, ctx.stage_log("prepare"), ctx.pod_id)
+        rep = reporter("prepare")
         phase = _guarded(rep, "prepare", lambda: "ready" if run_prepare(ctx, rep) else rep.status["phase"])
         if stage == "prepare" or phase != "ready":
             if stage == "train" and phase == "failed":
-                train_rep = Reporter("train", manifest, layout, clock, http, redact, ctx.stage_log("train"), ctx.pod_id)
+                train_rep = reporter("train")
                 error = rep.status["error"] or {"kind": "internal", "message": "prepare failed"}
                 train_rep.fail(error["kind"], f"prepare failed: {error['message']}")
             return {"ready": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)
-    rep = Reporter("train", manifest, layout, clock, http, redact, ctx.stage_log("train"), ctx.pod_id)
+    rep = reporter("train")
     phase = _guarded(rep, "train", lambda: run_train(ctx, rep))
     return {"succeeded": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)
 

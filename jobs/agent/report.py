@@ -99,6 +99,8 @@ class Reporter:
     # --- building the status -------------------------------------------------------------------------------
     def phase(self, phase: str, publish: bool = True) -> None:
         self.status["phase"] = phase
+        if phase in ("ready", "succeeded"):
+            self.status["error"] = None  # a crash note of an earlier boot (kind agent_restarted) is over
         self.log(f"phase: {phase}")
         if publish:
             self.publish()

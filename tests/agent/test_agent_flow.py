@@ -23,7 +23,7 @@ def volume_files(volume: Path) -> dict[str, str]:
     found = {}
     for path in sorted((volume / "lorabot").rglob("*")):
         rel = str(path.relative_to(volume))
-        if path.is_file() and not re.search(r"/(logs|status)/|uploads\.json$", rel):
+        if path.is_file() and not re.search(r"/(logs|status|boots)/|uploads\.json$", rel):
             found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
@@ -77,16 +77,17 @@ def test_a_second_job_on_the_same_volume_skips_every_cached_step(bucket: Bucket,
 
 
 def test_each_stage_run_twice_does_no_work_twice_and_leaves_the_same_files(bucket: Bucket, agent: Agent, volume: Path):
+    """Run again by a new pod (the same pod restarted idles instead: tests/agent/test_agent_boots.py)."""
     job = put_job(bucket, epochs=2)
     assert agent.run(job, "prepare")[0] == 0
     files = volume_files(volume)
-    assert agent.run(job, "prepare")[0] == 0
+    assert agent.run(job, "prepare", extra={"RUNPOD_POD_ID": "pod-prepare-2"})[0] == 0
     assert all(step["cached"] for step in job.status("prepare")["steps"])
     assert volume_files(volume) == files
 
     assert agent.run(job, "train", gpu=True)[0] == 0
     trained = volume_files(volume)
-    code, out = agent.run(job, "train", gpu=True)
+    code, out = agent.run(job, "train", gpu=True, extra={"RUNPOD_POD_ID": "pod-train-2"})
     assert code == 0, out
     assert job.status("train")["phase"] == "succeeded"
     assert steps_by_name(job.status("train"))["training"]["cached"] is True
