@@ -10,6 +10,7 @@ import requests
 import runpod
 
 from jobs.sandbox.emulator import RunpodEmulator
+from jobs.sandbox.emulator.rest import REST_FAILURE
 
 EmulatorFactory = Callable[..., RunpodEmulator]
 
@@ -20,7 +21,9 @@ def make_runpod_emulator(
 ) -> Iterator[EmulatorFactory]:
     """Factory: `make_runpod_emulator(time_scale=600, kill_grace_s=5, ...)` → a started emulator that the SDK
     reaches (RUNPOD_API_BASE_URL, `runpod.api_key`, HOME in a temp dir so ~/.runpod is never read).
-    Every emulator made is stopped at teardown, which kills every pod process."""
+    Every emulator made is stopped at teardown, which kills every pod process. A REST answer that broke
+    RunPod's contract (or a REST call the emulator could not model) fails the test at teardown; a test that
+    provokes one on purpose takes it with `clear_failures()`."""
     made: list[RunpodEmulator] = []
     home = tmp_path_factory.mktemp("home")
 
@@ -33,8 +36,12 @@ def make_runpod_emulator(
         return emulator
 
     yield make
+    broken: list[str] = []
     for emulator in made:
         emulator.stop()
+        broken += [failure for failure in emulator.failures if failure.startswith(REST_FAILURE)]
+    if broken:
+        pytest.fail("RunPod emulator REST failures:\n" + "\n".join(broken), pytrace=False)
 
 
 @pytest.fixture

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from jobs.sandbox.emulator.catalog import Catalog
 from jobs.sandbox.emulator.clock import SimClock
+from jobs.sandbox.emulator.pod_billing import DEFAULT_BUCKET_SIZE, pod_billing_for
 from jobs.sandbox.emulator.records import PodReport, PodState, VolumeReport
 from jobs.sandbox.emulator.server import EmulatorServer, RequestRecord
 from jobs.sandbox.emulator.state import Account
@@ -75,6 +77,11 @@ class RunpodEmulator:
         return f"http://127.0.0.1:{self.server.port}"
 
     @property
+    def rest_url(self) -> str:
+        """Where a REST v2 client points (it appends `/v2/...`)."""
+        return self.base_url
+
+    @property
     def graphql_url(self) -> str:
         return f"{self.base_url}/graphql"
 
@@ -117,6 +124,22 @@ class RunpodEmulator:
         self.account.set_restart_policy(
             backoff_s=backoff_s, crash_window_s=crash_window_s, crash_restarts=crash_restarts
         )
+
+    def set_balance(self, dollars: float) -> None:
+        """The account's credit (default $100): a REST create whose pod costs more per hour is a 402."""
+        self.account.set_balance(dollars)
+
+    def rate_limit_next(self, count: int = 1, retry_after_s: int = 1) -> None:
+        """The next `count` REST calls get 429 with `Retry-After: retry_after_s` (GraphQL calls are not counted)."""
+        self.server.rate_limit_next(count, retry_after_s)
+
+    def forbid(self, gpu_id: str, cloud: str) -> None:
+        """REST creates of `gpu_id` (or a CPU flavor id) in `cloud` get 403, as for a pool the account can't use."""
+        self.account.forbid(gpu_id, cloud)
+
+    def lose_host(self, pod_id: str) -> None:
+        """The pod's host vanishes: SIGKILL now, billing stops, the pod shows ERROR until terminated."""
+        self.account.lose_host(pod_id)
 
     def interrupt(self, pod_id: str) -> None:
         """Spot interruption: SIGTERM, SIGKILL after the grace; the pod ends EXITED, billing stopped."""
@@ -176,6 +199,13 @@ class RunpodEmulator:
     def total_cost_micros(self) -> int:
         return sum(pod.cost_micros for pod in self.all_pods()) + sum(v.cost_micros for v in self.volumes())
 
+    def billing_records(
+        self, pod_id: str | None = None, bucket_size: str = DEFAULT_BUCKET_SIZE
+    ) -> list[dict[str, Any]]:
+        """The records `GET /v2/billing/pods?podId=…&bucketSize=…` answers now (the same code as the endpoint)."""
+        records: list[dict[str, Any]] = pod_billing_for(self.account, pod_id, bucket_size)["records"]
+        return records
+
     @property
     def requests(self) -> list[RequestRecord]:
         return list(self.server.requests)
@@ -184,6 +214,12 @@ class RunpodEmulator:
     def failures(self) -> list[str]:
         """Requests the emulator couldn't model (unknown fields, syntax it can't read) and internal errors."""
         return list(self.server.failures)
+
+    def clear_failures(self) -> list[str]:
+        """Take the failures recorded so far (for a test that provoked them on purpose)."""
+        taken = list(self.server.failures)
+        del self.server.failures[: len(taken)]
+        return taken
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
         """Poll `predicate` (real seconds) until true; raises TimeoutError naming `what`."""

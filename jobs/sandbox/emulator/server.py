@@ -1,4 +1,5 @@
-"""RunPod's GraphQL endpoint over HTTP: an aiohttp app on 127.0.0.1 running in a thread of its own.
+"""RunPod's GraphQL endpoint and REST v2 API (`rest.py`) over HTTP: an aiohttp app on 127.0.0.1 running in a
+thread of its own. Both fronts share the key check, the injected faults and the request records.
 
 A thread, so that synchronous clients (the runpod SDK uses `requests`) can call it from a test's or the
 bot's event loop without blocking the very loop that would answer them.
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from jobs.sandbox.emulator.operations import execute
+from jobs.sandbox.emulator.rest import PROBLEM_JSON, RestFront, problem
 from jobs.sandbox.emulator.state import Account
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class EmulatorServer:
         self.requests: list[RequestRecord] = []
         self.failures: list[str] = []
         self._faults: list[int | str] = []
+        self._rate_limits: list[int] = []  # Retry-After seconds of the next rate-limited REST calls
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -58,6 +61,18 @@ class EmulatorServer:
             raise ValueError(f"status must be one of {FAULT_KINDS}, got {status!r}")
         with self._lock:
             self._faults.extend([status] * count)
+
+    def rate_limit_next(self, count: int = 1, retry_after_s: int = 1) -> None:
+        with self._lock:
+            self._rate_limits.extend([retry_after_s] * count)
+
+    def take_fault(self) -> int | str | None:
+        with self._lock:
+            return self._faults.pop(0) if self._faults else None
+
+    def take_rate_limit(self) -> int | None:
+        with self._lock:
+            return self._rate_limits.pop(0) if self._rate_limits else None
 
     # ----- lifecycle -----
     def start(self) -> None:
@@ -97,6 +112,8 @@ class EmulatorServer:
     async def _serve(self) -> None:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/graphql", self._graphql)
+        for method, path, handler in RestFront(self).routes():
+            app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -126,21 +143,20 @@ class EmulatorServer:
             await asyncio.sleep(TICK_INTERVAL_S)
 
     # ----- HTTP -----
-    def _record(self, operation: str, status: int, errors: list[str]) -> None:
+    def record(self, operation: str, status: int, errors: list[str]) -> None:
         self.requests.append(RequestRecord(self.account.clock.now(), operation, status, tuple(errors)))
 
     async def _graphql(self, request: web.Request) -> web.StreamResponse:
-        with self._lock:
-            fault = self._faults.pop(0) if self._faults else None
+        fault = self.take_fault()
         if fault is not None:
-            return await self._inject(request, fault)
+            return await self.inject(request, fault)
         if not self._authorized(request):
-            self._record("?", 401, ["unauthorized"])
+            self.record("?", 401, ["unauthorized"])
             return web.json_response({"error": "Unauthorized"}, status=401)
         try:
             payload: Any = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError):
-            self._record("?", 400, ["body is not JSON"])
+            self.record("?", 400, ["body is not JSON"])
             return web.json_response(
                 {"errors": [{"message": "POST body sent invalid JSON.", "extensions": {"code": "BAD_REQUEST"}}]},
                 status=400,
@@ -153,7 +169,7 @@ class EmulatorServer:
         except Exception:
             log.exception("emulator failed to execute a GraphQL request")
             self.failures.append("emulator raised while executing a request (see log)")
-            self._record("?", 500, ["internal error"])
+            self.record("?", 500, ["internal error"])
             return web.json_response(
                 {
                     "errors": [
@@ -166,8 +182,13 @@ class EmulatorServer:
                 status=500,
             )
         self.failures.extend(f"unsupported request: {problem}" for problem in outcome.unsupported)
-        self._record(outcome.operation, outcome.status, outcome.errors)
+        self.record(outcome.operation, outcome.status, outcome.errors)
         return web.json_response(outcome.body, status=outcome.status)
+
+    def bearer_authorized(self, request: web.Request) -> bool:
+        # REST v2 takes the key only as `Authorization: Bearer <key>`.
+        header = request.headers.get("Authorization", "")
+        return header.startswith("Bearer ") and header[len("Bearer ") :] == self.api_key
 
     def _authorized(self, request: web.Request) -> bool:
         # The SDK 1.12 sends `Authorization: Bearer <key>`; older clients and RunPod's docs use `?api_key=`.
@@ -176,8 +197,10 @@ class EmulatorServer:
             return True
         return request.query.get("api_key") == self.api_key
 
-    async def _inject(self, request: web.Request, fault: int | str) -> web.StreamResponse:
-        self._record("?", fault if isinstance(fault, int) else 0, [f"injected fault {fault}"])
+    async def inject(
+        self, request: web.Request, fault: int | str, *, rest: bool = False, operation: str = "?"
+    ) -> web.StreamResponse:
+        self.record(operation, fault if isinstance(fault, int) else 0, [f"injected fault {fault}"])
         if fault == "timeout":
             assert self._closing is not None
             with contextlib.suppress(TimeoutError):
@@ -194,6 +217,9 @@ class EmulatorServer:
                 status=502, content_type="text/html", text="<html><body><h1>502 Bad Gateway</h1></body></html>"
             )
         assert isinstance(fault, int)
+        if rest:
+            body = problem(fault, "Something went wrong. Please try again later or contact support.").body
+            return web.json_response(body, status=fault, content_type=PROBLEM_JSON)
         return web.json_response(
             {
                 "errors": [

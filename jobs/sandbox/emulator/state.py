@@ -19,6 +19,7 @@ from typing import Any
 from jobs.sandbox.emulator import billing
 from jobs.sandbox.emulator.catalog import (
     COMMUNITY,
+    CPU_VCPU_COUNTS,
     DEFAULT_CPU_INSTANCE,
     SECURE,
     Catalog,
@@ -41,10 +42,28 @@ NO_STOCK = (
 )
 NO_FREE_GPUS_ON_HOST = "There are not enough free GPUs on the host machine to start this pod."
 DEFAULT_MOUNT_PATH = "/workspace"
+NETWORK_VOLUME_SECURE_ONLY = "Network volumes are only available for Secure Cloud pods."
+INSUFFICIENT_BALANCE = "Insufficient balance"
+DEFAULT_CONTAINER_DISK_GB = 10
+# RunPod caps a CPU pod's container disk per vCPU ("Container Disk must be less than or equal to 20" at 2 vCPU).
+CPU_DISK_GB_PER_VCPU = 10
+# The CUDA version every emulated GPU host reports (one version keeps placement simple).
+HOST_CUDA_VERSION = "12.8"
+# ApiError codes the REST front turns into HTTP statuses (GraphQL shows them as `extensions.code`).
+BAD_REQUEST = "BAD_USER_INPUT"
+INSUFFICIENT_CAPACITY = "INSUFFICIENT_CAPACITY"
+PAYMENT_REQUIRED = "INSUFFICIENT_BALANCE"
+FORBIDDEN = "FORBIDDEN"
+NOT_FOUND = "NOT_FOUND"
+CONFLICT = "CONFLICT"
 # Emulator figures for what a GPU brings along (RunPod gives each GPU a share of the host's vCPUs and RAM).
 VCPU_PER_GPU = 8
 MEMORY_GB_PER_GPU = 32
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
 
 
 def _new_id(length: int) -> str:
@@ -77,6 +96,10 @@ class Account:
         self.pods: dict[str, Pod] = {}
         self.volumes: dict[str, Volume] = {}
         self._never_start_next = 0
+        # REST v2 knobs: the account's credit, pools it may not rent from, pods whose host went away.
+        self.balance_micros = billing.dollars_to_micros("100")
+        self.forbidden: set[tuple[str, str]] = set()  # (GPU id or CPU flavor id, cloud)
+        self.lost_hosts: set[str] = set()
         (root / "pods").mkdir(parents=True, exist_ok=True)
         (root / "volumes").mkdir(parents=True, exist_ok=True)
 
@@ -96,6 +119,28 @@ class Account:
             if crash_restarts is not None:
                 self.crash_restarts = crash_restarts
 
+    def set_balance(self, dollars: float) -> None:
+        with self.lock:
+            self.balance_micros = billing.dollars_to_micros(str(dollars))
+
+    def forbid(self, resource_id: str, cloud: str) -> None:
+        """Creates for this GPU type (or CPU flavor) in `cloud` are refused as if the account lacked access."""
+        with self.lock:
+            self.forbidden.add((resource_id, cloud))
+
+    def lose_host(self, pod_id: str) -> None:
+        """The pod's host vanishes: its container is SIGKILLed at once, billing stops, the pod shows ERROR."""
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "lose the host of")
+            # The GPUs went away with the host: nothing goes back to stock.
+            pod.holds_stock = False
+            self._halt(pod, PodState.ERROR, "host lost")
+            if pod.process is not None:
+                pod.process.kill()
+            self.lost_hosts.add(pod.id)
+            self._settle(pod)
+
     def set_startup_delay(self, kind: str, seconds: float) -> None:
         if kind not in ("gpu", "cpu"):
             raise ValueError(f"kind must be 'gpu' or 'cpu', got {kind!r}")
@@ -107,8 +152,8 @@ class Account:
         with self.lock:
             if not name:
                 raise ApiError("Network volume name must not be empty.")
-            if not 1 <= size_gb <= 4000:
-                raise ApiError(f"Network volume size must be between 1 and 4000 GB, got {size_gb}.")
+            if not 1 <= size_gb <= 4096:
+                raise ApiError(f"Network volume size must be between 1 and 4096 GB, got {size_gb}.")
             try:
                 self.catalog.data_center(data_center_id)
             except CatalogError as exc:
@@ -152,6 +197,10 @@ class Account:
             if not 1 <= gpu_count <= gpu.max_gpu_count:
                 raise ApiError(f"gpuCount must be between 1 and {gpu.max_gpu_count} for {gpu.id}.")
             clouds = self._clouds(spec.get("cloudType"))
+            if spec.get("networkVolumeId") is not None:
+                clouds = [cloud for cloud in clouds if cloud == SECURE]
+                if not clouds:
+                    raise ApiError(NETWORK_VOLUME_SECURE_ONLY)
             data_centers = self._data_centers(spec)
             bid_micros = None
             if spot:
@@ -230,6 +279,175 @@ class Account:
                 spot=False,
                 bid_micros=None,
             )
+
+    # ----- pods: create and act through REST v2 -----
+    def create_pod_v2(self, body: dict[str, Any]) -> Pod:
+        """A pod from a contract-valid `POST /v2/pods` body; refusals are `ApiError`s whose code the REST front
+        maps to 400/402/403. It places the one GPU type asked for, or none: no fallback, like RunPod."""
+        with self.lock:
+            self._tick()
+            gpu_spec, cpu_spec = body.get("gpu"), body.get("cpu")
+            if (gpu_spec is None) == (cpu_spec is None):
+                raise ApiError("Exactly one of gpu or cpu must be set.")
+            if body.get("templateId") is not None:
+                raise ApiError(f"Template {body['templateId']} not found.")
+            if body.get("globalNetworking"):
+                raise ApiError("Global networking is not available in the requested data centers.")
+            cloud = body.get("cloud") or SECURE
+            wanted = list(body.get("dataCenterIds") or self.catalog.data_centers)
+            for dc_id in wanted:
+                try:
+                    self.catalog.data_center(dc_id)
+                except CatalogError as exc:
+                    raise ApiError(str(exc)) from None
+            mounts = body.get("mounts") or {}
+            persistent = mounts.get("persistent")
+            network = mounts.get("network") or []
+            if persistent is not None and network:
+                raise ApiError("A pod takes a persistent mount or a network mount, not both.")
+            spec: dict[str, Any] = {
+                "name": body["name"],
+                "imageName": body.get("image") or "",
+                "env": [{"key": key, "value": value} for key, value in (body.get("env") or {}).items()],
+                "dockerArgs": body.get("args") or "",
+                "containerDiskInGb": body.get("disk", DEFAULT_CONTAINER_DISK_GB),
+                "ports": ",".join(body["ports"]) if body.get("ports") else None,
+            }
+            if network:
+                volume = self.volumes.get(network[0]["volumeId"])
+                if volume is None or volume.deleted_at is not None:
+                    raise ApiError(f"Network volume {network[0]['volumeId']} not found.")
+                if cloud != SECURE:
+                    raise ApiError(NETWORK_VOLUME_SECURE_ONLY)
+                if volume.data_center_id not in wanted:
+                    raise ApiError(
+                        f"Network volume {volume.id} is in data center {volume.data_center_id}, "
+                        "which dataCenterIds does not include."
+                    )
+                wanted = [volume.data_center_id]
+                spec["networkVolumeId"] = volume.id
+                spec["volumeMountPath"] = network[0]["path"]
+            if persistent is not None:
+                spec["volumeInGb"] = persistent["size"]
+                spec["volumeMountPath"] = persistent["path"]
+            if gpu_spec is not None:
+                return self._create_gpu_pod_v2(spec, gpu_spec, cloud, wanted)
+            if persistent is not None:
+                raise ApiError("CPU pods take container disk and network volumes only.")
+            assert cpu_spec is not None
+            return self._create_cpu_pod_v2(spec, cpu_spec, cloud, wanted)
+
+    def _create_gpu_pod_v2(self, spec: dict[str, Any], gpu_spec: dict[str, Any], cloud: str, wanted: list[str]) -> Pod:
+        try:
+            gpu = self.catalog.gpu(gpu_spec["id"])
+        except CatalogError as exc:
+            raise ApiError(str(exc)) from None
+        count = gpu_spec.get("count", 1)
+        price = gpu.price_micros(cloud)
+        if price is None:
+            raise ApiError(f"{gpu.id} is not offered in {cloud} cloud.")
+        if count > gpu.max_gpu_count:
+            raise ApiError(f"gpu.count must be at most {gpu.max_gpu_count} for {gpu.id}.")
+        cuda_ok = HOST_CUDA_VERSION in gpu_spec.get("allowedCudaVersions", [HOST_CUDA_VERSION])
+        minimum = gpu_spec.get("minCudaVersion")
+        if minimum is not None and _version(minimum) > _version(HOST_CUDA_VERSION):
+            cuda_ok = False
+        self._check_access_and_credit(gpu.id, cloud, price * count)
+        places = [dc for dc in wanted if self.catalog.gpu_stock.get((gpu.id, cloud, dc), 0) >= count]
+        if not places or not cuda_ok:
+            raise ApiError(NO_STOCK, code=INSUFFICIENT_CAPACITY)
+        dc = places[0]
+        self.catalog.gpu_stock[(gpu.id, cloud, dc)] -= count
+        return self._new_pod(
+            spec,
+            kind="gpu",
+            cloud=cloud,
+            data_center_id=dc,
+            gpu_type_id=gpu.id,
+            gpu_display_name=gpu.display_name,
+            gpu_count=count,
+            cpu_instance_id=None,
+            vcpu=VCPU_PER_GPU * count,
+            memory_gb=MEMORY_GB_PER_GPU * count,
+            cost=price * count,
+            spot=False,
+            bid_micros=None,
+        )
+
+    def _create_cpu_pod_v2(self, spec: dict[str, Any], cpu_spec: dict[str, Any], cloud: str, wanted: list[str]) -> Pod:
+        if cloud != SECURE:
+            raise ApiError("CPU pods are only available in Secure Cloud.")
+        flavor = self.catalog.cpu_flavors.get(cpu_spec["id"])
+        if flavor is None:
+            raise ApiError(f"Invalid CPU flavor: {cpu_spec['id']}")
+        vcpu = cpu_spec["vcpuCount"]
+        if vcpu not in CPU_VCPU_COUNTS:
+            raise ApiError(
+                f"vcpuCount must be a power of two from {min(CPU_VCPU_COUNTS)} to {max(CPU_VCPU_COUNTS)} "
+                f"for {flavor.id}, got {vcpu}."
+            )
+        cap = CPU_DISK_GB_PER_VCPU * vcpu
+        if spec["containerDiskInGb"] > cap:
+            raise ApiError(f"Container Disk must be less than or equal to {cap}")
+        instance = self.catalog.cpu_instance(f"{flavor.id}-{vcpu}-{vcpu * flavor.memory_gb_per_vcpu}")
+        self._check_access_and_credit(flavor.id, SECURE, instance.cost_per_hr_micros)
+        places = [dc for dc in wanted if self.catalog.cpu_stock.get(dc, 0) > 0]
+        if not places:
+            raise ApiError(NO_STOCK, code=INSUFFICIENT_CAPACITY)
+        dc = places[0]
+        self.catalog.cpu_stock[dc] -= 1
+        return self._new_pod(
+            spec,
+            kind="cpu",
+            cloud=SECURE,
+            data_center_id=dc,
+            gpu_type_id=None,
+            gpu_display_name=None,
+            gpu_count=0,
+            cpu_instance_id=instance.id,
+            vcpu=instance.vcpu,
+            memory_gb=instance.memory_gb,
+            cost=instance.cost_per_hr_micros,
+            spot=False,
+            bid_micros=None,
+        )
+
+    def _check_access_and_credit(self, resource_id: str, cloud: str, cost_per_hr_micros: int) -> None:
+        if (resource_id, cloud) in self.forbidden:
+            raise ApiError(f"Your account does not have access to {resource_id} in {cloud} cloud.", code=FORBIDDEN)
+        # A deploy needs at least one hour of the pod's price in credit.
+        if cost_per_hr_micros > self.balance_micros:
+            raise ApiError(INSUFFICIENT_BALANCE, code=PAYMENT_REQUIRED)
+
+    def start_pod_v2(self, pod_id: str) -> Pod:
+        """`start` on an EXITED or ERROR pod: back on its own host, which a lost host no longer is."""
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "start")
+            if pod.id in self.lost_hosts:
+                raise ApiError(NO_FREE_GPUS_ON_HOST, code=INSUFFICIENT_CAPACITY)
+            if pod.state == PodState.ERROR:
+                # A crash-looped pod still holds its host: stop it first so the resume takes a fresh start.
+                self._halt(pod, PodState.STOPPED, "stopped to start again")
+            return self.resume_pod(pod.id, None)
+
+    def restart_pod(self, pod_id: str) -> Pod:
+        """`restart` of a RUNNING pod: the container goes down (SIGTERM, the grace, SIGKILL) and comes back
+        at once with a fresh container disk, through the platform's own restart path; billing runs on."""
+        with self.lock:
+            self._tick()
+            pod = self._live_pod(pod_id, "restart")
+            if pod.state != PodState.RUNNING:
+                raise ApiError(f"Pod {pod.id} is {pod.state.value}; only a running pod restarts.", code=CONFLICT)
+            now = self.clock.now()
+            if pod.process is not None:
+                pod.process.send_term(now)
+            pod.run_started_at = None
+            pod.wipe_disk_when_dead = True
+            pod.restart_due = now
+            pod.events.append((now, "restart requested"))
+            self._settle(pod)
+            return pod
 
     def _clouds(self, cloud_type: str | None) -> list[str]:
         if cloud_type in (None, "ALL"):
