@@ -2,7 +2,8 @@
 
 Calibrated on seed 000: 59 images x 10 repeats x 10 epochs = 5,900 SDXL steps at 1024² batch 1 took about 50 min on
 an RTX 4090 (0.51 s/step); the CPU stage (venv, sd-scripts, torch, 6.5 GB model) took 30-40 min cold; the measured
-bill was ~$0.75 with a secure-cloud 4090. Durations are whole seconds; money is integer micro-dollars.
+bill was ~$0.75 with a secure-cloud 4090. Durations are whole seconds; money is integer micro-dollars. Costs are
+quoted for the Secure Cloud only: the GPU pod trains on the Network Volume, which RunPod mounts only there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from jobs.prices import CLOUDS, Cloud, GpuOffer, PriceTable, format_usd
+from jobs.prices import QUOTED_CLOUDS, Cloud, GpuOffer, PriceSource, PriceTable, format_usd
 from jobs.spec import Family, TrainSpec
 
 GB = 1_000_000_000
@@ -155,19 +156,21 @@ class Estimate:
     cpu_hourly_micros: int
     warm: bool
     costs: tuple[CloudCost, ...]
+    prices_source: PriceSource
 
     def cost(self, cloud: Cloud) -> CloudCost:
         for cost in self.costs:
             if cost.cloud == cloud:
                 return cost
-        raise KeyError(f"{self.gpu.display_name} has no {cloud} price")
+        raise KeyError(f"this estimate has no {cloud} cost for {self.gpu.display_name}")
 
     def render_table(self) -> str:
         d = self.durations
         lines = [
             f"Steps: {self.steps.total:,} ({self.steps.images_x_repeats:,} images x repeats per epoch"
             f" / batch = {self.steps.per_epoch:,} steps x {self.steps.epochs} epochs)",
-            f"GPU: {self.gpu.display_name} ({self.gpu.vram_gb} GB), ~{self.step_seconds:.2f} s/step",
+            f"GPU: {self.gpu.display_name} ({self.gpu.vram_gb} GB), ~{self.step_seconds:.2f} s/step"
+            + (f", Secure Cloud stock: {self.gpu.stock or 'none free now'}" if self.gpu.live else ""),
             f"Duration: training {_minutes(d.train_s)}, samples {_minutes(d.sampling_s)},"
             f" checkpoints {_minutes(d.checkpoint_s)}, GPU set-up {_minutes(d.gpu_startup_s + d.gpu_setup_s)};"
             f" CPU stage {_minutes(d.cpu_stage_s)} ({'warm cache' if self.warm else 'cold: env + model download'});"
@@ -184,8 +187,7 @@ class Estimate:
                 f" | {format_usd(cost.cpu_micros, 3)} ({cpu_line}) | {format_usd(cost.gpu_micros, 3)} ({gpu_line})"
                 f" | **{format_usd(cost.total_micros)}** |"
             )
-        if not self.gpu.live:
-            lines.append("Prices: lorabot's default table (seed 000's figures), not live RunPod prices.")
+        lines.append(f"Prices: {self.prices_source.describe()}.")
         return "\n".join(lines)
 
 
@@ -238,7 +240,7 @@ def estimate(
     volume_micros = _cost(prices.volume_hourly_micros(volume_gb), durations.wall_s)
     cpu_micros = _cost(Decimal(prices.cpu_pod_hourly_micros), durations.cpu_stage_s)
     costs = []
-    for cloud in CLOUDS:
+    for cloud in QUOTED_CLOUDS:
         hourly = gpu.price(cloud)
         if hourly is None:
             continue
@@ -253,6 +255,7 @@ def estimate(
         cpu_hourly_micros=prices.cpu_pod_hourly_micros,
         warm=warm,
         costs=tuple(costs),
+        prices_source=prices.source,
     )
 
 

@@ -22,6 +22,10 @@ DEFAULTS_FILE = "_defaults.toml"
 # Filled by `merge` from the preset header and the user's options, never from a [spec] table.
 _MERGE_FIELDS = frozenset({"family", "base_model", "preset", "output_name", "trigger", "sample_prompts"})
 _HINTS: dict[str, Any] = typing.get_type_hints(TrainSpec)
+# Settings presets used to have that lorabot no longer supports: the message says why, not just "unknown key".
+RETIRED_KEYS = {
+    "spot": "RunPod no longer offers spot (interruptible) pods; remove `spot` (GPU pods are on-demand Secure Cloud)",
+}
 
 
 class PresetError(Exception):
@@ -120,6 +124,8 @@ def _read_spec_table(path: Path, data: dict[str, Any] | None = None) -> dict[str
         raise PresetError(f"{path}: [spec] must be a table")
     checked: dict[str, Any] = {}
     for key, value in table.items():
+        if key in RETIRED_KEYS:
+            raise PresetError(f"{path}: [spec] {key}: {RETIRED_KEYS[key]}")
         if key not in SPEC_FIELDS or key in _MERGE_FIELDS:
             raise PresetError(f"{path}: [spec] key {key!r} is not a preset setting")
         checked[key] = _coerce(path, key, value)
@@ -204,7 +210,6 @@ _USER_FIELDS = (
     "sample_every_n_epochs",
     "seed",
     "gpu",
-    "spot",
 )
 
 

@@ -170,12 +170,23 @@ def rule_gpu_vram(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
             f"{ctx.gpu.display_name} has {ctx.gpu.vram_gb} GB of VRAM; {spec.family} LoRA training with this preset"
             f" needs at least {need} GB (use a 24 GB card such as the RTX 4090)"
         )
-    if spec.spot:
+    return spec
+
+
+def rule_gpu_secure_cloud(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
+    """The GPU pod trains on the Network Volume, and RunPod mounts volumes only on Secure Cloud pods."""
+    if ctx.gpu is None:
+        return spec
+    if ctx.gpu.price("secure") is None:
+        ctx.refuse(
+            f"{ctx.gpu.display_name} is not offered in RunPod's Secure Cloud, the only cloud whose pods can mount the"
+            " Network Volume lorabot trains on; pick another GPU (e.g. 4090)"
+        )
+    elif ctx.gpu.live and ctx.gpu.stock is None:
         ctx.note(
             "warn",
-            "spot",
-            "spot pods can be interrupted at any time; the job resumes from the last epoch's saved state on a new"
-            " pod, so an interruption costs up to one epoch of GPU time",
+            "gpu-stock",
+            f"RunPod has no {ctx.gpu.display_name} free in the Secure Cloud right now; the job may wait for a GPU",
         )
     return spec
 
@@ -528,7 +539,9 @@ def rule_warmup(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
 def rule_extra_options(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     for key, value in spec.extra_options.items():
         wanted = EXTRA_OPTIONS.get(key)
-        if wanted is None:
+        if key == "spot":
+            ctx.refuse("RunPod no longer offers spot (interruptible) pods; remove `spot` from the config")
+        elif wanted is None:
             ctx.refuse(f"extra option {key!r} is not allowed; allowed: {', '.join(sorted(EXTRA_OPTIONS))}")
         elif not _is_type(value, wanted):
             ctx.refuse(f"extra option {key} needs a {wanted.__name__}, got {value!r}")
@@ -548,6 +561,7 @@ RULES: tuple[Rule, ...] = (
     rule_output_name,
     rule_model_family,
     rule_gpu_vram,
+    rule_gpu_secure_cloud,
     rule_network_module,
     rule_flux_memory,
     rule_te_cache,

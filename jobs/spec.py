@@ -57,7 +57,6 @@ class UserOptions:
     sample_every_n_epochs: int | None = None
     seed: int | None = None
     gpu: str | None = None
-    spot: bool | None = None
     extra_options: Mapping[str, ExtraValue] = field(default_factory=dict)
 
 
@@ -112,7 +111,6 @@ class TrainSpec:
     default_prompts: tuple[str, ...]
     seed: int
     gpu: str
-    spot: bool
     # Flux only (flux_train_network.py); None/False elsewhere.
     fp8_base: bool = False
     blocks_to_swap: int | None = None

@@ -1,11 +1,12 @@
-"""Steps, duration and cost: seed 000's 5,900 steps, ~50 min on a 4090 and ~$0.75 secure / less on community."""
+"""Steps, duration and cost: seed 000's 5,900 steps, ~50 min on a 4090 and ~$0.75 in the Secure Cloud, the only
+cloud a plan is priced in (the GPU pod trains on a Network Volume, which RunPod mounts only on Secure Cloud pods)."""
 
 from decimal import Decimal
 
 import pytest
 
 from jobs.estimate import StageFigures, count_steps, estimate, volume_size_gb
-from jobs.prices import StaticPriceProvider, format_usd, usd_to_micros
+from jobs.prices import PriceSource, StaticPriceProvider, format_usd, usd_to_micros
 from tests.jobs.data.specs import CATALOG, spec
 
 TABLE = StaticPriceProvider().get_table()
@@ -41,11 +42,10 @@ def test_training_takes_about_50_minutes_on_a_4090() -> None:
     assert _seed_estimate(warm=True).durations.cpu_stage_s == 120
 
 
-def test_secure_total_is_within_20_percent_of_seed_000s_measured_075_and_community_is_lower() -> None:
+def test_secure_total_is_within_20_percent_of_seed_000s_measured_075() -> None:
     e = _seed_estimate()
-    secure, community = e.cost("secure"), e.cost("community")
+    secure = e.cost("secure")
     assert abs(secure.total_micros - 750_000) <= 150_000
-    assert community.total_micros < secure.total_micros
     assert secure.total_micros == secure.volume_micros + secure.cpu_micros + secure.gpu_micros
     assert all(isinstance(v, int) for v in (secure.volume_micros, secure.cpu_micros, secure.gpu_micros))
 
@@ -62,10 +62,11 @@ def test_a_slower_gpu_trains_longer() -> None:
     assert _seed_estimate(gpu="a5000").durations.train_s > _seed_estimate().durations.train_s
 
 
-def test_a_gpu_without_a_community_price_has_no_community_line() -> None:
-    e = _seed_estimate(gpu="l4")
-    assert [c.cloud for c in e.costs] == ["secure", "spot"]
-    with pytest.raises(KeyError, match="L4 has no community price"):
+def test_only_the_secure_cloud_is_quoted_even_where_community_is_cheaper() -> None:
+    e = _seed_estimate()
+    assert TABLE.gpu("4090").price("community") == 440_000  # kept as data for a future path without a volume
+    assert [c.cloud for c in e.costs] == ["secure"]
+    with pytest.raises(KeyError, match="no community cost for RTX 4090"):
         e.cost("community")
 
 
@@ -82,9 +83,18 @@ def test_money_helpers_round_half_up_in_micro_dollars() -> None:
     assert format_usd(4_321, 3) == "$0.004"
 
 
-def test_render_table_shows_a_total_per_cloud() -> None:
+def test_render_table_shows_the_secure_total_and_where_prices_came_from() -> None:
     table = _seed_estimate().render_table()
     assert "Steps: 5,900" in table
     assert "| Cloud | Volume | CPU pod | GPU pod | Total |" in table
-    for cloud in ("community", "secure", "spot"):
-        assert f"| {cloud} |" in table
+    assert "| secure |" in table and "| community |" not in table and "spot" not in table
+    assert "$0.69/h" in table
+    assert table.endswith("Prices: built-in prices.")
+
+
+def test_the_price_source_says_how_old_live_prices_are_or_why_they_are_built_in() -> None:
+    assert PriceSource(live=True, age_s=200).describe() == "live RunPod prices, 3 min old"
+    assert PriceSource(live=True, age_s=20).describe() == "live RunPod prices, less than a minute old"
+    assert PriceSource(live=False, reason="HTTP 500").describe() == (
+        "built-in prices (RunPod could not be asked: HTTP 500)"
+    )

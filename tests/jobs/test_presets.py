@@ -93,6 +93,19 @@ def test_a_broken_preset_fails_at_load_naming_file_and_key(tmp_path: Path, edit:
     assert str(err.value) == f"{target}: {message}"
 
 
+@pytest.mark.parametrize("name", ["_defaults.toml", "sdxl-face.toml"])
+def test_a_preset_that_still_asks_for_spot_is_told_runpod_no_longer_offers_it(tmp_path: Path, name: str) -> None:
+    folder = _copy_presets(tmp_path)
+    target = folder / name
+    target.write_text(target.read_text().replace("[spec]\n", "[spec]\nspot = true\n"))
+    with pytest.raises(PresetError) as err:
+        load_presets(folder)
+    assert str(err.value) == (
+        f"{target}: [spec] spot: RunPod no longer offers spot (interruptible) pods; remove `spot`"
+        " (GPU pods are on-demand Secure Cloud)"
+    )
+
+
 def test_exactly_one_preset_must_be_the_default(tmp_path: Path) -> None:
     folder = _copy_presets(tmp_path)
     face = folder / "sdxl-face.toml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -231,9 +232,29 @@ def test_a_gpu_with_too_little_vram_for_the_family_is_refused() -> None:
     assert s.gpu == "NVIDIA RTX A4000"
 
 
-def test_spot_warns_about_interruptions() -> None:
-    _, notices = check(spec(sample_prompts=PROMPTS, spot=True))
-    assert notice(notices, "spot").level == "warn"
+def test_a_gpu_runpod_does_not_offer_in_the_secure_cloud_is_refused() -> None:
+    """The GPU pod mounts the Network Volume, and RunPod mounts volumes only on Secure Cloud pods."""
+    table = replace(TABLE, gpus=tuple(replace(g, hourly_micros={"secure": None}) for g in TABLE.gpus))
+    with pytest.raises(PlanRefused) as err:
+        apply_rules(spec(sample_prompts=PROMPTS), facts(), catalog=CATALOG, prices=table)
+    assert err.value.reasons == [
+        "RTX 4090 is not offered in RunPod's Secure Cloud, the only cloud whose pods can mount the Network Volume"
+        " lorabot trains on; pick another GPU (e.g. 4090)"
+    ]
+
+
+def test_live_prices_with_no_secure_stock_warn_that_the_job_may_wait() -> None:
+    table = replace(TABLE, gpus=tuple(replace(g, live=True, stock=None) for g in TABLE.gpus))
+    checked = apply_rules(spec(sample_prompts=PROMPTS), facts(), catalog=CATALOG, prices=table)
+    assert notice(list(checked.notices), "gpu-stock").text == (
+        "RunPod has no RTX 4090 free in the Secure Cloud right now; the job may wait for a GPU"
+    )
+
+
+def test_a_config_that_asks_for_spot_is_told_runpod_no_longer_offers_it() -> None:
+    assert refused(spec(sample_prompts=PROMPTS, extra_options={"spot": True})) == [
+        "RunPod no longer offers spot (interruptible) pods; remove `spot` from the config"
+    ]
 
 
 def test_flux_gets_networks_lora_flux() -> None:

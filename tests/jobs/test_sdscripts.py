@@ -36,7 +36,7 @@ VARIANTS: list[dict[str, Any]] = [
     {"te_lr": 3e-5, "cache_text_encoder_outputs": True},
     {"clip_skip": 2},
     {"batch_size": 2, "resolution": 768},
-    {"gpu": "a6000", "spot": True},
+    {"gpu": "a6000"},
     {
         "extra_options": {
             k: (True if t is bool else t(1))
