@@ -230,6 +230,8 @@ class Pod(Base):
     uptime_seconds_api: Mapped[int | None] = mapped_column(Integer)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     exit_reason: Mapped[str | None] = mapped_column(Text)
+    # The container disk asked for (RunPod bills it while the pod exists); None on rows from before 0003 = 0 GB.
+    container_disk_gb: Mapped[int | None] = mapped_column(Integer)
 
 
 class CostItem(Base):
@@ -248,10 +250,46 @@ class CostItem(Base):
     kind: Mapped[CostKind] = mapped_column(_enum(CostKind, "cost_kind"))
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The compute rate; a pod's container disk is billed on top of it (``disk_micros``).
     rate_micros_per_hour: Mapped[int] = mapped_column(BigInteger)
+    # The whole charge: a pod item's compute plus its container disk.
     amount_micros: Mapped[int] = mapped_column(BigInteger)
+    # The part of ``amount_micros`` that is the pod's container disk (0 for volume items and rows before 0003).
+    disk_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     final: Mapped[bool] = mapped_column(Boolean, default=True)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class RunpodBill(Base):
+    """One of RunPod's own billing records for one of our pods (``GET /v2/billing/pods``, hourly buckets), kept
+    beside the ledger so the two can be compared. A later fetch replaces a pod's records: RunPod's lag fills them in."""
+
+    __tablename__ = "runpod_bills"
+    __table_args__ = (UniqueConstraint("pod_id", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pod_id: Mapped[int] = mapped_column(ForeignKey("pods.id"), index=True)
+    start: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    end: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    gpu_micros: Mapped[int] = mapped_column(BigInteger)
+    cpu_micros: Mapped[int] = mapped_column(BigInteger)
+    disk_micros: Mapped[int] = mapped_column(BigInteger)
+    total_micros: Mapped[int] = mapped_column(BigInteger)
+    fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class RunpodBillSync(Base):
+    """Where fetching a finished pod's bill stands: how often it was asked for, and whether it is complete."""
+
+    __tablename__ = "runpod_bill_syncs"
+
+    pod_id: Mapped[int] = mapped_column(ForeignKey("pods.id"), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Set once RunPod's records reach the pod's end; no more fetches after that.
+    settled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The last failed fetch (no secrets: CloudError texts never carry the API key).
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Notice(Base):

@@ -17,7 +17,10 @@ from sqlalchemy import inspect, text
 from storage.db import DatabaseUrlError, alembic_config, database_url, make_engine, migrate
 from storage.models import Base
 
-TABLES = {"jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets"}
+TABLES = {
+    "jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets", "runpod_bills",
+    "runpod_bill_syncs",
+}  # fmt: skip
 
 
 def _tables(path: Path) -> set[str]:
@@ -34,7 +37,7 @@ def test_migrate_creates_every_table_on_an_empty_sqlite_file(tmp_path: Path) -> 
     migrate(f"sqlite:///{path}")
     assert _tables(path) == TABLES | {"alembic_version"}
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
 
 def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_path: Path) -> None:
@@ -50,9 +53,42 @@ def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_pa
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
         rows = connection.execute("SELECT name, create_requested_at FROM pods").fetchall()
     assert rows == [("lorabot-j1-gpu", None)]
+
+
+def test_a_database_at_0002_upgrades_with_no_disk_on_old_pods_and_no_disk_in_old_cost_items(tmp_path: Path) -> None:
+    """0002 → 0003 adds container disk to pods and cost items: rows from before it read NULL GB (the ledger's 0) and
+    0 µ$ of disk, so their amounts stay what they were; the RunPod bill tables start empty."""
+    path = tmp_path / "lorabot.db"
+    url = f"sqlite:///{path}"
+    command.upgrade(alembic_config(url), "0002")
+    with sqlite3.connect(path) as connection:  # a bare connection: foreign keys off, so no job row is needed
+        connection.execute(
+            "INSERT INTO pods (id, job_id, role, name, attempt, status, spot, created_at) "
+            "VALUES (7, 1, 'gpu', 'lorabot-j1-gpu', 1, 'terminated', 0, '2026-11-24 12:00:00')"
+        )
+        connection.execute(
+            "INSERT INTO cost_items (job_id, pod_id, kind, started_at, ended_at, rate_micros_per_hour, amount_micros,"
+            " final) VALUES (1, 7, 'gpu_pod', '2026-11-24 12:00:00', '2026-11-24 13:00:00', 690000, 690000, 1)"
+        )
+    migrate(url)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert connection.execute("SELECT name, container_disk_gb FROM pods").fetchall() == [("lorabot-j1-gpu", None)]
+        assert connection.execute("SELECT amount_micros, disk_micros FROM cost_items").fetchall() == [(690_000, 0)]
+        assert connection.execute("SELECT count(*) FROM runpod_bills").fetchall() == [(0,)]
+
+
+def test_0003_downgrades_to_0002_and_upgrades_again(tmp_path: Path) -> None:
+    path = tmp_path / "lorabot.db"
+    config = alembic_config(f"sqlite:///{path}")
+    command.upgrade(config, "head")
+    command.downgrade(config, "0002")
+    assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs"} | {"alembic_version"}
+    command.upgrade(config, "head")
+    assert _tables(path) == TABLES | {"alembic_version"}
 
 
 def test_migrate_twice_is_a_no_op_and_keeps_the_data(tmp_path: Path) -> None:
