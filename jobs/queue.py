@@ -90,7 +90,7 @@ def job_plan_of(plan: Plan) -> JobPlan:
             tuple(ModelFileRef(f.url, f.filename, f.size, f.sha256, f.token_env) for f in plan.model.extra_files),
         ),
         gpu_id=plan.gpu.gpu_id,
-        estimate_micros={cloud: plan.estimate.cost(cloud).total_micros for cloud in ("community", "secure")},
+        estimate_micros={cost.cloud: cost.total_micros for cost in plan.estimate.costs},
         total_steps=plan.steps.total,
         training_seconds=plan.estimate.durations.train_s,
         summary=f"{spec.preset} · {plan.model.name} · {spec.epochs} epochs · {plan.steps.total} steps",

@@ -238,9 +238,9 @@ def _plan(demo_dir: Path, options: DemoOptions, prices: PriceProvider, say: _Pri
     )
     for notice in plan.notices:
         say.line("  " + notice.render())
-    estimate = plan.estimate.cost("community")
+    estimate = plan.estimate.cost("secure")
     say.line(
-        f"estimate for real RunPod (community): {usd(estimate.total_micros)}; the sandbox downloads a tiny stand-in "
+        f"estimate for real RunPod (Secure Cloud): {usd(estimate.total_micros)}; the sandbox downloads a tiny stand-in "
         "model instead of the 6.9 GB checkpoint, so its CPU stage is much shorter"
     )
     say.line("")
