@@ -5,6 +5,11 @@ Rules (they are the contract behind every figure the bot shows):
   (``pods.terminated_at``; ``now`` while they still exist). A started second counts as a whole one.
   ``cost = billed_seconds × rate_micros_per_hour // 3600``: the exact product, floored to a whole micro-dollar
   once per pod, so the error is below 1 µ$ per pod and sums never drift (no float anywhere).
+- **Container disk** bills over the same seconds as its pod, at $0.10/GB/month
+  (``CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH``, facts/runpod.md), a month being 30 days:
+  ``cost = billed_seconds × GB × price // 2,592,000``, floored once per pod. It is part of the pod's line (CPU pod /
+  GPU pod), and ``CostBreakdown.disk_micros`` says how much of those lines it is, as RunPod's own bill splits it out.
+  A pod row without a disk size (written before migration 0003) counts 0 GB.
 - **Network Volume**: $0.07/GB/month (``VOLUME_PRICE_MICROS_PER_GB_MONTH``), a month being 720 hours (30 days;
   seed 000's dashboard: 30 GB → $2.10/month → $0.003/h). RunPod prorates it "by the hour" (facts/runpod.md), so a
   started hour counts as a whole one (an upper bound: RunPod's billing page now says "per second", which can only
@@ -39,8 +44,11 @@ MICROS_PER_USD = 1_000_000
 SECONDS_PER_HOUR = 3600
 # RunPod quotes storage per month; seed 000's $2.10/month ↔ $0.003/h for 30 GB matches a 30-day month.
 HOURS_PER_BILLING_MONTH = 720
+SECONDS_PER_BILLING_MONTH = HOURS_PER_BILLING_MONTH * SECONDS_PER_HOUR
 # $0.07 per GB per month (RunPod Network Volume, facts/runpod.md).
 VOLUME_PRICE_MICROS_PER_GB_MONTH = 70_000
+# $0.10 per GB per month while the pod exists (RunPod container disk, facts/runpod.md).
+CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH = 100_000
 # Below half a cent a cost prints as "<$0.01" rather than a misleading "$0.00".
 _HALF_CENT_MICROS = 5_000
 
@@ -79,6 +87,18 @@ def pod_cost_micros(seconds: int, rate_micros_per_hour: int) -> int:
     if seconds < 0 or rate_micros_per_hour < 0:
         raise ValueError(f"seconds and rate must be ≥ 0, got {seconds} s at {rate_micros_per_hour} µ$/h")
     return seconds * rate_micros_per_hour // SECONDS_PER_HOUR
+
+
+def disk_cost_micros(
+    seconds: int, size_gb: int, *, price_micros_per_gb_month: int = CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH
+) -> int:
+    """Container disk for ``seconds`` billed seconds: ``seconds × GB × price / 30 days``, floored once."""
+    if seconds < 0 or size_gb < 0 or price_micros_per_gb_month < 0:
+        raise ValueError(
+            f"seconds, size and price must be ≥ 0, got {seconds} s, {size_gb} GB, "
+            f"{price_micros_per_gb_month} µ$/GB/month"
+        )
+    return seconds * size_gb * price_micros_per_gb_month // SECONDS_PER_BILLING_MONTH
 
 
 def volume_billed_hours(start: dt.datetime, end: dt.datetime) -> int:
@@ -139,12 +159,36 @@ def pod_billing_window(pod: Pod, now: dt.datetime) -> tuple[dt.datetime, dt.date
     return pod.api_created_at, max(end, pod.api_created_at)
 
 
-def pod_cost_so_far(pod: Pod, now: dt.datetime) -> int:
-    """The pod's cost at ``now``: final once it is terminated, growing with ``now`` while it lives."""
+@dataclass(frozen=True)
+class PodCharge:
+    """What a pod cost over some billed seconds: compute at its hourly rate plus its container disk."""
+
+    seconds: int
+    compute_micros: int
+    disk_micros: int
+
+    @property
+    def total_micros(self) -> int:
+        return self.compute_micros + self.disk_micros
+
+
+def pod_charge(pod: Pod, now: dt.datetime) -> PodCharge:
+    """The pod's charge at ``now``: final once it is terminated, growing with ``now`` while it lives; nothing while
+    RunPod has not created it or its price is unknown."""
     window = pod_billing_window(pod, now)
     if window is None or pod.cost_per_hr_micros is None:
-        return 0
-    return pod_cost_micros(billed_seconds(*window), pod.cost_per_hr_micros)
+        return PodCharge(seconds=0, compute_micros=0, disk_micros=0)
+    seconds = billed_seconds(*window)
+    return PodCharge(
+        seconds=seconds,
+        compute_micros=pod_cost_micros(seconds, pod.cost_per_hr_micros),
+        disk_micros=disk_cost_micros(seconds, pod.container_disk_gb or 0),
+    )
+
+
+def pod_cost_so_far(pod: Pod, now: dt.datetime) -> int:
+    """The pod's cost at ``now`` (compute and container disk)."""
+    return pod_charge(pod, now).total_micros
 
 
 @dataclass(frozen=True)
@@ -183,7 +227,8 @@ def close_pod_cost(session: Session, pod: Pod) -> CostItem | None:
     if pod.terminated_at is None or pod.api_created_at is None or pod.cost_per_hr_micros is None:
         return None
     start, end = pod.api_created_at, max(pod.terminated_at, pod.api_created_at)
-    seconds = billed_seconds(start, end)
+    charge = pod_charge(pod, end)
+    disk_gb = pod.container_disk_gb or 0
     item = CostItem(
         job_id=pod.job_id,
         pod_id=pod.id,
@@ -191,9 +236,13 @@ def close_pod_cost(session: Session, pod: Pod) -> CostItem | None:
         started_at=start,
         ended_at=end,
         rate_micros_per_hour=pod.cost_per_hr_micros,
-        amount_micros=pod_cost_micros(seconds, pod.cost_per_hr_micros),
+        amount_micros=charge.total_micros,
+        disk_micros=charge.disk_micros,
         final=True,
-        note=f"{pod.name}: {seconds} s at {format_usd(pod.cost_per_hr_micros)}/h",
+        note=(
+            f"{pod.name}: {charge.seconds} s at {format_usd(pod.cost_per_hr_micros)}/h"
+            f" + {disk_gb} GB container disk at {format_usd(CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH)}/GB/month"
+        ),
     )
     session.add(item)
     session.flush()
@@ -205,12 +254,17 @@ def close_pod_cost(session: Session, pod: Pod) -> CostItem | None:
 
 @dataclass(frozen=True)
 class CostBreakdown:
-    """Seed 000's table: volume / CPU pod / GPU pod (+ artifact storage), in micro-dollars."""
+    """Seed 000's table: volume / CPU pod / GPU pod (+ artifact storage), in micro-dollars.
+
+    The pod lines hold each pod's compute and its container disk; ``disk_micros`` is the disk part of them (already
+    inside ``total_micros``, never added again), so the table can show the split RunPod's bill shows.
+    """
 
     volume_micros: int = 0
     cpu_pod_micros: int = 0
     gpu_pod_micros: int = 0
     storage_micros: int = 0
+    disk_micros: int = 0
     # True while a pod may still be billing: the figures grow with ``now``.
     live: bool = False
 
@@ -224,6 +278,7 @@ class CostBreakdown:
             cpu_pod_micros=self.cpu_pod_micros + other.cpu_pod_micros,
             gpu_pod_micros=self.gpu_pod_micros + other.gpu_pod_micros,
             storage_micros=self.storage_micros + other.storage_micros,
+            disk_micros=self.disk_micros + other.disk_micros,
             live=self.live or other.live,
         )
 
@@ -291,14 +346,18 @@ def job_cost(
     job, volume, pods = _job_volume_and_pods(session, job_id)
     items = session.execute(select(CostItem).where(CostItem.job_id == job.id)).scalars().all()
     amounts = dict.fromkeys(CostKind, 0)
+    disk = 0
     for item in items:
         amounts[item.kind] += item.amount_micros
+        disk += item.disk_micros
     closed_pod_ids = {item.pod_id for item in items if item.pod_id is not None}
     live = False
     for pod in pods:
         if pod.id in closed_pod_ids:
             continue
-        amounts[_POD_KIND[pod.role]] += pod_cost_so_far(pod, now)
+        charge = pod_charge(pod, now)
+        amounts[_POD_KIND[pod.role]] += charge.total_micros
+        disk += charge.disk_micros
         live = live or (pod.terminated_at is None and pod.api_created_at is not None)
     if volume is not None and not any(item.kind is CostKind.VOLUME for item in items):
         window = job_volume_window(pods, now)
@@ -312,6 +371,7 @@ def job_cost(
         cpu_pod_micros=amounts[CostKind.CPU_POD],
         gpu_pod_micros=amounts[CostKind.GPU_POD],
         storage_micros=amounts[CostKind.STORAGE],
+        disk_micros=disk,
         live=live,
     )
 

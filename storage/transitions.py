@@ -341,6 +341,7 @@ def record_pod_intent(
     cloud_type: str | None = None,
     spot: bool = False,
     data_center_id: str | None = None,
+    container_disk_gb: int | None = None,
 ) -> Pod:
     """The pod's row, written (and to be committed by the caller) *before* asking RunPod for the pod.
 
@@ -362,6 +363,8 @@ def record_pod_intent(
         cloud_type=cloud_type,
         spot=spot,
         data_center_id=data_center_id,
+        # RunPod bills the container disk from the pod's creation on: the ledger needs its size from the start.
+        container_disk_gb=container_disk_gb,
         created_at=now,
     )
     session.add(pod)

@@ -13,6 +13,7 @@ from jobs.ledger import (
     billed_seconds,
     close_pod_cost,
     close_volume_cost,
+    disk_cost_micros,
     exceeds_job_budget,
     format_usd,
     job_cost,
@@ -50,9 +51,10 @@ def _pod(
     minutes: float | None,
     rate: int,
     attempt: int = 1,
+    disk_gb: int | None = None,
 ) -> Pod:
     """A pod RunPod created at ``start`` and (when ``minutes`` is given) terminated that much later."""
-    pod = record_pod_intent(session, job_id=job_id, role=role, attempt=attempt, now=start)
+    pod = record_pod_intent(session, job_id=job_id, role=role, attempt=attempt, now=start, container_disk_gb=disk_gb)
     set_pod_created(
         session, pod.id, runpod_pod_id=f"rp-{job_id}-{role.value}-{attempt}", cost_per_hr_micros=rate, now=start
     )
@@ -77,6 +79,16 @@ def test_seed_000_cost_table_to_the_micro_dollar() -> None:
     assert (format_usd(cpu), format_usd(gpu), format_usd(volume), format_usd(cpu + gpu + volume)) == (
         "$0.05", "$0.69", "$0.01", "$0.75"
     )  # fmt: skip
+
+
+def test_container_disk_is_ten_cents_per_gb_per_30_day_month_by_the_second() -> None:
+    assert disk_cost_micros(30 * 24 * 3600, 20) == 2_000_000  # 20 GB for a whole month: $2.00
+    assert disk_cost_micros(3600, 20) == 2_777  # 2,777.8 µ$ for an hour of 20 GB, floored once
+    assert disk_cost_micros(2400, 20) == 1_851  # the seed's 40-minute CPU pod
+    assert disk_cost_micros(1, 20) == 0  # 0.77 µ$: a second of disk is below a micro-dollar
+    assert disk_cost_micros(3600, 0) == 0
+    with pytest.raises(ValueError, match="must be ≥ 0"):
+        disk_cost_micros(-1, 20)
 
 
 def test_partial_seconds_and_hours_round_up_then_the_amount_is_floored_once() -> None:
@@ -177,6 +189,47 @@ def test_closing_costs_writes_final_items_once_and_they_are_authoritative(db_ses
 
     gpu.cost_per_hr_micros = 1  # a later change to the pod row does not rewrite history
     assert job_cost(db_session, job_id, now=T0 + 9 * 60 * MIN) == live_view
+
+
+def test_each_pods_container_disk_is_in_its_line_and_the_split_is_kept(db_session: Session) -> None:
+    """The seed's cold job with 20 GB of container disk per pod: each pod line holds its compute and its disk, the
+    breakdown says how much of them is disk, and the closed items say the same as the live view did."""
+    volume = record_volume(db_session, data_center_id="EU-RO-1", size_gb=30, now=T0)
+    job_id = new_job(db_session)
+    db_session.get_one(Job, job_id).volume_id = volume.id
+    cpu = _pod(db_session, job_id, PodRole.CPU, start=T0, minutes=40, rate=CPU_RATE, disk_gb=20)
+    gpu = _pod(db_session, job_id, PodRole.GPU, start=T0 + 35 * MIN, minutes=60, rate=SECURE_4090, disk_gb=20)
+
+    live_view = job_cost(db_session, job_id, now=T0 + 5 * 60 * MIN)
+    assert live_view == CostBreakdown(
+        volume_micros=5_833,
+        cpu_pod_micros=53_333 + 1_851,
+        gpu_pod_micros=690_000 + 2_777,
+        disk_micros=1_851 + 2_777,
+        live=False,
+    )
+    assert live_view.total_micros == 749_166 + 4_628  # the disk counts once, inside the pod lines
+
+    items = [close_pod_cost(db_session, pod) for pod in (cpu, gpu)]
+    assert [(i.amount_micros, i.disk_micros, i.rate_micros_per_hour) for i in items if i is not None] == [
+        (55_184, 1_851, CPU_RATE),
+        (692_777, 2_777, SECURE_4090),
+    ]
+    assert items[1] is not None and "20 GB container disk" in (items[1].note or "")
+    close_volume_cost(db_session, job_id, now=T0 + 5 * 60 * MIN)
+    assert job_cost(db_session, job_id, now=T0 + 9 * 60 * MIN) == live_view
+
+
+def test_a_running_pods_disk_grows_with_it_and_a_pod_from_before_0003_bills_no_disk(db_session: Session) -> None:
+    job_id = new_job(db_session)
+    _pod(db_session, job_id, PodRole.GPU, start=T0, minutes=None, rate=COMMUNITY_4090, disk_gb=20)
+    at_30 = job_cost(db_session, job_id, now=T0 + 30 * MIN)
+    assert (at_30.gpu_pod_micros, at_30.disk_micros, at_30.live) == (220_000 + 1_388, 1_388, True)
+
+    old = new_job(db_session)
+    _pod(db_session, old, PodRole.GPU, start=T0, minutes=60, rate=SECURE_4090)  # no disk size recorded
+    assert job_cost(db_session, old, now=T0 + 2 * 60 * MIN) == CostBreakdown(gpu_pod_micros=690_000)
+    assert (job_cost(db_session, job_id, now=T0 + 30 * MIN) + job_cost(db_session, old, now=T0)).disk_micros == 1_388
 
 
 def test_a_running_pod_costs_more_as_time_passes_until_it_is_terminated(db_session: Session) -> None:
