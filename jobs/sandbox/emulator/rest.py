@@ -348,8 +348,10 @@ def _gpu_view(account: Account, gpu: GpuType, query: dict[str, Any], with_availa
         level = _level(catalog.gpu_stock[(gpu.id, cloud, dc.id)], count) if cuda_ok else "NONE"
         per_dc.append({"id": dc.id, "name": dc.name, "availability": level})
     view["availability"] = _best([entry["availability"] for entry in per_dc])
-    if view["availability"] != "NONE":
-        view["dataCenters"] = per_dc
+    # Only the data centers that can place this configuration now; none at all when no data center can.
+    placeable = [entry for entry in per_dc if entry["availability"] != "NONE"]
+    if placeable:
+        view["dataCenters"] = placeable
     return view
 
 
@@ -374,8 +376,9 @@ def _cpu_view(account: Account, flavor: CpuFlavor, with_availability: bool) -> d
             for dc in account.catalog.data_centers.values()
         ]
         view["availability"] = _best([entry["availability"] for entry in per_dc])
-        if view["availability"] != "NONE":
-            view["dataCenters"] = per_dc
+        placeable = [entry for entry in per_dc if entry["availability"] != "NONE"]
+        if placeable:
+            view["dataCenters"] = placeable
     return view
 
 

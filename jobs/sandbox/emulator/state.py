@@ -133,11 +133,12 @@ class Account:
         with self.lock:
             self._tick()
             pod = self._live_pod(pod_id, "lose the host of")
-            # The GPUs went away with the host: nothing goes back to stock.
+            # The GPUs went away with the host: nothing goes back to stock. SIGKILL comes first: a vanished
+            # host gives its container no SIGTERM and no grace.
             pod.holds_stock = False
-            self._halt(pod, PodState.ERROR, "host lost")
             if pod.process is not None:
                 pod.process.kill()
+            self._halt(pod, PodState.ERROR, "host lost")
             self.lost_hosts.add(pod.id)
             self._settle(pod)
 
