@@ -1,4 +1,5 @@
-"""RunPod emulator: RunPod's GraphQL API served locally, with pods that run as local process groups.
+"""RunPod emulator: RunPod's REST API v2 (held to RunPod's OpenAPI contract, `rest.py`) and its GraphQL API
+served locally over one account, with pods that run as local process groups.
 
 Part of the product (the sandbox cloud and `lorabot demo` run on it) and of the test world
 (`tests/world/fixtures_runpod.py`). See `emulator.py` for the entry point.
