@@ -34,7 +34,7 @@ from jobs.config import Settings
 from jobs.dataset import IngestLimits
 from jobs.orchestrator import Orchestrator, OrchestratorConfig
 from jobs.presets import load_presets
-from jobs.prices import StaticPriceProvider
+from jobs.prices import LivePriceProvider
 from jobs.queue import JobPlan
 from jobs.recipe import runpod_recipe
 from storage.artifacts import ArtifactStore
@@ -254,7 +254,8 @@ async def build_runtime(
     planner = Planner(
         presets=load_presets(),
         catalog=load_catalog(),
-        prices=StaticPriceProvider(),
+        # RunPod's live prices through the same cloud the orchestrator rents from (the sandbox's: its emulator).
+        prices=LivePriceProvider(cloud.cloud, data_center_id=settings.runpod.data_centers[0]),
         limits=IngestLimits(max_zip_bytes=settings.limits.max_dataset_mb * 1024 * 1024),
         executor=executor,
     )

@@ -1,4 +1,5 @@
-"""The `lorabot` command: `plan` a dataset zip without spending anything, `run` the bot, `demo` the sandbox.
+"""The `lorabot` command: `plan` a dataset zip without spending anything, `run` the bot, `demo` the sandbox, and the
+operator's `doctor` (is the deployment ready?), `pods` (lorabot's pods at RunPod) and `reap` (end the orphans).
 
 Imports stay light at module level (no discord): `lorabot plan` must start fast and work without Discord set up.
 """
@@ -11,11 +12,13 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobs.planning import Plan
+    from jobs.prices import PriceProvider
 
 EXIT_OK = 0
 EXIT_NOT_BUILT = 1
@@ -86,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--clip-skip", type=_positive_int)
     plan.add_argument("--sample-prompt", action="append", default=[], help="a sample prompt (repeatable)")
     plan.add_argument("--generate-captions", action="store_true", help="write 'TRIGGER, CLASS' where none exists")
-    plan.add_argument("--gpu", help="GPU (e.g. 4090, 3090, a6000)")
-    plan.add_argument("--spot", action="store_true", help="price and plan for an interruptible (spot) pod")
+    plan.add_argument("--gpu", help="GPU (e.g. 4090, 3090, a6000); every GPU pod runs in RunPod's Secure Cloud")
+    plan.add_argument(
+        "--built-in-prices",
+        action="store_true",
+        help="price with lorabot's built-in table instead of asking RunPod (asked when RUNPOD_API_KEY is set)",
+    )
     plan.add_argument("--warm", action="store_true", help="assume the volume cache is warm (env + model present)")
     plan.add_argument(
         "--extra",
@@ -102,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands everything after `run`/`demo` to the module untouched.
     sub.add_parser("run", help="start the bot")
     sub.add_parser("demo", help="run the sandbox demo (no Discord, no RunPod, $0)")
+
+    doctor = sub.add_parser("doctor", help="check the RunPod key, volumes, GPU stock, artifact store and Discord token")
+    pods = sub.add_parser("pods", help="list lorabot's pods at RunPod and whether a live job owns each")
+    reap = sub.add_parser("reap", help="terminate lorabot's pods at RunPod that no live job owns")
+    reap.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)")
+    for ops in (doctor, pods, reap):
+        ops.add_argument("--config", help="a TOML settings file (environment variables win over it)")
     return parser
 
 
@@ -112,7 +126,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(argv) if argv is not None else sys.argv[1:]
     if words and words[0] in _DELEGATES:
         return _delegate(_DELEGATES[words[0]], words[1:])
-    return _plan(build_parser().parse_args(words))
+    args = build_parser().parse_args(words)
+    if args.command in ("doctor", "pods", "reap"):
+        return _ops(args)
+    return _plan(args)
+
+
+def _ops(args: argparse.Namespace) -> int:
+    """The operator's commands (bot/ops.py) on the settings `lorabot run` would use."""
+    from bot import ops
+    from jobs.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print(f"lorabot {args.command}: {exc}", file=sys.stderr)
+        return ops.EXIT_REFUSED
+    ops.setup_logging(settings)
+    if args.command == "doctor":
+        return ops.doctor_command(settings)
+    if args.command == "pods":
+        return ops.pods_command(settings)
+    return ops.reap_command(settings, yes=args.yes)
 
 
 def _delegate(module_name: str, rest: list[str]) -> int:
@@ -134,7 +169,6 @@ def _plan(args: argparse.Namespace) -> int:
     from jobs.fetch.settings import looks_like_link
     from jobs.planning import make_plan
     from jobs.presets import load_presets
-    from jobs.prices import StaticPriceProvider
     from jobs.rules import PlanRefused
     from jobs.spec import UserOptions
 
@@ -159,9 +193,9 @@ def _plan(args: argparse.Namespace) -> int:
         clip_skip=args.clip_skip,
         sample_prompts=tuple(args.sample_prompt),
         gpu=args.gpu,
-        spot=True if args.spot else None,
         extra_options=dict(args.extra),
     )
+    prices = _prices(args.built_in_prices)
     # The ingest lives in a temp dir that is always removed: planning leaves nothing on disk.
     with tempfile.TemporaryDirectory(prefix="lorabot-plan-") as tmp:
         try:
@@ -178,7 +212,7 @@ def _plan(args: argparse.Namespace) -> int:
                 options,
                 presets=load_presets(),
                 catalog=load_catalog(),
-                prices=StaticPriceProvider(),
+                prices=prices,
                 warm=args.warm,
             )
         except DatasetError as exc:
@@ -226,6 +260,49 @@ def _download(url: str, tmp: Path) -> Path:
     return result.path
 
 
+def _prices(built_in: bool) -> PriceProvider:
+    """RunPod's live prices when a key is set, read with the bot's own settings (RUNPOD_API_KEY, RUNPOD_API,
+    RUNPOD_API_URL, the first of the data centers, LORABOT_CONFIG); else the built-in table, and the plan says
+    which."""
+    import asyncio
+
+    from jobs.cloud import AsyncCloud, CloudApi
+    from jobs.config import ConfigError, load_settings
+    from jobs.prices import LivePriceProvider, PriceSource, StaticPriceProvider, built_in_table
+
+    def table_only(reason: str | None) -> PriceProvider:
+        return StaticPriceProvider(replace(built_in_table(), source=PriceSource(live=False, reason=reason)))
+
+    if built_in:
+        return table_only(None)
+    try:
+        runpod = load_settings().runpod
+    except ConfigError as exc:
+        return table_only(f"the configuration cannot be used: {str(exc).splitlines()[0]}")
+    if runpod.api_key is None:
+        return table_only("no RUNPOD_API_KEY set")
+    key = runpod.api_key.get_secret_value()
+    client: CloudApi
+    if runpod.api == "graphql":
+        from jobs.runpod_graphql import GraphqlClient
+
+        client = GraphqlClient(key, runpod.api_url)
+    else:
+        from jobs.runpod_rest import RestClient
+
+        client = RestClient(key, runpod.api_url)
+    provider = LivePriceProvider(AsyncCloud(client), data_center_id=runpod.data_centers[0])
+
+    async def ask() -> None:
+        try:
+            await provider.refresh()
+        finally:
+            await client.close()
+
+    asyncio.run(ask())
+    return provider
+
+
 def _plan_json(plan: Plan) -> dict[str, Any]:
     estimate = plan.estimate
     return {
@@ -246,6 +323,11 @@ def _plan_json(plan: Plan) -> dict[str, Any]:
             "wall": estimate.durations.wall_s,
         },
         "volume_gb": estimate.volume_gb,
+        "prices": {
+            "source": estimate.prices_source.describe(),
+            "live": estimate.prices_source.live,
+            "age_s": estimate.prices_source.age_s if estimate.prices_source.live else None,
+        },
         "costs_usd_micros": {
             cost.cloud: {
                 "volume": cost.volume_micros,

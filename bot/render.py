@@ -14,6 +14,7 @@ import discord
 
 from jobs.ledger import CostBreakdown, VolumesMonth, format_usd
 from jobs.planning import Plan
+from jobs.prices import PriceTable
 
 # Discord's documented limits (facts/discord-test-world.md).
 CONTENT_MAX = 2000
@@ -213,7 +214,8 @@ def plan_summary(plan: Plan, *, job_name: str, sandbox: bool, report_text: str) 
         f"Trigger `{spec.trigger}` · class `{spec.class_word}` · output `{spec.output_name}.safetensors`",
         f"{spec.epochs} epochs · {plan.steps.total:,} steps · {spec.resolution}px · batch {spec.batch_size}",
         f"dim {spec.network_dim} / alpha {spec.network_alpha:g} · U-Net lr {spec.unet_lr:g}",
-        f"GPU {est.gpu.display_name} · about {duration(est.durations.wall_s)} wall time",
+        f"GPU {est.gpu.display_name} (Secure Cloud) · about {duration(est.durations.wall_s)} wall time",
+        f"Prices: {est.prices_source.describe()}",
     ]
     if sandbox:
         lines.append("**Sandbox**: simulated pods, nothing is billed ($0).")
@@ -237,13 +239,13 @@ def plan_summary(plan: Plan, *, job_name: str, sandbox: bool, report_text: str) 
 
 
 def plan_embeds_from_summary(summary: Mapping[str, Any]) -> list[discord.Embed]:
-    """The dataset report and the plan: steps, duration, cost breakdown (per cloud), rule notices."""
+    """The dataset report and the plan: steps, duration, cost breakdown (Secure Cloud), rule notices."""
     builder = EmbedBuilder(f"Plan: {summary.get('name') or 'LoRA'}", "\n".join(summary.get("lines") or []))
     costs = list(summary.get("costs") or [])
     cheapest = min((c["total_micros"] for c in costs), default=None)
     for cost in costs:
         mark = " · cheapest" if len(costs) > 1 and cost["total_micros"] == cheapest else ""
-        builder.field(f"Estimated cost ({cost['cloud']}){mark}", cost_table(cost))
+        builder.field(f"Estimated cost ({cost['cloud']} cloud){mark}", cost_table(cost))
     notices = list(summary.get("notices") or [])
     if notices:
         builder.field("Notices", "\n".join(f"• {n}" for n in notices))
@@ -252,6 +254,22 @@ def plan_embeds_from_summary(summary: Mapping[str, Any]) -> list[discord.Embed]:
     report = EmbedBuilder("Dataset", code_block(report_text, REPORT_MAX)).build()
     used = len(report.title or "") + len(report.description or "")
     return [report, builder.build(total_max=EMBED_TOTAL_MAX - used)]
+
+
+def gpu_prices_text(table: PriceTable) -> str:
+    """`/models`' GPU list: each GPU lorabot can rent (Secure Cloud) with its hourly price, stock when known, and
+    where the prices came from."""
+    lines = []
+    for gpu in table.gpus:
+        hourly = gpu.price("secure")
+        if hourly is None:
+            continue
+        stock = f" · stock {gpu.stock or 'none free'}" if gpu.live else ""
+        lines.append(
+            f"`{gpu.aliases[0] if gpu.aliases else gpu.gpu_id}` · {gpu.display_name} · {gpu.vram_gb} GB"
+            f" · {usd(hourly)}/h{stock}"
+        )
+    return "\n".join([*lines, f"Prices: {table.source.describe()}"])
 
 
 def refusal_text(title: str, reasons: Iterable[str]) -> str:

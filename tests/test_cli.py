@@ -26,6 +26,13 @@ def _totals(text: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (\w+) \|.*\*\*\$([\d.]+)\*\* \|$", text, re.M)}
 
 
+@pytest.fixture(autouse=True)
+def no_runpod_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a key `lorabot plan` prices with the built-in table; tests that ask RunPod set one."""
+    for name in ("RUNPOD_API_KEY", "RUNPOD_API", "RUNPOD_API_URL", "LORABOT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _temp_leftovers() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("lorabot-plan-*")}
 
@@ -40,13 +47,15 @@ def _assert_seed_000_plan(out: str) -> None:
     ):
         assert flag in out
     assert "sdxl_train_network.py" in out and "Preset sdxl-character" in out
+    # Secure Cloud only: the GPU pod trains on the Network Volume, which RunPod mounts only on Secure Cloud pods.
     totals = _totals(out)
-    assert set(totals) == {"community", "secure", "spot"}
+    assert set(totals) == {"secure"}
     assert abs(totals["secure"] - 0.75) <= 0.75 * 0.20
-    assert totals["community"] < totals["secure"]
+    assert "community" not in out and "spot" not in out
+    assert "Prices: built-in prices (RunPod could not be asked: no RUNPOD_API_KEY set)." in out
 
 
-def test_plan_prints_seed_000s_steps_flags_and_cost_per_cloud(seed_zip: Path, capsys) -> None:
+def test_plan_prints_seed_000s_steps_flags_and_secure_cost(seed_zip: Path, capsys) -> None:
     before = _temp_leftovers()
     assert main(["plan", str(seed_zip), *SEED_ARGS]) == 0
     out = capsys.readouterr().out
@@ -70,8 +79,52 @@ def test_plan_json_has_args_files_steps_and_integer_costs(seed_zip: Path, capsys
     assert plan["steps"] == 5900 and plan["script"] == "sdxl_train_network.py"
     assert "--caption_extension=.txt" in plan["args"]
     assert set(plan["files"]) == {"dataset.toml", "sample_prompts.txt"}
+    assert set(plan["costs_usd_micros"]) == {"secure"}
     secure = plan["costs_usd_micros"]["secure"]
     assert secure["total"] == secure["volume"] + secure["cpu_pod"] + secure["gpu_pod"]
+    assert plan["prices"] == {
+        "source": "built-in prices (RunPod could not be asked: no RUNPOD_API_KEY set)",
+        "live": False,
+        "age_s": None,
+    }
+
+
+def test_plan_asks_runpod_for_live_prices_when_a_key_is_set(
+    seed_zip: Path, capsys, monkeypatch: pytest.MonkeyPatch, make_runpod_emulator
+) -> None:
+    emulator = make_runpod_emulator(time_scale=600.0)
+    monkeypatch.setenv("RUNPOD_API_KEY", emulator.api_key)
+    monkeypatch.setenv("RUNPOD_API_URL", emulator.base_url)
+    monkeypatch.setenv("RUNPOD_API", "graphql")  # the emulator speaks RunPod's GraphQL
+    emulator.set_stock("NVIDIA GeForce RTX 4090", "SECURE", 1)
+    assert main(["plan", str(seed_zip), *SEED_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "Secure Cloud stock: Low" in out
+    assert "Prices: live RunPod prices, less than a minute old." in out
+
+    assert main(["plan", str(seed_zip), *SEED_ARGS, "--built-in-prices"]) == 0
+    assert "Prices: built-in prices." in capsys.readouterr().out
+
+
+def test_plan_says_so_when_runpod_cannot_be_asked(
+    seed_zip: Path, capsys, monkeypatch: pytest.MonkeyPatch, make_runpod_emulator
+) -> None:
+    emulator = make_runpod_emulator(time_scale=600.0)
+    monkeypatch.setenv("RUNPOD_API_KEY", emulator.api_key)
+    monkeypatch.setenv("RUNPOD_API_URL", emulator.base_url)
+    monkeypatch.setenv("RUNPOD_API", "graphql")
+    emulator.fail_next(5, 500)
+    assert main(["plan", str(seed_zip), *SEED_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "Prices: built-in prices (RunPod could not be asked: Something went wrong." in out
+    assert abs(_totals(out)["secure"] - 0.75) <= 0.75 * 0.20
+
+
+def test_spot_is_no_longer_an_option(seed_zip: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", str(seed_zip), "--spot"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --spot" in capsys.readouterr().err
 
 
 def test_a_refused_plan_exits_2_with_every_reason(seed_zip: Path, capsys) -> None:

@@ -144,13 +144,21 @@ class Jobs(commands.Cog):
             text = str(exc)
         await interaction.followup.send(text, ephemeral=True)
 
-    @app_commands.command(name="models", description="Base models you can train on")
+    @app_commands.command(name="models", description="Base models you can train on, and the GPUs and their prices")
     async def models(self, interaction: discord.Interaction[Any]) -> None:
+        # Deferred first: reading RunPod's prices may take a moment, and Discord wants an answer within 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        prices = self.bot.runtime.planner.prices
+        await prices.refresh()
         catalog = load_catalog()
         lines = [f"`{m.id}` · {m.name} · {m.family}" + (" (gated)" if m.gated else "") for m in catalog.models]
-        await interaction.response.send_message(
-            render.truncate("**Base models**\n" + "\n".join(lines), render.CONTENT_MAX), ephemeral=True
+        text = (
+            "**Base models**\n"
+            + "\n".join(lines)
+            + "\n\n**GPUs** (Secure Cloud, per hour)\n"
+            + render.gpu_prices_text(prices.get_table())
         )
+        await interaction.followup.send(render.truncate(text, render.CONTENT_MAX), ephemeral=True)
 
 
 async def setup(bot: LorabotBot) -> None:

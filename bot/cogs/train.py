@@ -98,8 +98,7 @@ class Train(commands.Cog):
         sample_prompts="sample prompts, separated by |",
         sample_prompts_file="a .txt file of sample prompts, one per line",
         config="a .toml of extra sd-scripts options (allow-listed)",
-        gpu="GPU (e.g. 4090, 3090)",
-        spot="use an interruptible (spot) pod: cheaper, may be resumed",
+        gpu="GPU (e.g. 4090, 3090); every GPU pod runs in RunPod's Secure Cloud",
         dry_run="only show the plan; no buttons, nothing is queued",
     )
     @app_commands.choices(preset=[app_commands.Choice(name=p, value=p) for p in _PRESETS[:25]])
@@ -126,7 +125,6 @@ class Train(commands.Cog):
         sample_prompts_file: discord.Attachment | None = None,
         config: discord.Attachment | None = None,
         gpu: app_commands.Range[str, 1, 64] | None = None,
-        spot: bool | None = None,
         dry_run: bool = False,
     ) -> None:
         # Refusals that need no I/O are answered at once, privately.
@@ -161,9 +159,10 @@ class Train(commands.Cog):
                 batch_size=batch_size,
                 sample_prompts=tuple(p for p in prompts if p),
                 gpu=gpu,
-                spot=spot,
                 extra_options=extra,
             )
+            # Live RunPod prices (at most a few minutes old) for the estimate; the built-in table if RunPod fails.
+            await self.bot.runtime.planner.prices.refresh()
             prepared = await self._prepare(interaction, workdir, options, dataset, dataset_url, dataset_from)
         except (Refused, IngestRefused) as exc:
             await self._refuse(interaction, workdir, "Not planned", [str(exc)])

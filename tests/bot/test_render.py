@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import discord
@@ -9,6 +10,10 @@ import pytest
 
 from bot import render
 from jobs.ledger import CostBreakdown
+from jobs.planning import make_plan
+from jobs.prices import PriceSource, built_in_table
+from jobs.spec import UserOptions
+from tests.jobs.data.specs import CATALOG, PRESETS, PRICES, seed_dataset
 
 
 def _embed_total(embed: discord.Embed) -> int:
@@ -101,7 +106,7 @@ def test_a_plan_message_stays_under_6000_characters_across_its_embeds() -> None:
         "lines": ["l" * 300] * 10,
         "costs": [
             {"cloud": c, "volume_micros": 1, "cpu_pod_micros": 2, "gpu_pod_micros": 3, "total_micros": 6}
-            for c in ("community", "secure")
+            for c in ("secure",)
         ],
         "notices": ["a long notice " * 40] * 10,
         "report_text": "report line\n" * 1000,
@@ -109,3 +114,26 @@ def test_a_plan_message_stays_under_6000_characters_across_its_embeds() -> None:
     embeds = render.plan_embeds_from_summary(summary)
     assert sum(_embed_total(e) for e in embeds) <= 6000
     assert all(len(e.description or "") <= 4096 for e in embeds)
+
+
+def test_the_plan_quotes_the_secure_cloud_and_says_where_its_prices_came_from() -> None:
+    plan = make_plan(seed_dataset(), UserOptions(trigger="kanachan"), presets=PRESETS, catalog=CATALOG, prices=PRICES)
+    summary = render.plan_summary(plan, job_name="kana", sandbox=False, report_text="report")
+    assert "Prices: built-in prices" in summary["lines"]
+    assert [c["cloud"] for c in summary["costs"]] == ["secure"]
+    fields = render.plan_embeds_from_summary(summary)[1].to_dict()["fields"]
+    assert fields[0]["name"] == "Estimated cost (secure cloud)"
+
+
+def test_the_gpu_list_shows_secure_prices_stock_and_their_source() -> None:
+    built_in = built_in_table()
+    text = render.gpu_prices_text(built_in)
+    assert "`4090` · RTX 4090 · 24 GB · $0.69/h" in text and "stock" not in text
+    assert text.endswith("Prices: built-in prices")
+
+    rtx4090 = dataclasses.replace(built_in.gpu("4090"), hourly_micros={"secure": 740_000}, live=True, stock="Low")
+    l4 = dataclasses.replace(built_in.gpu("l4"), hourly_micros={"secure": None}, live=True)
+    live = dataclasses.replace(built_in, gpus=(rtx4090, l4), source=PriceSource(live=True, age_s=180))
+    assert render.gpu_prices_text(live) == (
+        "`4090` · RTX 4090 · 24 GB · $0.74/h · stock Low\nPrices: live RunPod prices, 3 min old"
+    )
