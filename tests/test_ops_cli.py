@@ -1,0 +1,260 @@
+"""`lorabot doctor`, `lorabot pods` and `lorabot reap` against the RunPod emulator (the transport the test world
+speaks: REST v2 unless LORABOT_TEST_RUNPOD_API=graphql), moto's S3 and the fake Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from jobs.cloud import AsyncCloud, PodInfo, PodRequest
+from jobs.sandbox.emulator import RunpodEmulator
+from jobs.states import PodRole
+from storage.db import make_engine, make_session_factory, migrate, session_scope
+from storage.transitions import record_pod_intent, set_pod_created
+from tests.world.fake_discord import FakeDiscord
+from tests.world.fixtures_db import new_job
+from tests.world.fixtures_runpod import EmulatorFactory
+from tests.world.lorabot_world import RUNPOD_API_ENV, world_cloud_client
+from tests.world.s3 import S3World
+
+RTX_4090 = "NVIDIA GeForce RTX 4090"
+FALLBACK = (RTX_4090, "NVIDIA GeForce RTX 3090", "NVIDIA RTX A5000")
+# Everything lorabot reads from the environment that a developer's shell might have set.
+_SETTINGS_ENV = (
+    "LORABOT_CONFIG",
+    "LORABOT_CLOUD",
+    "LORABOT_PUBLIC_URL",
+    "DATABASE_URL",
+    "DISCORD_TOKEN",
+    "DISCORD_API_BASE",
+    "RUNPOD_API_KEY",
+    "RUNPOD_API",
+    "RUNPOD_API_URL",
+    "RUNPOD_DATA_CENTERS",
+    "S3_BUCKET",
+    "S3_ENDPOINT_URL",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+)
+
+
+@pytest.fixture
+def emulator(make_runpod_emulator: EmulatorFactory) -> RunpodEmulator:
+    return make_runpod_emulator(time_scale=60.0)
+
+
+@pytest.fixture
+def deployment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, emulator: RunpodEmulator) -> Path:
+    """The environment of a real deployment whose RunPod is the emulator; returns its data folder."""
+    for name in _SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    data = tmp_path / "data"
+    monkeypatch.setenv("LORABOT_DATA_DIR", str(data))
+    monkeypatch.setenv("LORABOT_HTTP_PORT", "0")
+    monkeypatch.setenv("RUNPOD_API", os.environ.get(RUNPOD_API_ENV, "rest"))
+    monkeypatch.setenv("RUNPOD_API_URL", emulator.base_url)
+    monkeypatch.setenv("RUNPOD_API_KEY", emulator.api_key)
+    return data
+
+
+@pytest.fixture
+def bucket(deployment: Path, s3_world: S3World, monkeypatch: pytest.MonkeyPatch) -> S3World:
+    monkeypatch.setenv("S3_BUCKET", s3_world.bucket)
+    monkeypatch.setenv("S3_REGION", "us-east-1")
+    return s3_world
+
+
+@pytest.fixture
+def discord(deployment: Path, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> FakeDiscord:
+    monkeypatch.setenv("DISCORD_TOKEN", fake_discord.bot_token)
+    monkeypatch.setenv("DISCORD_API_BASE", fake_discord.api_base)
+    return fake_discord
+
+
+async def lorabot(*argv: str) -> int:
+    """The CLI in a thread: it runs its own event loop while the fake Discord keeps serving on the test's."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+# --- doctor ---------------------------------------------------------------------------------------------------------
+
+
+async def test_doctor_is_all_green_on_a_ready_deployment(
+    emulator: RunpodEmulator, bucket: S3World, discord: FakeDiscord, capsys: pytest.CaptureFixture[str]
+) -> None:
+    volume = emulator.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")
+
+    code = await lorabot("doctor")
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert all(line.startswith("✓ ") for line in out.splitlines()), out
+    assert "✓ RunPod API key: accepted" in out
+    assert f"✓ Network Volume in EU-RO-1: lorabot-eu-ro-1 ({volume.id}), 30 GB" in out
+    assert f"✓ GPU {RTX_4090} in EU-RO-1: RTX 4090 secure $0.69/h, stock Medium" in out
+    assert f"✓ artifact store: bucket {bucket.bucket}: wrote, read back through a presigned GET, deleted" in out
+    assert "✓ Discord token: accepted" in out
+    assert bucket.keys() == []  # the probe object was deleted
+
+
+async def test_doctor_says_the_volume_is_made_on_the_first_job_and_no_stock_is_only_a_warning(
+    emulator: RunpodEmulator, bucket: S3World, discord: FakeDiscord, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for gpu in FALLBACK:
+        emulator.set_stock(gpu, "SECURE", 0)
+
+    code = await lorabot("doctor")
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "✓ Network Volume in EU-RO-1: none yet: lorabot creates lorabot-eu-ro-1 on the first job" in out
+    assert f"! GPU {RTX_4090} in EU-RO-1: RTX 4090 secure: no stock now" in out
+    assert "! GPU stock: no fallback GPU has stock" in out
+
+
+def test_doctor_names_a_refused_key_without_a_traceback_or_the_key(
+    deployment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = "rpa_WRONG0123456789ABCDEFGHIJKLMNOP"
+    monkeypatch.setenv("RUNPOD_API_KEY", wrong)
+
+    code = main(["doctor"])
+
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert code != 0
+    assert "✗ RunPod API key: RunPod refused the API key (401)" in captured.out
+    assert "RUNPOD_API_KEY" in captured.out
+    assert "Traceback" not in text
+    assert wrong not in text and wrong[4:] not in text
+
+
+def test_doctor_says_what_to_set_when_nothing_is(
+    deployment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("RUNPOD_API_KEY")
+
+    code = main(["doctor"])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "✗ RunPod API key: not set: set RUNPOD_API_KEY" in out
+    assert "✗ artifact store: pods cannot reach one: set S3_BUCKET" in out
+    assert "✗ Discord token: not set: set DISCORD_TOKEN" in out
+
+
+# --- pods and reap --------------------------------------------------------------------------------------------------
+
+
+class RunPodAccount:
+    """Pods at the emulator made the way anyone with the key could make them, and the bot's job store."""
+
+    def __init__(self, emulator: RunpodEmulator, data_dir: Path) -> None:
+        self.emulator = emulator
+        self.volume = emulator.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")
+        url = f"sqlite:///{(data_dir / 'lorabot.db').resolve()}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        migrate(url)
+        self.sessions = make_session_factory(make_engine(url))
+
+    def create_pod(self, name: str) -> PodInfo:
+        request = PodRequest(
+            name=name,
+            image="runpod/base",
+            args="sleep 600",
+            env={},
+            network_volume_id=self.volume.id,
+            data_center_id="EU-RO-1",
+            gpu_type_id=RTX_4090,
+        )
+
+        async def create() -> PodInfo:
+            cloud = AsyncCloud(world_cloud_client(self.emulator))
+            try:
+                return await cloud.create_pod(request)
+            finally:
+                await cloud.close()
+
+        return asyncio.run(create())
+
+    def live_job_with_gpu_pod(self) -> PodInfo:
+        """A job that is still running and the GPU pod it rented (its row written before the create, as always)."""
+        now = dt.datetime.now(dt.UTC)
+        with session_scope(self.sessions) as s:
+            job_id = new_job(s, now=now)
+            row = record_pod_intent(s, job_id=job_id, role=PodRole.GPU, attempt=1, now=now, gpu_type_id=RTX_4090)
+            row_id, name = row.id, row.name
+        pod = self.create_pod(name)
+        with session_scope(self.sessions) as s:
+            set_pod_created(s, row_id, runpod_pod_id=pod.id, cost_per_hr_micros=pod.cost_per_hr_micros, now=now)
+        return pod
+
+    def state(self, pod: PodInfo) -> str:
+        return self.emulator.pod(pod.id).state
+
+
+@pytest.fixture
+def account(emulator: RunpodEmulator, deployment: Path) -> Iterator[RunPodAccount]:
+    account = RunPodAccount(emulator, deployment)
+    yield account
+    account.sessions.kw["bind"].dispose()
+
+
+def test_pods_lists_lorabots_pods_with_their_job_and_owner_and_not_anyone_elses(
+    account: RunPodAccount, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owned = account.live_job_with_gpu_pod()
+    orphan = account.create_pod("lorabot-j99-gpu-2")
+    account.create_pod("someone-elses-pod")
+
+    code = main(["pods"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(lines) == {owned.name, orphan.name}
+    assert owned.id in lines[owned.name] and "live job j1" in lines[owned.name]
+    assert " 0.69 " in lines[owned.name]
+    assert " j99 " in lines[orphan.name] and "no live job: reap terminates it" in lines[orphan.name]
+    assert "someone-elses-pod" not in out
+
+
+def test_reap_yes_terminates_the_orphan_and_leaves_foreign_and_owned_pods(
+    account: RunPodAccount, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owned = account.live_job_with_gpu_pod()
+    orphan = account.create_pod("lorabot-j99-gpu-2")
+    foreign = account.create_pod("someone-elses-pod")
+    # Starts like ours but is not a name lorabot gives (first attempts have no suffix): never lorabot's to end.
+    lookalike = account.create_pod("lorabot-j99-gpu-1")
+
+    code = main(["reap", "--yes"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"terminated {orphan.name}" in out
+    assert account.state(orphan) == "TERMINATED"
+    assert account.state(foreign) != "TERMINATED"
+    assert account.state(owned) != "TERMINATED"
+    assert account.state(lookalike) != "TERMINATED"
+
+
+def test_reap_without_yes_and_without_a_terminal_refuses_and_terminates_nothing(
+    account: RunPodAccount, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orphan = account.create_pod("lorabot-j99-gpu-2")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+
+    code = main(["reap"])
+
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "refused" in out and "--yes" in out
+    assert account.state(orphan) != "TERMINATED"
