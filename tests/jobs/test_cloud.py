@@ -155,7 +155,7 @@ async def test_no_stock_is_a_refused_candidate(cloud: AsyncCloud, emulator: Runp
     emulator.set_stock(RTX_4090, "SECURE", 0)
     with pytest.raises(NoCapacityError, match="no longer any instances"):
         await cloud.create_pod(gpu_request(await volume_id(cloud)))
-    assert emulator.pods() == []
+    assert emulator.all_pods() == []
 
 
 async def test_a_pool_the_account_cannot_use_is_forbidden(cloud: AsyncCloud, emulator: RunpodEmulator):
@@ -168,7 +168,7 @@ async def test_no_balance_is_insufficient_balance(cloud: AsyncCloud, emulator: R
     emulator.set_balance(0.10)  # less than one hour of a 4090
     with pytest.raises(InsufficientBalance):
         await cloud.create_pod(gpu_request(await volume_id(cloud)))
-    assert emulator.pods() == []
+    assert emulator.all_pods() == []
 
 
 async def test_a_body_that_breaks_the_contract_is_our_bug_and_never_retried(
@@ -180,7 +180,7 @@ async def test_a_body_that_breaks_the_contract_is_our_bug_and_never_retried(
         await cloud.create_pod(gpu_request(volume, container_disk_gb=0))  # the contract's disk minimum is 1
     assert caught.value.errors and any("disk" in e for e in caught.value.errors)
     assert len(emulator.requests) == before + 1
-    assert emulator.pods() == []
+    assert emulator.all_pods() == []
 
 
 async def test_rate_limits_are_waited_out_by_retry_after(cloud: AsyncCloud, emulator: RunpodEmulator):
@@ -188,7 +188,7 @@ async def test_rate_limits_are_waited_out_by_retry_after(cloud: AsyncCloud, emul
     emulator.rate_limit_next(2, retry_after_s=3)
     pod = await cloud.create_pod(gpu_request(volume))
     assert pod.id and cloud.sleeps == [3, 3]  # type: ignore[attr-defined]
-    assert len(emulator.pods()) == 1
+    assert len(emulator.all_pods()) == 1
 
 
 async def test_reads_are_retried_after_a_5xx_but_a_create_is_not(cloud: AsyncCloud, emulator: RunpodEmulator):
@@ -239,9 +239,10 @@ async def test_the_graphql_fallback_sees_the_same_account(emulator: RunpodEmulat
     try:
         volume = await rest.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")
         assert volume in await graphql.list_volumes()
-        pod = await graphql.create_pod(gpu_request(volume.id))
-        assert pod.cost_per_hr_micros == 690_000
-        assert (await rest.get_pod(pod.id)).name == "lorabot-j1-gpu-1"
+        pod = await graphql.create_pod(gpu_request(volume.id))  # the SDK's create answer carries no price
+        seen = await rest.get_pod(pod.id)
+        assert (seen.name, seen.cost_per_hr_micros) == ("lorabot-j1-gpu-1", 690_000)
+        assert (await graphql.get_pod(pod.id)).cost_per_hr_micros == 690_000
         emulator.advance(600)
         assert (await graphql.get_pod(pod.id)).is_running
         await rest.terminate_pod(pod.id)
