@@ -7,10 +7,12 @@ import asyncio
 import datetime as dt
 import io
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bot.cli import main
 from jobs.cloud import AsyncCloud, PodInfo, PodRequest
@@ -119,6 +121,20 @@ async def test_doctor_says_the_volume_is_made_on_the_first_job_and_no_stock_is_o
     assert "! GPU stock: no fallback GPU has stock" in out
 
 
+async def test_doctor_names_a_refused_discord_token_without_showing_it(
+    discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = discord.bot_token[::-1]
+    monkeypatch.setenv("DISCORD_TOKEN", wrong)
+
+    code = await lorabot("doctor")
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "✗ Discord token: Discord refused the token (401): check DISCORD_TOKEN" in out
+    assert wrong not in out
+
+
 def test_doctor_names_a_refused_key_without_a_traceback_or_the_key(
     deployment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -134,6 +150,56 @@ def test_doctor_names_a_refused_key_without_a_traceback_or_the_key(
     assert "RUNPOD_API_KEY" in captured.out
     assert "Traceback" not in text
     assert wrong not in text and wrong[4:] not in text
+
+
+async def test_doctor_names_a_key_that_lacks_permission(
+    deployment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The emulator accepts or refuses a key as a whole; a RunPod that answers 403 to reads stands in here."""
+
+    async def forbidden(request: web.Request) -> web.Response:
+        return web.json_response({"title": "Forbidden", "status": 403, "detail": "insufficient scope"}, status=403)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forbidden)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("RUNPOD_API", "rest")
+    monkeypatch.setenv("RUNPOD_API_URL", f"http://127.0.0.1:{port}")
+    try:
+        code = await lorabot("doctor")
+    finally:
+        await runner.cleanup()
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "✗ RunPod API key: the key lacks permission (403)" in out
+
+
+def test_doctor_checks_a_local_store_by_serving_it_when_the_bot_is_stopped(
+    deployment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("LORABOT_HTTP_PORT", str(port))
+    monkeypatch.setenv("LORABOT_PUBLIC_URL", f"http://127.0.0.1:{port}")
+
+    main(["doctor"])
+
+    out = capsys.readouterr().out
+    assert (
+        f"✓ artifact store: local folder served at http://127.0.0.1:{port}: wrote, read back through a presigned "
+        f"GET, deleted (served by this check on 127.0.0.1:{port})"
+    ) in out
+    assert not list((deployment / "artifacts").rglob("*.txt"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_doctor_says_what_to_set_when_nothing_is(
