@@ -14,17 +14,22 @@ from tests.world.s3 import S3World
 
 
 @pytest.fixture
-def make_lorabot_world(
+async def make_lorabot_world(
     make_runpod_emulator: Callable[..., Any], s3_world: S3World, db_sessions: sessionmaker[Session], tmp_path: Path
-) -> Callable[..., LorabotWorld]:
+) -> AsyncIterator[Callable[..., LorabotWorld]]:
     """Factory: `make_lorabot_world(time_scale=120, status_stale_s=300, ...)`; kwargs other than the emulator's
-    go to OrchestratorConfig."""
+    go to OrchestratorConfig. Each world's RunPod client (its HTTP session) is closed at teardown."""
+    made: list[LorabotWorld] = []
 
     def make(*, time_scale: float = 60.0, kill_grace_s: float = 10.0, **config: Any) -> LorabotWorld:
         emulator = make_runpod_emulator(time_scale=time_scale, kill_grace_s=kill_grace_s)
-        return LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **config)
+        world = LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **config)
+        made.append(world)
+        return world
 
-    return make
+    yield make
+    for world in made:
+        await world.orchestrator.cloud.close()
 
 
 @pytest.fixture
