@@ -120,6 +120,8 @@ def load_pending(bot: LorabotBot, token: str) -> PendingPlan | None:
         return None
     raw = dict(record["options"])
     raw["sample_prompts"] = tuple(raw.get("sample_prompts") or ())
+    # Plans saved before RunPod dropped spot pods carry the option; the re-plan below prices on-demand instead.
+    raw.pop("spot", None)
     options = UserOptions(**raw)
     replan = workdir / "replan"
     shutil.rmtree(replan, ignore_errors=True)
