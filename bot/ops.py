@@ -90,7 +90,7 @@ async def _runpod_checks(settings: Settings) -> list[Check]:
                 "runs on the $0 sandbox cloud",
             )
         ]
-    # One try per read, short back-off: the operator is waiting at a terminal, not a job at the scheduler.
+    # Two tries per read, short back-off: the operator is waiting at a terminal, not a job at the scheduler.
     cloud = connect(rp.api, rp.api_key.get_secret_value(), rp.api_url, attempts=2, base_delay_s=0.5)
     try:
         try:
@@ -102,10 +102,8 @@ async def _runpod_checks(settings: Settings) -> list[Check]:
             return [Check(Level.FAIL, "RunPod API key", f"RunPod could not be asked: {exc}")]
     finally:
         await cloud.close()
-    where = rp.api_url or "RunPod"
-    checks = [Check(Level.OK, "RunPod API key", f"accepted by {where} (REST v2 catalog read and volume list)")]
-    if rp.api == "graphql":
-        checks[0] = Check(Level.OK, "RunPod API key", f"accepted by {where} (GraphQL catalog read and volume list)")
+    where, api = rp.api_url or "RunPod", "GraphQL" if rp.api == "graphql" else "REST v2"
+    checks = [Check(Level.OK, "RunPod API key", f"accepted by {where} ({api} catalog read and volume list)")]
     for dc in rp.data_centers:
         checks.append(_volume_check(dc, volumes))
     gpu_checks = [check for dc in rp.data_centers for check in _gpu_checks(settings, dc, offers[dc])]
@@ -198,23 +196,33 @@ async def _round_trip(store: ArtifactStore, http: aiohttp.ClientSession) -> None
         await asyncio.to_thread(store.put_bytes, key, payload, "text/plain")
     except Exception as exc:
         raise _StoreProblem(f"writing {key} failed: {exc}") from None
+    read_problem: _StoreProblem | None = None
     try:
-        url = store.presign_get(key, PROBE_LINK_LIFETIME_S)
-        try:
-            async with http.get(url) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _StoreProblem(f"the presigned GET could not be fetched ({type(exc).__name__})") from None
-        if status != 200:
-            raise _StoreProblem(f"the presigned GET answered HTTP {status}")
-        if body != payload:
-            raise _StoreProblem("the presigned GET returned other bytes than were written")
-    finally:
-        try:
-            await asyncio.to_thread(store.delete, key)
-        except Exception as exc:
-            raise _StoreProblem(f"deleting {key} failed: {exc}") from None
+        await _read_back(store, key, payload, http)
+    except _StoreProblem as exc:
+        read_problem = exc
+    # Deleted whatever the read found: the probe must not stay in the bucket, and the bot needs delete rights too.
+    try:
+        await asyncio.to_thread(store.delete, key)
+    except Exception as exc:
+        failed = f"deleting {key} failed: {exc}"
+        raise _StoreProblem(f"{read_problem}; {failed}" if read_problem else failed) from None
+    if read_problem is not None:
+        raise read_problem
+
+
+async def _read_back(store: ArtifactStore, key: str, payload: bytes, http: aiohttp.ClientSession) -> None:
+    url = store.presign_get(key, PROBE_LINK_LIFETIME_S)
+    try:
+        async with http.get(url) as resp:
+            body = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _StoreProblem(f"the presigned GET could not be fetched ({type(exc).__name__})") from None
+    if status != 200:
+        raise _StoreProblem(f"the presigned GET answered HTTP {status}")
+    if body != payload:
+        raise _StoreProblem("the presigned GET returned other bytes than were written")
 
 
 class _StoreProblem(Exception):
@@ -413,7 +421,10 @@ def reap_command(settings: Settings, *, yes: bool, stdin: TextIO | None = None) 
     may terminate anything: a script or a cron job must say so explicitly."""
     stdin = sys.stdin if stdin is None else stdin
     if not yes and not _interactive(stdin):
-        print("lorabot reap: refused: no terminal to confirm on; run `lorabot reap --yes` to terminate without asking")
+        print(
+            "lorabot reap: refused: no terminal to confirm on; run `lorabot reap --yes` to terminate without asking",
+            file=sys.stderr,
+        )
         return EXIT_REFUSED
     opened = _open_runpod(settings, "reap")
     if opened is None:

@@ -320,7 +320,7 @@ def test_reap_without_yes_and_without_a_terminal_refuses_and_terminates_nothing(
 
     code = main(["reap"])
 
-    out = capsys.readouterr().out
+    err = capsys.readouterr().err
     assert code == 2
-    assert "refused" in out and "--yes" in out
+    assert "refused: no terminal to confirm on" in err and "--yes" in err
     assert account.state(orphan) != "TERMINATED"
