@@ -324,3 +324,29 @@ def test_reap_without_yes_and_without_a_terminal_refuses_and_terminates_nothing(
     assert code == 2
     assert "refused: no terminal to confirm on" in err and "--yes" in err
     assert account.state(orphan) != "TERMINATED"
+
+
+class Terminal(io.StringIO):
+    """An operator at a terminal who will type `answer`."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("answer", "terminated"), [("n\n", False), ("y\n", True)])
+def test_reap_asks_at_a_terminal_and_terminates_only_after_a_yes(
+    account: RunPodAccount,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: str,
+    terminated: bool,
+) -> None:
+    orphan = account.create_pod("lorabot-j99-gpu-2")
+    monkeypatch.setattr("sys.stdin", Terminal(answer))
+
+    code = main(["reap"])
+
+    out = capsys.readouterr().out
+    assert "Terminate these 1 pod(s)? [y/N]" in out and orphan.name in out
+    assert (account.state(orphan) == "TERMINATED") is terminated
+    assert code == (0 if terminated else 1)
