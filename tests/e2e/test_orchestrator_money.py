@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobs import ledger
 from jobs.states import JobStatus, PodRole
 from storage.db import session_scope
-from tests.world.lorabot_world import RTX_4090, LorabotWorld
+from tests.world.lorabot_world import RTX_3090, RTX_4090, LorabotWorld
 from tests.world.money import assert_ledger_matches_runpod
 
 
@@ -43,33 +43,34 @@ async def test_cold_then_warm_job_the_warm_one_needs_no_cpu_pod(lorabot_world: L
     assert len({p.volume_id for p in created}) == 1 and created[0].volume_id
     assert {p.env["LORABOT_STAGE"] for p in created} == {"prepare", "train"}
     assert all(p.docker_args.startswith("python3 -c") for p in created)
-    assert created[1].gpu_type_id == RTX_4090 and created[1].cloud == "COMMUNITY"
+    assert created[1].gpu_type_id == RTX_4090 and created[1].cloud == "SECURE"
     for job_id in (cold, warm):
         assert_ledger_matches_emulator(world, job_id)
     assert ledger_total(world, warm).cpu_pod_micros == 0
 
 
-async def test_no_community_stock_runs_on_secure_cloud(lorabot_world: LorabotWorld):
+async def test_no_4090_in_stock_runs_on_the_next_secure_card_of_the_fallback(lorabot_world: LorabotWorld):
     world = lorabot_world
-    world.emulator.set_stock(RTX_4090, "COMMUNITY", 0)
+    world.emulator.set_stock(RTX_4090, "SECURE", 0)
     job_id = world.submit(images=3, epochs=1)
     await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90)
     assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
     gpu = [p for p in world.pods(job_id) if p.role is PodRole.GPU]
-    assert [(p.gpu_type_id, p.cloud_type) for p in gpu] == [(RTX_4090, "SECURE")]
+    assert [(p.gpu_type_id, p.cloud_type) for p in gpu] == [(RTX_3090, "SECURE")]
+    assert all(p.cloud == "SECURE" for p in world.emulator.all_pods())
     assert world.running_pods() == []
 
 
 async def test_no_stock_anywhere_fails_after_the_deadline_and_keeps_the_cost(make_lorabot_world):
     world = make_lorabot_world(no_stock_deadline_s=600)
-    for cloud in ("COMMUNITY", "SECURE"):
-        world.emulator.set_stock(RTX_4090, cloud, 0)
+    for gpu in (RTX_4090, RTX_3090):
+        world.emulator.set_stock(gpu, "SECURE", 0)
     job_id = world.submit(images=3, epochs=1)
     await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90)
 
     job = world.job(job_id)
     assert job.status is JobStatus.FAILED_NO_CAPACITY
-    assert "no GPU with stock" in (job.failure_reason or "") and "RTX 4090 (community)" in job.failure_reason
+    assert "no GPU with stock" in (job.failure_reason or "") and "RTX 4090 (secure)" in job.failure_reason
     assert world.running_pods() == []
     # The CPU stage ran and was paid for: its cost is in the ledger, equal to RunPod's bill.
     assert ledger_total(world, job_id).cpu_pod_micros > 0
