@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import discord
 
+from jobs.billing_sync import JobBill
 from jobs.ledger import CostBreakdown, VolumesMonth, format_usd
 from jobs.planning import Plan
 from jobs.prices import PriceTable
@@ -162,7 +164,10 @@ class EmbedBuilder:
 
 
 def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
-    """Seed 000's table: volume / CPU pod / GPU pod / total, right-aligned in a code block (readable on a phone)."""
+    """Seed 000's table: volume / CPU pod / GPU pod / total, right-aligned in a code block (readable on a phone).
+
+    The pod lines hold each pod's container disk; when there is any, a last "incl. disk" line under the total says
+    how much (the same split as RunPod's bill), so the lines above still add up to the total."""
     if isinstance(cost, CostBreakdown):
         rows = [
             ("Volume", cost.volume_micros),
@@ -171,7 +176,7 @@ def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
         ]
         if cost.storage_micros:
             rows.append(("Storage", cost.storage_micros))
-        total, live = cost.total_micros, cost.live
+        total, live, disk = cost.total_micros, cost.live, cost.disk_micros
     else:
         rows = [
             ("Volume", int(cost.get("volume_micros") or 0)),
@@ -179,11 +184,40 @@ def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
             ("GPU pod", int(cost.get("gpu_pod_micros") or 0)),
         ]
         total, live = int(cost.get("total_micros") or sum(v for _, v in rows)), bool(cost.get("live"))
+        disk = int(cost.get("disk_micros") or 0)
     rows.append(("Total" + (" so far" if live else ""), total))
-    width = max(len(usd(v)) for _, v in rows)
-    lines = [f"{name:<14}{usd(value):>{width}}" for name, value in rows]
-    lines.insert(-1, "-" * (14 + width))
+    notes = [("  incl. disk", disk)] if disk else []
+    width = max(len(usd(v)) for _, v in [*rows, *notes])
+    lines = [f"{name:<14}{usd(value):>{width}}" for name, value in [*rows, *notes]]
+    lines.insert(len(rows) - 1, "-" * (14 + width))
     return "```\n" + "\n".join(lines) + "\n```"
+
+
+def runpod_bill_text(bill: JobBill | None) -> str | None:
+    """RunPod's own bill for a finished job's pods, next to the table: its figure when it is more than 1 % off the
+    ledger's, that it agrees otherwise, or that it is not in yet. None when there is nothing to compare."""
+    if bill is None:
+        return None
+    if not bill.complete:
+        if bill.settled + bill.given_up == bill.pods:
+            return "RunPod's own bill for the pods never came in; the figures above are lorabot's ledger."
+        return "RunPod's own bill for the pods is not in yet (RunPod posts it with a delay)."
+    if bill.differs:
+        # Display only (the sums stay integers): the gap in percent, one decimal, half up.
+        gap = Decimal(bill.runpod_micros - bill.ledger_micros) * 100 / max(bill.ledger_micros, 1)
+        percent = gap.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+        return (
+            f"**RunPod billed {usd(bill.runpod_micros)}** for the pods; the ledger says {usd(bill.ledger_micros)} "
+            f"({percent:+} %)."
+        )
+    return "RunPod's own bill for the pods agrees (within 1 %)."
+
+
+def job_cost_text(cost: CostBreakdown, bill: JobBill | None) -> str:
+    """`/cost` for one job: the table, then what RunPod's own bill says once the job has finished."""
+    table = cost_table(cost)
+    line = runpod_bill_text(bill)
+    return table if line is None else f"{table}\n{line}"
 
 
 def volume_month_table(volumes: VolumesMonth, team: CostBreakdown) -> str:

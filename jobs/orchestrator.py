@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import ledger
+from jobs import billing_sync, ledger
 from jobs.cloud import (
     AsyncCloud,
     CandidateForbidden,
@@ -255,6 +255,8 @@ class Orchestrator:
                     log.exception("job j%s: unexpected error", job_id)
                     report.errors.append(f"j{job_id}: {type(exc).__name__}: {exc}")
             await self._clean_up_finished()
+            # RunPod's own bill for pods of finished jobs, kept beside the ledger (never raises on RunPod's errors).
+            await billing_sync.sync_finished_jobs(self.sessions, self.cloud, self.clock)
         return report
 
     async def cancel(self, job_id: int, *, by: str = "user") -> Job:

@@ -8,12 +8,23 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from jobs.names import parse_job_public_id
 from jobs.states import CacheKind, JobStatus, PodStatus
-from storage.models import Budget, Dataset, Job, Notice, Pod, Volume, VolumeCacheEntry, budget_subject
+from storage.models import (
+    Budget,
+    Dataset,
+    Job,
+    Notice,
+    Pod,
+    RunpodBill,
+    RunpodBillSync,
+    Volume,
+    VolumeCacheEntry,
+    budget_subject,
+)
 
 # -- jobs ------------------------------------------------------------------------------------------------------
 
@@ -218,6 +229,86 @@ def get_budget_limit(session: Session, *, user_id: int | None, month: str) -> in
     ).all()
     limits = {row.month: int(row.limit_micros) for row in rows}
     return limits.get(month, limits.get(ANY_MONTH))
+
+
+# -- RunPod's own bill -----------------------------------------------------------------------------------------
+
+
+def list_pods_awaiting_bill(
+    session: Session,
+    *,
+    now: dt.datetime,
+    retry_after: dt.timedelta,
+    max_attempts: int,
+    ended_after: dt.datetime,
+    limit: int,
+) -> Sequence[Pod]:
+    """Terminated pods of finished jobs whose RunPod bill is still to fetch, oldest first: never asked for, or not
+    complete yet, asked fewer than ``max_attempts`` times and not within ``retry_after``. Pods RunPod never created
+    (no id, no creation time) have no bill; pods that ended before ``ended_after`` are left alone."""
+    statement = (
+        select(Pod)
+        .join(Job, Job.id == Pod.job_id)
+        .outerjoin(RunpodBillSync, RunpodBillSync.pod_id == Pod.id)
+        .where(
+            Job.status.in_(_sorted(JobStatus.terminal_statuses())),
+            Pod.runpod_pod_id.is_not(None),
+            Pod.api_created_at.is_not(None),
+            Pod.terminated_at.is_not(None),
+            Pod.terminated_at >= ended_after,
+            or_(
+                RunpodBillSync.pod_id.is_(None),
+                and_(
+                    RunpodBillSync.settled_at.is_(None),
+                    RunpodBillSync.attempts < max_attempts,
+                    RunpodBillSync.last_attempt_at <= now - retry_after,
+                ),
+            ),
+        )
+        .order_by(Pod.id)
+        .limit(limit)
+    )
+    return session.execute(statement).scalars().all()
+
+
+def replace_runpod_bills(session: Session, pod_id: int, bills: Sequence[RunpodBill]) -> None:
+    """A pod's records as RunPod answers them now: a later fetch supersedes an earlier, possibly partial one."""
+    session.execute(delete(RunpodBill).where(RunpodBill.pod_id == pod_id))
+    session.add_all(bills)
+    session.flush()
+
+
+def note_bill_fetch(
+    session: Session, pod_id: int, *, now: dt.datetime, settled: bool, error: str | None
+) -> RunpodBillSync:
+    """Count one fetch of a pod's bill; ``settled`` marks it complete (no more fetches), ``error`` why it failed."""
+    sync = session.get(RunpodBillSync, pod_id)
+    if sync is None:
+        sync = RunpodBillSync(pod_id=pod_id, attempts=0, last_attempt_at=now)
+        session.add(sync)
+    sync.attempts += 1
+    sync.last_attempt_at = now
+    sync.last_error = error
+    if settled and sync.settled_at is None:
+        sync.settled_at = now
+    session.flush()
+    return sync
+
+
+def list_bill_syncs_for_job(session: Session, job_id: int) -> dict[int, RunpodBillSync]:
+    """Where fetching each of a job's pods' bills stands, by pod id."""
+    statement = select(RunpodBillSync).join(Pod, Pod.id == RunpodBillSync.pod_id).where(Pod.job_id == job_id)
+    return {sync.pod_id: sync for sync in session.execute(statement).scalars()}
+
+
+def list_runpod_bills_for_job(session: Session, job_id: int) -> Sequence[RunpodBill]:
+    statement = (
+        select(RunpodBill)
+        .join(Pod, Pod.id == RunpodBill.pod_id)
+        .where(Pod.job_id == job_id)
+        .order_by(RunpodBill.pod_id, RunpodBill.start)
+    )
+    return session.execute(statement).scalars().all()
 
 
 def _sorted(statuses: frozenset[JobStatus]) -> list[JobStatus]:

@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.actions import Refused, parse_job
+from jobs.billing_sync import job_bill
 from jobs.ledger import (
     job_cost,
     month_of,
@@ -73,8 +74,9 @@ class Cost(commands.Cog):
                 if row is None:
                     raise Refused(f"there is no job `j{job_id}`.")
                 cost = job_cost(s, job_id, now=now)
+                text = render.job_cost_text(cost, job_bill(s, job_id, cost))
                 title = f"Cost of j{job_id} · {row.name}{sandbox}"
-                return render.EmbedBuilder(title, render.cost_table(cost)).footer(row.status.value).build()
+                return render.EmbedBuilder(title, text).footer(row.status.value).build()
             month = check_month(month_text, now)
             limits = runtime.settings.limits
             who = user or caller
