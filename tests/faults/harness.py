@@ -8,8 +8,8 @@
 The promises, checked for every case (`check_promises`):
 1. the job ends SUCCEEDED or FAILED_* with a reason, within a real-time bound (`drive` raises if it hangs);
 2. no pod is left at RunPod (emulator's record) and no pod process is left on the machine;
-3. the ledger's pod cost equals the emulator's billing within 1%, plus what no ledger could know
-   (`tests/world/money.py`);
+3. the ledger's pod cost (compute + container disk) equals RunPod's billing records (`/v2/billing/pods`) within 1%,
+   plus what no ledger could know (`tests/world/money.py`);
 4. no notice lost or duplicated: unique idempotency keys, exactly one terminal notice, and for a succeeded job
    epochs announced exactly 1..N in order.
 """
@@ -191,8 +191,8 @@ def check_promises(
     world.wait_for_no_processes(timeout=10)
     assert not world.emulator.failures, world.emulator.failures
 
-    # 3. ledger = billing within 1%, plus what the bot could not know: RunPod bills from the instant a create or
-    # terminate took effect, somewhere inside the call's round trip, which the scaled clock stretches 120-fold.
+    # 3. ledger = RunPod's billing records within 1%, plus what the bot could not know: RunPod bills from the instant
+    # a create or terminate took effect, somewhere inside the call's round trip, which the scaled clock stretches.
     assert_ledger_matches_runpod(world, job_id, case=case)
     in_ledger, billed = pod_costs(world, job_id)
 
