@@ -6,8 +6,8 @@ and ``/cost`` says so, or shows RunPod's figure when they do not. How the bill i
 - only pods of finished jobs, once they are terminated (a live pod's bill is still growing);
 - RunPod's billing lags, so a bill whose records do not reach the pod's end yet is asked for again on a later tick,
   ``RETRY_AFTER`` apart, at most ``MAX_FETCHES`` times; each fetch replaces the pod's stored records;
-- a failed fetch (any ``CloudError``, or a call slower than ``CALL_TIMEOUT_S``) is logged, counted and retried
-  later: the bill is information, and never holds up the tick that advances jobs;
+- a failed fetch (any ``CloudError``, a call slower than ``CALL_TIMEOUT_S``, even an answer lorabot cannot read)
+  is logged, counted and retried later: the bill is information, and never holds up the tick that advances jobs;
 - at most ``PODS_PER_TICK`` pods per tick, so a backlog costs a few calls per tick, not a burst.
 
 The orchestrator calls ``sync_finished_jobs`` once at the end of each tick; ``/cost`` reads ``job_bill``.
@@ -82,6 +82,11 @@ async def sync_finished_jobs(sessions: sessionmaker[Session], cloud: AsyncCloud,
             )
             with session_scope(sessions) as s:
                 note_bill_fetch(s, pod_id, now=clock(), settled=False, error=error[:500])
+            continue
+        except Exception as exc:  # a bug reading the answer: the bill is information, the tick must go on
+            log.exception("RunPod's bill for %s (%s) could not be read", name, runpod_id)
+            with session_scope(sessions) as s:
+                note_bill_fetch(s, pod_id, now=clock(), settled=False, error=f"{type(exc).__name__}: {exc}"[:500])
             continue
         mine = [record for record in records if record.pod_id == runpod_id]
         settled = bill_covers(mine, ended_at)

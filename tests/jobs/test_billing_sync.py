@@ -177,6 +177,15 @@ async def test_a_slow_bill_is_abandoned_for_this_tick_and_noted(
         assert (sync.attempts, sync.settled_at, sync.last_error) == (1, None, "TimeoutError")
 
 
+async def test_an_answer_that_breaks_the_reader_is_noted_and_the_tick_goes_on(db_sessions: sessionmaker[Session]):
+    _, pod_id = _finished_job(db_sessions)
+    client = ScriptedBilling([KeyError("gpuAmount"), [_record("rp1", 12), _record("rp1", 13)]])
+    assert await sync_finished_jobs(db_sessions, _cloud(client), _at(T0 + 2 * HOUR)) == 0
+    with session_scope(db_sessions) as s:
+        assert s.get_one(RunpodBillSync, pod_id).last_error == "KeyError: 'gpuAmount'"
+    assert await sync_finished_jobs(db_sessions, _cloud(client), _at(T0 + 2 * HOUR + RETRY_AFTER)) == 1
+
+
 @pytest.mark.parametrize(
     ("runpod", "ledger", "differs"),
     [(1_010_000, 1_000_000, False), (1_010_001, 1_000_000, True), (990_000, 1_000_000, False),
