@@ -39,7 +39,7 @@ from jobs.cloud import (
 )
 from jobs.config import Settings
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
-from jobs.pods import Clock, PodKeeper
+from jobs.pods import Clock, PodKeeper, PodSeen
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
 from storage.artifacts import ArtifactStoreError
@@ -78,6 +78,14 @@ _TRAINER_HINTS = {
     "no_gpu": "the pod had no usable GPU (CUDA not available); the job can be retried on another pod",
     "hang": "sd-scripts stopped making progress; /retry resumes from the last saved epoch",
 }
+# Agent error kinds that are the user's (their data, or sd-scripts on their options): a new pod would fail the same
+# way, so the job fails at once. Any other failure (env_build, model_download, no_gpu, ready_timeout, internal,
+# agent_restarted, ...) may be the pod's: one new pod is tried first.
+_USERS_FAILURES = frozenset({"dataset", "oom", "nan", "assertion", "missing_file", "trainer_crash", "hang"})
+# How many times a job's CPU or GPU agent that restarts, stops reporting or fails on the pod's side is replaced
+# before the job fails with the agent's own error (lost GPU hosts are counted apart, by max_gpu_attempts).
+_AGENT_REPLACEMENTS = 1
+_AGENT_ERROR_CHARS = 300
 
 
 class Store(Protocol):
@@ -211,6 +219,10 @@ class Orchestrator:
         self._volumes_seen: set[str] = set()
         # After a 402 no pod is created for anyone until this moment passes; then one create tries again.
         self._balance_blocked_until: dt.datetime | None = None
+        # Pod row id -> (the seq of its stage's status, when this process saw that seq first): the preparing pods'
+        # sign of life. Kept in memory: after a restart the silence counts again from the first look (later, never
+        # wrongly, given up).
+        self._status_seen: dict[int, tuple[int, dt.datetime]] = {}
 
     # -- the tick ----------------------------------------------------------------------------------------------
 
@@ -408,40 +420,31 @@ class Orchestrator:
         )
 
     async def _preparing(self, job_id: int) -> None:
+        """The CPU pod fills the volume while the GPU pod is rented to be up when READY lands.
+
+        A stage is done when the agent's status says so, never when a pod "exits": RunPod starts an ended container
+        again. A pod whose agent restarted, went silent or failed on the pod's side is replaced once."""
         with session_scope(self.sessions) as s:
             job = _require_job(s, job_id)
             cpu_needed = bool(job.cpu_needed)
             plan = JobPlan.from_json(job.plan_json)
-        prepare = self._read_status(job_id, plan, "prepare")
-        ready = not cpu_needed or (prepare is not None and prepare.get("phase") == "ready")
+        prepare: dict[str, Any] | None = None
+        ready = not cpu_needed
         if cpu_needed:
             cpu_attempt = self._cpu_attempt(job_id)
             cpu = await self._ensure_pod(job_id, PodRole.CPU, attempt=cpu_attempt, offer=None)
-            if prepare is not None and prepare.get("phase") == "failed":
-                await self._fail_from_agent(job_id, prepare, stage="prepare")
-                return
+            prepare = self._read_status(job_id, plan, "prepare", pod=cpu)
+            ready = prepare is not None and prepare.get("phase") == "ready"
             if ready:
                 await self.pods.terminate(cpu.id, reason="the volume is ready")
                 self._mark_cache(job_id, plan)
             else:
-                state = await self.pods.observe(cpu.id)
-                if state in ("exited", "gone", "stuck"):
-                    reason = f"the CPU pod stopped before the volume was ready ({state})"
-                    await self.pods.terminate(cpu.id, reason=reason)
-                    if cpu_attempt >= self.config.max_cpu_attempts:
-                        await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{reason}; gave up after {cpu_attempt}")
-                        return
-                    # A bootstrap that met a flaky network, an image that never pulled: a fresh pod usually works.
-                    await self._ensure_pod(job_id, PodRole.CPU, attempt=cpu_attempt + 1, offer=None)
-                    with session_scope(self.sessions) as s:
-                        add_notice(
-                            s,
-                            job_id=job_id,
-                            kind=NoticeKind.INFO,
-                            key=f"j{job_id}:cpu:{cpu_attempt + 1}",
-                            now=self.clock(),
-                            payload={"text": f"{reason}; trying a new CPU pod"},
-                        )
+                if _users_failure(prepare):
+                    await self._fail_from_agent(job_id, prepare or {}, stage="prepare")
+                    return
+                trouble = _agent_trouble(prepare, "CPU", "prepare") or await self._pod_trouble(cpu, prepare, "CPU")
+                if trouble is not None:
+                    await self._replace_cpu(job_id, cpu, cpu_attempt, trouble, prepare)
                     return
         gpu = self._current_gpu_pod(job_id)
         if gpu is None:
@@ -449,8 +452,8 @@ class Orchestrator:
                 await self._reserve_gpu(job_id)
             return
         train = self._read_status(job_id, plan, "train", pod=gpu)
-        if train is not None and train.get("phase") == "failed":
-            await self._fail_from_agent(job_id, train, stage="train")
+        if _users_failure(train):
+            await self._fail_from_agent(job_id, train or {}, stage="train")
             return
         if train is not None and train.get("phase") in ("training", "uploading", "succeeded"):
             with session_scope(self.sessions) as s:
@@ -466,9 +469,17 @@ class Orchestrator:
                 )
             await self._training(job_id)
             return
-        state = await self.pods.observe(gpu.id)
-        if state in ("exited", "gone", "stuck"):
-            await self._replace_gpu(job_id, gpu, f"the GPU pod {state} before training started")
+        # A warm job's GPU pod prepares the volume itself first: that status is its agent's voice until training.
+        agent = train if train is not None or cpu_needed else self._read_status(job_id, plan, "prepare", pod=gpu)
+        trouble = _agent_trouble(agent, "GPU", "train" if train is not None else "prepare")
+        if trouble is not None:
+            await self._gpu_agent_trouble(job_id, gpu, trouble, agent, stage="train")
+            return
+        seen = await self.pods.observe(gpu.id)
+        if seen in (PodSeen.ERROR, PodSeen.GONE, PodSeen.STUCK):
+            await self._replace_gpu(job_id, gpu, f"the GPU pod was {_SEEN_TEXT[seen]} before training started")
+        elif seen is PodSeen.RUNNING and (ready or not cpu_needed) and self._silent(gpu, agent):
+            await self._gpu_agent_trouble(job_id, gpu, "the GPU pod's agent stopped reporting", agent, stage="train")
 
     async def _training(self, job_id: int) -> None:
         with session_scope(self.sessions) as s:
@@ -488,7 +499,7 @@ class Orchestrator:
                     )
                 await self._collecting(job_id)
                 return
-            if phase == "failed":
+            if _users_failure(train):
                 await self._fail_from_agent(job_id, train, stage="train")
                 return
             if phase == "interrupted":
@@ -496,11 +507,18 @@ class Orchestrator:
                     job_id, gpu, f"the GPU pod was interrupted after epoch {train.get('last_completed_epoch') or 0}"
                 )
                 return
-        state = await self.pods.observe(gpu.id)
-        if state in ("exited", "gone"):
-            await self._interrupt(job_id, gpu, f"the GPU pod {state} while training")
-        elif state == "stuck" or self._status_is_stale(job_id):
-            await self._interrupt(job_id, gpu, "the GPU pod stopped reporting")
+        trouble = _agent_trouble(train, "GPU", "train")
+        if trouble is not None:
+            await self._gpu_agent_trouble(job_id, gpu, trouble, train, stage="train")
+            return
+        seen = await self.pods.observe(gpu.id)
+        if seen in (PodSeen.ERROR, PodSeen.GONE):
+            # A lost host: nothing wrong with the agent, so no agent replacement is counted (max_gpu_attempts is).
+            await self._interrupt(job_id, gpu, f"the GPU pod was {_SEEN_TEXT[seen]} while training")
+        elif seen is PodSeen.STUCK:
+            await self._interrupt(job_id, gpu, "the GPU pod stopped reporting: it is not running")
+        elif self._status_is_stale(job_id):
+            await self._gpu_agent_trouble(job_id, gpu, "the GPU pod's agent stopped reporting", train, stage="train")
 
     async def _interrupted(self, job_id: int) -> None:
         attempts = self._gpu_pods_started(job_id)
@@ -607,10 +625,11 @@ class Orchestrator:
         await self._terminate_job_pods(job_id)
         self._close_costs(job_id)
 
-    async def _fail_from_agent(self, job_id: int, status: dict[str, Any], *, stage: str) -> None:
+    async def _fail_from_agent(self, job_id: int, status: dict[str, Any], *, stage: str, note: str = "") -> None:
+        """Fail the job with the agent's own error (kind and message from its status, shortened)."""
         error = status.get("error") or {}
         kind = str(error.get("kind") or "internal")
-        message = str(error.get("message") or "no message")[:500]
+        message = _shorten(str(error.get("message") or "no message"))
         if kind == "dataset":
             job_status = JobStatus.FAILED_DATASET
         elif kind in _TRAINER_HINTS:
@@ -618,8 +637,87 @@ class Orchestrator:
         else:
             job_status = JobStatus.FAILED_INTERNAL
         hint = _TRAINER_HINTS.get(kind)
-        reason = f"{stage} failed ({kind}): {message}" + (f" — {hint}" if hint else "")
+        reason = f"{stage} failed ({kind}): {message}{note}" + (f" — {hint}" if hint else "")
         await self._fail(job_id, job_status, reason)
+
+    async def _give_up_on_agent(
+        self, job_id: int, trouble: str, status: dict[str, Any] | None, *, stage: str, role: str, pods: int
+    ) -> None:
+        """The agent's trouble came back on a new pod: fail now with its own error, not at the wall-time limit."""
+        note = f" ({trouble}, on {pods} {role} pods)"
+        if status is not None and status.get("error"):
+            await self._fail_from_agent(job_id, status, stage=stage, note=note)
+        else:
+            await self._fail(job_id, JobStatus.FAILED_INTERNAL, f"{stage} failed: {trouble}, on {pods} {role} pods")
+
+    async def _replace_cpu(
+        self, job_id: int, cpu: Pod, attempt: int, trouble: str, status: dict[str, Any] | None
+    ) -> None:
+        await self.pods.terminate(cpu.id, reason=trouble)
+        self._status_seen.pop(cpu.id, None)
+        if attempt >= self.config.max_cpu_attempts:
+            await self._give_up_on_agent(job_id, trouble, status, stage="prepare", role="CPU", pods=attempt)
+            return
+        with session_scope(self.sessions) as s:
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.INFO,
+                key=f"j{job_id}:cpu:{attempt + 1}",
+                now=self.clock(),
+                payload={"text": f"{trouble}; trying a new CPU pod"},
+            )
+        # A bootstrap that met a flaky network, an image that never pulled: a fresh pod usually works.
+        await self._ensure_pod(job_id, PodRole.CPU, attempt=attempt + 1, offer=None)
+
+    async def _gpu_agent_trouble(
+        self, job_id: int, gpu: Pod, trouble: str, status: dict[str, Any] | None, *, stage: str
+    ) -> None:
+        """Replace a GPU pod whose agent restarted, went silent or failed on the pod's side, once per job; the
+        replacement resumes from the last saved epoch. A second time, the job fails with the agent's error."""
+        key_prefix = f"j{job_id}:agent-replaced:gpu:"
+        with session_scope(self.sessions) as s:
+            replaced = s.execute(
+                select(Notice.id).where(Notice.job_id == job_id, Notice.idempotency_key.startswith(key_prefix))
+            ).all()
+            status_now = _require_job(s, job_id).status
+        self._status_seen.pop(gpu.id, None)
+        if len(replaced) >= _AGENT_REPLACEMENTS:
+            await self.pods.terminate(gpu.id, reason=trouble)
+            await self._give_up_on_agent(job_id, trouble, status, stage=stage, role="GPU", pods=len(replaced) + 1)
+            return
+        with session_scope(self.sessions) as s:
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.INFO,
+                key=f"{key_prefix}{gpu.attempt}",
+                now=self.clock(),
+                payload={"text": f"{trouble}; trying a new GPU pod"},
+            )
+        if status_now is JobStatus.TRAINING:
+            await self._interrupt(job_id, gpu, trouble)
+        else:
+            await self._replace_gpu(job_id, gpu, trouble)
+
+    async def _pod_trouble(self, pod: Pod, status: dict[str, Any] | None, role: str) -> str | None:
+        """What RunPod (or the agent's silence) says is wrong with a preparing pod, if anything."""
+        seen = await self.pods.observe(pod.id)
+        if seen in (PodSeen.ERROR, PodSeen.GONE, PodSeen.STUCK):
+            return f"the {role} pod was {_SEEN_TEXT[seen]}"
+        if seen is PodSeen.RUNNING and self._silent(pod, status):
+            return f"the {role} pod's agent stopped reporting"
+        return None
+
+    def _silent(self, pod: Pod, status: dict[str, Any] | None) -> bool:
+        """No new status from this running pod's agent for status_stale_s (counted from the first look)."""
+        now = self.clock()
+        seq = int(status.get("seq") or 0) if status is not None else -1
+        seen = self._status_seen.get(pod.id)
+        if seen is None or seen[0] != seq:
+            self._status_seen[pod.id] = (seq, now)
+            return False
+        return (now - seen[1]).total_seconds() > self.config.status_stale_s
 
     async def _interrupt(self, job_id: int, gpu: Pod, reason: str) -> None:
         with session_scope(self.sessions) as s:
@@ -1052,6 +1150,38 @@ class Orchestrator:
             ledger.close_volume_cost(
                 s, job_id, now=self.clock(), price_micros_per_gb_month=self.config.volume_price_micros_per_gb_month
             )
+
+
+_SEEN_TEXT = {
+    PodSeen.ERROR: "in ERROR at RunPod (host lost or crash loop)",
+    PodSeen.GONE: "gone at RunPod",
+    PodSeen.STUCK: "stuck starting",
+}
+
+
+def _users_failure(status: dict[str, Any] | None) -> bool:
+    """A failure a new pod would meet again (the user's data or options): the job fails at once."""
+    if status is None or status.get("phase") != "failed":
+        return False
+    return str((status.get("error") or {}).get("kind") or "internal") in _USERS_FAILURES
+
+
+def _agent_trouble(status: dict[str, Any] | None, role: str, stage: str) -> str | None:
+    """Why the agent's own status says its pod should be given up: it failed on the pod's side, or it restarted
+    (RunPod starts an ended container again, so a crash shows as a second boot on the same pod)."""
+    if status is None:
+        return None
+    if status.get("phase") == "failed":
+        kind = str((status.get("error") or {}).get("kind") or "internal")
+        return f"{stage} failed on the {role} pod ({kind})"
+    boots = int(status.get("boots") or 1)
+    if boots > 1 and status.get("phase") not in ("ready", "succeeded"):
+        return f"the {role} pod's agent restarted (boot {boots})"
+    return None
+
+
+def _shorten(text: str, limit: int = _AGENT_ERROR_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _model_source(ref: ModelFileRef) -> ModelSource:

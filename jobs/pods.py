@@ -12,6 +12,7 @@ cost comes from (``jobs/ledger.py``):
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 from collections.abc import Callable, Collection
 
@@ -39,6 +40,16 @@ from storage.transitions import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+
+
+class PodSeen(enum.StrEnum):
+    """What one look at a pod at RunPod found."""
+
+    STARTING = "starting"  # PROVISIONING/STARTING (or no RunPod id yet), within the start-up timeout
+    RUNNING = "running"
+    ERROR = "error"  # RunPod's ERROR: the host was lost or the container crash-looped; it bills until terminated
+    GONE = "gone"  # 404, TERMINATED or EXITED: nobody but lorabot stops or terminates its pods
+    STUCK = "stuck"  # still not running after the start-up timeout (an image pull that never ends)
 
 
 def during(sent: dt.datetime, answered: dt.datetime) -> dt.datetime:
@@ -129,35 +140,39 @@ class PodKeeper:
                 return refreshed
         return created
 
-    async def observe(self, pod_id: int) -> str:
-        """One look at a pod: 'starting', 'running', 'exited', 'gone' or 'stuck' (never came up in time)."""
+    async def observe(self, pod_id: int) -> PodSeen:
+        """One look at a pod at RunPod (see ``PodSeen``). Only the agent's status says a stage is done: RunPod
+        starts a container again whenever its process ends, so an ended process is never visible here."""
         with session_scope(self.sessions) as s:
             pod = s.get(Pod, pod_id)
             assert pod is not None
             runpod_id, created = pod.runpod_pod_id, pod.api_created_at
         if runpod_id is None:
-            return "starting"
+            return PodSeen.STARTING
         now = self.clock()
         try:
             info = await self.cloud.get_pod(runpod_id)
         except PodNotFound:
             with session_scope(self.sessions) as s:
                 set_pod_terminated(s, pod_id, now=now, exit_reason="RunPod no longer knows the pod")
-            return "gone"
+            return PodSeen.GONE
         with session_scope(self.sessions) as s:
             row = s.get(Pod, pod_id)
             if row is not None and not row.cost_per_hr_micros and info.cost_per_hr_micros:
                 row.cost_per_hr_micros = info.cost_per_hr_micros
-            if info.status in ("EXITED", "TERMINATED", "ERROR"):
+            if info.status == "ERROR":
+                set_pod_exited(s, pod_id, now=now, exit_reason="RunPod reports ERROR (host lost or crash loop)")
+                return PodSeen.ERROR
+            if info.status in ("EXITED", "TERMINATED"):
                 set_pod_exited(s, pod_id, now=now, exit_reason=f"RunPod reports {info.status}")
-                return "exited"
+                return PodSeen.GONE
             if info.is_running:
                 set_pod_running(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
-                return "running"
+                return PodSeen.RUNNING
             set_pod_seen(s, pod_id, now=now, uptime_seconds_api=info.uptime_seconds)
         if created is not None and (now - created).total_seconds() > self.startup_timeout_s:
-            return "stuck"
-        return "starting"
+            return PodSeen.STUCK
+        return PodSeen.STARTING
 
     async def terminate(self, pod_id: int, *, reason: str) -> None:
         now = self.clock()

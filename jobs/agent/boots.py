@@ -9,6 +9,7 @@ no work again but waits, quietly, to be terminated.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from .manifest import Layout
 FINISHED_PHASES = {"prepare": ("ready", "failed"), "train": ("succeeded", "failed")}
 # Real seconds between two looks at the stop flag while idling.
 IDLE_SLICE_S = 1.0
-# How much of the previous boot's log a crash note quotes.
-CRASH_NOTE_LINES = 3
+# How much of the previous boot's log a crash note quotes: its last line (a step's own words, like the OOM killer's,
+# or the agent's last message), without the agent's timestamp.
+CRASH_NOTE_LINE_CHARS = 200
 CRASH_NOTE_CHARS = 400
+_AGENT_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[agent\] ")
 
 
 def boots_file(layout: Layout, stage: str, pod_id: str) -> Path:
@@ -76,15 +79,15 @@ def crash_note(layout: Layout, stages: list[str], pod_id: str, boots: int) -> di
             continue  # nothing, or a clean end (a SIGTERM's `interrupted` is one too)
         running = [step["name"] for step in status.get("steps") or [] if step.get("state") == "running"]
         doing = str(status.get("phase")) + (f" (step {running[0]})" if running else "")
-        tail = _log_tail_lines(layout.logs_dir / f"{stage}.log")
+        last = _last_log_line(layout.logs_dir / f"{stage}.log")
         message = f"the agent restarted (boot {boots} on this pod) during {doing}"
-        if tail:
-            message += f"; its log ended: {tail}"
+        if last:
+            message += f"; its log ended: {last}"
         return {"kind": "agent_restarted", "message": message[:CRASH_NOTE_CHARS]}
     return None
 
 
-def _log_tail_lines(path: Path) -> str:
+def _last_log_line(path: Path) -> str:
     try:
         with open(path, "rb") as handle:
             handle.seek(0, 2)
@@ -93,7 +96,9 @@ def _log_tail_lines(path: Path) -> str:
     except OSError:
         return ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(lines[-CRASH_NOTE_LINES:])
+    if not lines:
+        return ""
+    return _AGENT_PREFIX.sub("", lines[-1])[:CRASH_NOTE_LINE_CHARS]
 
 
 def idle(stop: StopFlag) -> None:

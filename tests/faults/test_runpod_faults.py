@@ -1,5 +1,5 @@
 """RunPod misbehaves: 5xx, Cloudflare 502 pages, timeouts and dropped connections in each state and at seeded
-random ticks; no stock that comes and goes; spot interruptions; pods that never start; an agent that stops
+random ticks; no stock that comes and goes; lost GPU hosts; pods that never start; an agent that stops
 reporting; the clock jumping past deadlines. Every case ends succeeded or failed with a reason, nothing left."""
 
 from __future__ import annotations
@@ -165,30 +165,43 @@ async def test_no_stock_anywhere_then_stock_returns_reserves_later(fault_world: 
     )
 
 
-SPOT_MOMENTS: dict[str, Condition] = {
+HOST_LOST_MOMENTS: dict[str, Condition] = {
     "preparing, gpu waiting for READY": gpu_reserved_while_preparing,
-    "training, after epoch 1": lambda w, j: epochs_announced(w, j) >= 1,
+    "training, after epoch 1": lambda w, j: epochs_announced(w, j) >= 1 and w.status(j) is JobStatus.TRAINING,
 }
 
 
-@pytest.mark.parametrize("moment", list(SPOT_MOMENTS))
-async def test_spot_interruption_is_recovered_on_a_new_pod(
+@pytest.mark.parametrize("moment", list(HOST_LOST_MOMENTS))
+async def test_a_lost_gpu_host_is_replaced_and_training_resumes_from_the_last_saved_epoch(
     fault_world: Callable[..., LorabotWorld], moment: str
 ) -> None:
+    """RunPod shows a pod whose host died as ERROR (the container is gone, billing stopped): the job goes on on a
+    new GPU pod, which resumes from the last saved epoch instead of training again."""
     started = time.monotonic()
-    world = fault_world(spot=True)
+    world = fault_world()
     job_id = world.submit(images=3, epochs=3)
-    hook = When(SPOT_MOMENTS[moment], lambda: world.emulator.interrupt(current_gpu_runpod_id(world, job_id)))
+    lost: list[str] = []
+
+    def lose_host() -> None:
+        lost.append(current_gpu_runpod_id(world, job_id))
+        world.emulator.lose_host(lost[0])
+
+    hook = When(HOST_LOST_MOMENTS[moment], lose_host)
 
     result = await drive(world, job_id, hooks=[hook])
 
     gpus = [p for p in world.pods(job_id) if p.role is PodRole.GPU and p.runpod_pod_id]
-    assert len(gpus) == 2, [p.name for p in gpus]
+    assert len(gpus) == 2 and gpus[0].runpod_pod_id == lost[0], [p.name for p in gpus]
+    assert "ERROR" in (gpus[0].exit_reason or ""), gpus[0].exit_reason
+    if moment.startswith("training"):
+        assert "in ERROR at RunPod" in world.notices(job_id, NoticeKind.INTERRUPTED)[0].payload_json["reason"]
+        second = world.emulator.pod_log(str(gpus[1].runpod_pod_id))
+        assert "resuming from kana-000001-state" in second or "resuming from kana-000002-state" in second, second
     check_promises(
         world,
         job_id,
-        case=f"spot interruption: {moment}",
-        fault="spot GPU pod interrupted (SIGTERM, kill after grace, EXITED)",
+        case=f"GPU host lost: {moment}",
+        fault="the GPU pod's host dies (SIGKILL, RunPod status ERROR, billing stopped)",
         state=hook.fired_in or "",
         expect=JobStatus.SUCCEEDED,
         drive_result=result,
