@@ -876,9 +876,11 @@ class Orchestrator:
 
     async def _no_capacity(self, job_id: int, tried: list[str]) -> None:
         now = self.clock()
-        # The wait's notice doubles as its persisted start: the deadline counts from when the user was told, per
-        # GPU attempt (a wait after a lost pod gets its own deadline), and survives restarts.
-        key = f"j{job_id}:waiting_gpu:{self._next_gpu_attempt(job_id)}"
+        # The wait's notice doubles as its persisted start: the deadline counts from when the user was told and
+        # survives restarts. It is keyed by the GPU pods that actually started, not by attempt numbers: refused
+        # creates use up attempt numbers, and a key that moved with them would restart the deadline on every
+        # refusal. A wait after a lost pod gets its own deadline.
+        key = f"j{job_id}:waiting_gpu:{self._gpu_pods_started(job_id) + 1}"
         with session_scope(self.sessions) as s:
             add_notice(
                 s,

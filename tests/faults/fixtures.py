@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,13 @@ FAST: dict[str, Any] = {"time_scale": 120.0, "kill_grace_s": 10.0, "timeout_hold
 
 
 @pytest.fixture
-def fault_world(
+async def fault_world(
     make_runpod_emulator: Callable[..., Any], s3_world: S3World, db_sessions: sessionmaker[Session], tmp_path: Path
-) -> Callable[..., LorabotWorld]:
+) -> AsyncIterator[Callable[..., LorabotWorld]]:
     """Factory: `fault_world(status_stale_s=120, ...)`: emulator kwargs (time_scale, kill_grace_s, timeout_hold_s,
-    startup_delay_s) go to the emulator, the rest to OrchestratorConfig."""
+    startup_delay_s) go to the emulator, the rest to OrchestratorConfig. Each world's RunPod client is closed at
+    teardown."""
+    made: list[LorabotWorld] = []
 
     def make(**kwargs: Any) -> LorabotWorld:
         emulator_kwargs = {**FAST}
@@ -31,6 +33,10 @@ def fault_world(
         # Training long enough in sim time (≈ 60 s an epoch) that a fault can land between epochs.
         kwargs.setdefault("pod_env", (("LORABOT_STANDIN_STEPS_PER_SECOND", "0.05"),))
         emulator = make_runpod_emulator(**emulator_kwargs)
-        return LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **kwargs)
+        world = LorabotWorld.create(emulator, s3_world, db_sessions, tmp_path, **kwargs)
+        made.append(world)
+        return world
 
-    return make
+    yield make
+    for world in made:
+        await world.orchestrator.cloud.close()

@@ -21,7 +21,7 @@ from tests.faults.harness import (
     freeze_pod,
     gpu_pod_created,
 )
-from tests.world.lorabot_world import RTX_4090, LorabotWorld
+from tests.world.lorabot_world import RTX_3090, RTX_4090, LorabotWorld
 
 Condition = Callable[[LorabotWorld, int], bool]
 
@@ -116,21 +116,23 @@ async def test_runpod_errors_at_seeded_random_ticks(fault_world: Callable[..., L
     )
 
 
-async def test_community_stock_gone_mid_run_falls_back_to_secure(fault_world: Callable[..., LorabotWorld]) -> None:
+async def test_4090_stock_gone_mid_run_falls_back_to_the_next_secure_card(
+    fault_world: Callable[..., LorabotWorld],
+) -> None:
     started = time.monotonic()
     world = fault_world()
     job_id = world.submit(images=3, epochs=2)
-    hook = When(cpu_pod_created, lambda: world.emulator.set_stock(RTX_4090, "COMMUNITY", 0))
+    hook = When(cpu_pod_created, lambda: world.emulator.set_stock(RTX_4090, "SECURE", 0))
 
     result = await drive(world, job_id, hooks=[hook])
 
     gpus = [(p.gpu_type_id, p.cloud_type) for p in world.pods(job_id) if p.role is PodRole.GPU and p.runpod_pod_id]
-    assert gpus == [(RTX_4090, "SECURE")]
+    assert gpus == [(RTX_3090, "SECURE")], "the volume mounts only in the Secure Cloud: the fallback stays there"
     check_promises(
         world,
         job_id,
-        case="no stock: community 4090 gone mid-run",
-        fault="community 4090 stock → 0 while the CPU pod runs",
+        case="no stock: secure 4090 gone mid-run",
+        fault="secure 4090 stock → 0 while the CPU pod runs",
         state=hook.fired_in or "",
         expect=JobStatus.SUCCEEDED,
         drive_result=result,
@@ -141,14 +143,14 @@ async def test_community_stock_gone_mid_run_falls_back_to_secure(fault_world: Ca
 async def test_no_stock_anywhere_then_stock_returns_reserves_later(fault_world: Callable[..., LorabotWorld]) -> None:
     started = time.monotonic()
     world = fault_world(no_stock_deadline_s=3600)
-    for cloud in ("COMMUNITY", "SECURE"):
-        world.emulator.set_stock(RTX_4090, cloud, 0)
+    for gpu in (RTX_4090, RTX_3090):
+        world.emulator.set_stock(gpu, "SECURE", 0)
     job_id = world.submit(images=3, epochs=2)
 
     def waiting(w: LorabotWorld, j: int) -> bool:
         return bool(w.notices(j, NoticeKind.WAITING_GPU))
 
-    hook = When(waiting, lambda: world.emulator.set_stock(RTX_4090, "COMMUNITY", 2))
+    hook = When(waiting, lambda: world.emulator.set_stock(RTX_4090, "SECURE", 2))
 
     result = await drive(world, job_id, hooks=[hook])
 
@@ -157,7 +159,7 @@ async def test_no_stock_anywhere_then_stock_returns_reserves_later(fault_world: 
         world,
         job_id,
         case="no stock anywhere, then restocked",
-        fault="4090 stock 0 everywhere until the job says it waits",
+        fault="secure 4090 and 3090 stock 0 until the job says it waits",
         state=hook.fired_in or "",
         expect=JobStatus.SUCCEEDED,
         drive_result=result,
@@ -316,19 +318,20 @@ async def test_clock_jump_past_the_no_stock_deadline_fails_with_the_gpus_tried(
 ) -> None:
     started = time.monotonic()
     world = fault_world(no_stock_deadline_s=1800)
-    for cloud in ("COMMUNITY", "SECURE"):
-        world.emulator.set_stock(RTX_4090, cloud, 0)
+    for gpu in (RTX_4090, RTX_3090):
+        world.emulator.set_stock(gpu, "SECURE", 0)
     job_id = world.submit(images=3, epochs=2)
     hook = When(lambda w, j: bool(w.notices(j, NoticeKind.WAITING_GPU)), lambda: world.emulator.advance(1900))
 
     result = await drive(world, job_id, hooks=[hook])
 
-    assert "RTX 4090 (community)" in (world.job(job_id).failure_reason or "")
+    reason = world.job(job_id).failure_reason or ""
+    assert f"{RTX_4090} (secure)" in reason and f"{RTX_3090} (secure)" in reason, reason
     check_promises(
         world,
         job_id,
         case="clock jump: waiting for a GPU, past the no-stock deadline",
-        fault="no 4090 stock; clock jumps 1900 s (deadline 1800 s)",
+        fault="no secure 4090/3090 stock; clock jumps 1900 s (deadline 1800 s)",
         state=hook.fired_in or "",
         expect={JobStatus.FAILED_NO_CAPACITY},
         drive_result=result,

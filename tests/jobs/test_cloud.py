@@ -109,7 +109,7 @@ def test_no_request_can_put_the_volume_on_a_community_pod():
         gpu_request("vol123", cloud="COMMUNITY")
 
 
-# -- answers ------------------------------------------------------------------------------------------------------------
+# -- answers -----------------------------------------------------------------------------------------------------------
 
 
 async def test_volumes_are_created_and_found_again(cloud: AsyncCloud):
@@ -228,7 +228,7 @@ async def test_runpods_own_bill_for_a_pod_matches_the_emulators_meter(cloud: Asy
     assert sum(r.total_micros for r in records) == pytest.approx(compute + disk, abs=2)
 
 
-# -- the GraphQL fallback -----------------------------------------------------------------------------------------------
+# -- the GraphQL fallback ----------------------------------------------------------------------------------------------
 
 
 async def test_the_graphql_fallback_sees_the_same_account(emulator: RunpodEmulator):

@@ -107,9 +107,10 @@ class RunpodEmulator:
     def set_startup_delay(self, kind: str, seconds: float) -> None:
         self.account.set_startup_delay(kind, seconds)
 
-    def fail_next(self, count: int = 1, status: int | str = 500) -> None:
-        """The next `count` API calls fail: 500/502/503, "timeout" (held, then 504) or "disconnect"."""
-        self.server.fail_next(count, status)
+    def fail_next(self, count: int = 1, status: int | str = 500, *, operation: str | None = None) -> None:
+        """The next `count` API calls fail: 500/502/503, "timeout" (held, then 504) or "disconnect". With
+        `operation` (a REST operationId such as "deletePod") only calls of that operation fail."""
+        self.server.fail_next(count, status, operation)
 
     def never_start_next_pod(self, count: int = 1) -> None:
         """The next created pod(s) stay with runtime null forever (and bill), like a stuck image pull."""
@@ -132,6 +133,11 @@ class RunpodEmulator:
     def rate_limit_next(self, count: int = 1, retry_after_s: int = 1) -> None:
         """The next `count` REST calls get 429 with `Retry-After: retry_after_s` (GraphQL calls are not counted)."""
         self.server.rate_limit_next(count, retry_after_s)
+
+    def unplaceable(self, gpu_id: str, cloud: str) -> None:
+        """REST creates of `gpu_id` in `cloud` get RunPod's 400 "no longer any instances" although the catalog
+        still shows stock: RunPod warns that the catalog orders candidates and reserves nothing."""
+        self.account.unplaceable(gpu_id, cloud)
 
     def forbid(self, gpu_id: str, cloud: str) -> None:
         """REST creates of `gpu_id` (or a CPU flavor id) in `cloud` get 403, as for a pool the account can't use."""

@@ -135,7 +135,7 @@ class RestFront:
 
     async def _handle(self, operation_id: str, operation: Operation, request: web.Request) -> web.StreamResponse:
         server = self.server
-        fault = server.take_fault()
+        fault = server.take_fault(operation_id)
         if fault is not None:
             return await server.inject(request, fault, rest=True, operation=operation_id)
         raw = await request.read()

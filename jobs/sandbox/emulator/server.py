@@ -45,7 +45,8 @@ class EmulatorServer:
         self.hang_seconds = hang_seconds
         self.requests: list[RequestRecord] = []
         self.failures: list[str] = []
-        self._faults: list[int | str] = []
+        # (fault, operationId or None for any call); an operation-bound fault waits for that REST operation.
+        self._faults: list[tuple[int | str, str | None]] = []
         self._rate_limits: list[int] = []  # Retry-After seconds of the next rate-limited REST calls
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -56,19 +57,24 @@ class EmulatorServer:
         self.port = 0
 
     # ----- knobs -----
-    def fail_next(self, count: int = 1, status: int | str = 500) -> None:
+    def fail_next(self, count: int = 1, status: int | str = 500, operation: str | None = None) -> None:
         if status not in FAULT_KINDS:
             raise ValueError(f"status must be one of {FAULT_KINDS}, got {status!r}")
         with self._lock:
-            self._faults.extend([status] * count)
+            self._faults.extend([(status, operation)] * count)
 
     def rate_limit_next(self, count: int = 1, retry_after_s: int = 1) -> None:
         with self._lock:
             self._rate_limits.extend([retry_after_s] * count)
 
-    def take_fault(self) -> int | str | None:
+    def take_fault(self, operation: str | None = None) -> int | str | None:
+        """The next fault for a call of `operation` (None: a GraphQL call, which only takes unbound faults)."""
         with self._lock:
-            return self._faults.pop(0) if self._faults else None
+            for index, (fault, bound) in enumerate(self._faults):
+                if bound is None or bound == operation:
+                    del self._faults[index]
+                    return fault
+            return None
 
     def take_rate_limit(self) -> int | None:
         with self._lock:

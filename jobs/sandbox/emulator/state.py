@@ -99,6 +99,7 @@ class Account:
         # REST v2 knobs: the account's credit, pools it may not rent from, pods whose host went away.
         self.balance_micros = billing.dollars_to_micros("100")
         self.forbidden: set[tuple[str, str]] = set()  # (GPU id or CPU flavor id, cloud)
+        self.unplaceable_pools: set[tuple[str, str]] = set()  # shown in stock, refused at create
         self.lost_hosts: set[str] = set()
         (root / "pods").mkdir(parents=True, exist_ok=True)
         (root / "volumes").mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,10 @@ class Account:
     def set_balance(self, dollars: float) -> None:
         with self.lock:
             self.balance_micros = billing.dollars_to_micros(str(dollars))
+
+    def unplaceable(self, resource_id: str, cloud: str) -> None:
+        with self.lock:
+            self.unplaceable_pools.add((resource_id, cloud))
 
     def forbid(self, resource_id: str, cloud: str) -> None:
         """Creates for this GPU type (or CPU flavor) in `cloud` are refused as if the account lacked access."""
@@ -416,6 +421,8 @@ class Account:
     def _check_access_and_credit(self, resource_id: str, cloud: str, cost_per_hr_micros: int) -> None:
         if (resource_id, cloud) in self.forbidden:
             raise ApiError(f"Your account does not have access to {resource_id} in {cloud} cloud.", code=FORBIDDEN)
+        if (resource_id, cloud) in self.unplaceable_pools:
+            raise ApiError(NO_STOCK, code=INSUFFICIENT_CAPACITY)
         # A deploy needs at least one hour of the pod's price in credit.
         if cost_per_hr_micros > self.balance_micros:
             raise ApiError(INSUFFICIENT_BALANCE, code=PAYMENT_REQUIRED)
