@@ -40,3 +40,7 @@ async def fault_world(
     yield make
     for world in made:
         await world.orchestrator.cloud.close()
+    # Whatever the test did, lorabot never asked for a Community Cloud pod with the volume (RunPod refuses it).
+    community = [attempt for world in made for attempt in world.community_volume_attempts()]
+    if community:
+        pytest.fail("lorabot asked RunPod for a Community Cloud pod with a Network Volume:\n" + "\n".join(community))

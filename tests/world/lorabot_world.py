@@ -33,6 +33,7 @@ from jobs.presets import load_presets
 from jobs.prices import StaticPriceProvider
 from jobs.queue import JobPlan, submit
 from jobs.sandbox.emulator import RunpodEmulator
+from jobs.sandbox.emulator.state import NETWORK_VOLUME_SECURE_ONLY
 from jobs.sandbox.recipe import sandbox_recipe
 from jobs.spec import UserOptions
 from jobs.states import JobStatus, NoticeKind
@@ -284,3 +285,14 @@ class LorabotWorld:
         self.emulator.wait_until(
             lambda: not any(p.process_alive for p in self.emulator.all_pods()), timeout, "every pod process to exit"
         )
+
+    def community_volume_attempts(self) -> list[str]:
+        """Every time lorabot asked RunPod for a Community Cloud pod with the Network Volume (which RunPod refuses:
+        volumes mount only on Secure Cloud pods), or got one: must stay empty in every world lorabot drives."""
+        asked = [
+            f"{r.operation} at sim {r.sim_time:.0f} s: {'; '.join(r.errors)}"
+            for r in self.emulator.requests
+            if any(NETWORK_VOLUME_SECURE_ONLY in e for e in r.errors)
+        ]
+        made = [f"pod {p.id} ({p.name})" for p in self.emulator.all_pods() if p.cloud == "COMMUNITY" and p.volume_id]
+        return asked + made
