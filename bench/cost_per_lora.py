@@ -7,13 +7,14 @@ is `bench.gpu_overhead`'s (issue 5): CPU stage 30 min (a recipe step that sleeps
 pod start-up 2 min, training 50 min. The job here has seed 000's 59 images and 10 epochs (10 checkpoints, 10 rounds
 of samples) at 1 repeat: each of the stand-in trainer's 590 steps stands for 10 of seed 000's, at 590 / 3,000 it/s.
 (Run at 5,900 real stand-in steps, the stand-in's ~1 ms of real work per step, times the time scale, adds 7
-simulated minutes of training that a 4090 would not spend.) Two worlds
-run side by side, each with its own RunPod emulator, database and bucket: one has community 4090s in stock, the
-other has none, so its jobs fall back to secure cloud, as seed 000's did in EU-RO-1. In each world a cold job
-(empty volume: CPU pod first) is followed by a warm one (environment and model already on the volume).
+simulated minutes of training that a 4090 would not spend.) The world is the REST v2 emulator with lorabot's
+default fallback: the Secure Cloud 4090 (the only cloud whose pods mount the Network Volume), as seed 000 ran in
+EU-RO-1. A cold job (empty volume: CPU pod first) is followed by a warm one (environment and model already on the
+volume).
 
 Every figure is what `jobs.ledger.job_cost` reads from the database after the job (volume by started hour, pods
-per second at the rate RunPod reported), checked against the emulator's own bill of the same pods.
+per second at the rate RunPod reported, container disk included), checked against RunPod's own billing records
+for the same pods (`GET /v2/billing/pods`, compute + disk, read through lorabot's REST client).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from jobs.sandbox.emulator import RunpodEmulator
 from jobs.states import JobStatus, PodRole
 from storage.db import make_engine, make_session_factory, migrate, session_scope
 from storage.models import Job, Pod
-from tests.world.lorabot_world import RTX_4090, LorabotWorld
+from tests.world.lorabot_world import LorabotWorld
+from tests.world.money import fetch_pod_billing, record_total
 from tests.world.s3 import S3Server, S3World
 
 SEED_IMAGES, SEED_REPEATS, SEED_EPOCHS = 59, 10, 10
@@ -60,7 +62,8 @@ class PodLine:
     rate_micros_per_hour: int
     billed_s: int
     ledger_micros: int
-    emulator_micros: int
+    disk_micros: int
+    runpod_micros: int
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def submit_seed_job(world: LorabotWorld, user_id: int) -> int:
 
 
 def read_result(world: LorabotWorld, label: str, kind: str, job_id: int) -> JobResult:
-    billed_by_emulator = {p.name: p for p in world.emulator.all_pods()}
+    runpod_ids = {p.name: p.id for p in world.emulator.all_pods()}
     now = world.now()
     with session_scope(world.sessions) as s:
         job = s.get(Job, job_id)
@@ -96,11 +99,12 @@ def read_result(world: LorabotWorld, label: str, kind: str, job_id: int) -> JobR
         pods = list(s.query(Pod).filter(Pod.job_id == job_id).order_by(Pod.id))
         window = ledger.job_volume_window(pods, now)
         hours = ledger.volume_billed_hours(*window) if window else 0
+        bills = fetch_pod_billing(world, [runpod_ids[p.name] for p in pods if p.name in runpod_ids])
         lines = []
         for pod in pods:
             start_end = ledger.pod_billing_window(pod, now)
             seconds = ledger.billed_seconds(*start_end) if start_end else 0
-            emulated = billed_by_emulator[pod.name]
+            records = bills.get(runpod_ids.get(pod.name, ""), [])
             label_text = (
                 f"{pod.gpu_type_id.replace('NVIDIA GeForce ', '')} ({(pod.cloud_type or '').title()} Cloud)"
                 if pod.role is PodRole.GPU and pod.gpu_type_id
@@ -113,7 +117,8 @@ def read_result(world: LorabotWorld, label: str, kind: str, job_id: int) -> JobR
                     pod.cost_per_hr_micros or 0,
                     seconds,
                     ledger.pod_cost_so_far(pod, now),
-                    emulated.cost_micros,
+                    ledger.pod_charge(pod, now).disk_micros,
+                    sum(record_total(r) for r in records),
                 )
             )
         volume_gb = world.orchestrator.config.volume_size_gb
@@ -126,10 +131,8 @@ def _training_seconds(world: LorabotWorld, job_id: int) -> float:
     return (_iso(timings["finished_at"]) - _iso(timings["training_started_at"])).total_seconds()
 
 
-async def run_world(label: str, server: S3Server, time_scale: float, community: bool, warm: bool) -> list[JobResult]:
+async def run_world(label: str, server: S3Server, time_scale: float, warm: bool) -> list[JobResult]:
     emulator = RunpodEmulator(time_scale=time_scale, startup_delay_s={"gpu": GPU_STARTUP_S, "cpu": 30}).start()
-    if not community:
-        emulator.set_stock(RTX_4090, "COMMUNITY", 0)
     results = []
     try:
         s3 = S3World(server)
@@ -185,23 +188,23 @@ def print_job(result: JobResult) -> None:
         f"\n{result.world}, {result.kind} job (seed 000's {SEED_STEPS:,} steps as {STANDIN_STEPS} stand-in steps; "
         f"training {result.training_s / 60:.1f} min):"
     )
-    print("| item | rate | time | cost (ledger) | cost (emulator's bill) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| item | rate | time | cost (ledger) | of which container disk | RunPod's billing records |")
+    print("|---|---:|---:|---:|---:|---:|")
     volume_rate = ledger.volume_rate_micros_per_hour(result.volume_gb)
     print(
         f"| Network Volume {result.volume_gb}GB | {rate(volume_rate)} | {result.volume_hours} h (started hours) | "
-        f"{usd(c.volume_micros)} | - |"
+        f"{usd(c.volume_micros)} | - | - |"
     )
     for pod in result.pods:
         print(
             f"| {pod.label} | {rate(pod.rate_micros_per_hour)} | {pod.billed_s / 60:.1f} min | "
-            f"{usd(pod.ledger_micros)} | {usd(pod.emulator_micros)} |"
+            f"{usd(pod.ledger_micros)} | {usd(pod.disk_micros)} | {usd(pod.runpod_micros)} |"
         )
-    emulator_total = sum(p.emulator_micros for p in result.pods)
+    runpod_total = sum(p.runpod_micros for p in result.pods)
     ledger_pods = sum(p.ledger_micros for p in result.pods)
-    print(f"| Total | | | **{usd(c.total_micros)}** | pods {usd(emulator_total)} |")
-    diff = ledger_pods - emulator_total
-    print(f"pods: ledger {ledger_pods:,} µ$, emulator's bill {emulator_total:,} µ$ ({diff:+,} µ$)")
+    print(f"| Total | | | **{usd(c.total_micros)}** | {usd(c.disk_micros)} | pods {usd(runpod_total)} |")
+    diff = ledger_pods - runpod_total
+    print(f"pods: ledger {ledger_pods:,} µ$, RunPod's billing records {runpod_total:,} µ$ ({diff:+,} µ$)")
 
 
 def main() -> int:
@@ -217,15 +220,7 @@ def main() -> int:
         s3_env = S3World(server).env
         os.environ.update({k: v for k, v in s3_env.items() if k != "LORABOT_S3_BUCKET"})
 
-        async def both() -> tuple[list[JobResult], list[JobResult]]:
-            return await asyncio.gather(
-                run_world("community 4090", server, args.time_scale, community=True, warm=not args.no_warm),
-                run_world(
-                    "secure 4090 (no community stock)", server, args.time_scale, community=False, warm=not args.no_warm
-                ),
-            )
-
-        results = [r for world in asyncio.run(both()) for r in world]
+        results = asyncio.run(run_world("secure 4090", server, args.time_scale, warm=not args.no_warm))
     finally:
         server.stop()
     print(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -75,7 +76,7 @@ async def run(time_scale: float) -> dict[str, Any]:
             for label in ("cold", "warm"):
                 job_id = world.submit(images=IMAGES, epochs=EPOCHS, user_id=7 if label == "cold" else 8)
                 await world.run_until(
-                    lambda job_id=job_id: world.status(job_id).is_terminal(),
+                    functools.partial(_finished, world, job_id),
                     timeout=3 * (CPU_STAGE_S + TRAINING_S) / time_scale,
                     interval=min(0.05, 5 / time_scale),
                 )
@@ -96,6 +97,10 @@ async def run(time_scale: float) -> dict[str, Any]:
         emulator.stop()
         server.stop()
     return results
+
+
+def _finished(world: LorabotWorld, job_id: int) -> bool:
+    return world.status(job_id).is_terminal()
 
 
 def main() -> None:

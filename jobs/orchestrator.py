@@ -1205,6 +1205,7 @@ def _cost_payload(s: Session, job_id: int, now: dt.datetime) -> dict[str, Any]:
         "volume_micros": cost.volume_micros,
         "cpu_pod_micros": cost.cpu_pod_micros,
         "gpu_pod_micros": cost.gpu_pod_micros,
+        "disk_micros": cost.disk_micros,
         "total_micros": cost.total_micros,
         "live": cost.live,
     }

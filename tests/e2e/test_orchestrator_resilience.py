@@ -120,6 +120,8 @@ async def test_cancel_at_any_moment_leaves_zero_pods_after_one_call(lorabot_worl
     assert world.running_pods() == []
     notice = world.notices(job_id, NoticeKind.CANCELLED)[-1].payload_json
     assert "total_micros" in notice["cost"] and notice["cost"]["live"] is False
+    if moment == "training":  # pods have run for minutes: their container disk is in the bill, and named
+        assert 0 < notice["cost"]["disk_micros"] < notice["cost"]["total_micros"]
     again = await world.orchestrator.cancel(job_id, by="user 1001")
     assert again.status is JobStatus.CANCELLED
     assert len(world.notices(job_id, NoticeKind.CANCELLED)) == 1
