@@ -255,7 +255,11 @@ async def build_runtime(
         presets=load_presets(),
         catalog=load_catalog(),
         # RunPod's live prices through the same cloud the orchestrator rents from (the sandbox's: its emulator).
-        prices=LivePriceProvider(cloud.cloud, data_center_id=settings.runpod.data_centers[0]),
+        prices=LivePriceProvider(
+            cloud.cloud,
+            data_center_id=settings.runpod.data_centers[0],
+            origin="live RunPod prices" if settings.effective_cloud == "runpod" else "sandbox prices (simulated, $0)",
+        ),
         limits=IngestLimits(max_zip_bytes=settings.limits.max_dataset_mb * 1024 * 1024),
         executor=executor,
     )

@@ -72,10 +72,12 @@ class PriceSource:
     age_s: int = 0
     # Why the built-in table is in use: RunPod's error, cut short.
     reason: str | None = None
+    # Whose catalog answered: RunPod's, or the $0 sandbox's emulator (whose prices only imitate RunPod's).
+    origin: str = "live RunPod prices"
 
     def describe(self) -> str:
         if self.live:
-            return f"live RunPod prices, {_age(self.age_s)} old"
+            return f"{self.origin}, {_age(self.age_s)} old"
         if self.reason:
             return f"built-in prices (RunPod could not be asked: {self.reason})"
         return "built-in prices"
@@ -184,8 +186,10 @@ class LivePriceProvider:
         timeout_s: float = 15.0,
         built_in: PriceTable | None = None,
         clock: Callable[[], float] = time.monotonic,
+        origin: str = "live RunPod prices",
     ) -> None:
         self._cloud = cloud
+        self._origin = origin
         self._data_center_id = data_center_id
         self.max_age_s = max_age_s
         self.retry_after_failure_s = retry_after_failure_s
@@ -235,7 +239,8 @@ class LivePriceProvider:
         age = self.age_s
         if self._gpus is None or age is None:
             return replace(self._built_in, source=PriceSource(live=False, reason=self._failure))
-        return replace(self._built_in, gpus=self._gpus, source=PriceSource(live=True, age_s=int(age)))
+        source = PriceSource(live=True, age_s=int(age), origin=self._origin)
+        return replace(self._built_in, gpus=self._gpus, source=source)
 
 
 def live_gpus(offers: Sequence[CloudGpuOffer], built_in: Sequence[GpuOffer]) -> tuple[GpuOffer, ...]:

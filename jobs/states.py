@@ -7,7 +7,7 @@ The job state machine (``ALLOWED_TRANSITIONS`` below is the source of truth; thi
     /train ──► QUEUED ──► PREPARING ──► TRAINING ──► COLLECTING ──► SUCCEEDED              (TRAINING)
                   │            │          │   ▲            │
                   │            │          ▼   │            │
-                  │            │       INTERRUPTED         │      (spot reclaimed / pod lost: resume from
+                  │            │       INTERRUPTED         │      (GPU host lost: resume from
                   │            │          │                │       the last --save_state on a new pod)
                   ▼            ▼          ▼                ▼
         any non-terminal ──► CANCELLING ──► CANCELLED            (/cancel: pods terminated, cost kept)
@@ -34,7 +34,7 @@ class JobStatus(enum.StrEnum):
     PREPARING = "preparing"
     # A GPU pod runs sd-scripts; epochs, samples and checkpoints arrive in the bucket.
     TRAINING = "training"
-    # The GPU pod went away mid-training (spot reclaim, host loss); the job resumes from its last saved state.
+    # The GPU pod went away mid-training (its host was lost); the job resumes from its last saved state.
     INTERRUPTED = "interrupted"
     # Training finished; the final LoRA is being verified (sha256) and the pods torn down.
     COLLECTING = "collecting"
@@ -121,7 +121,7 @@ class PodStatus(enum.StrEnum):
     TERMINATING = "terminating"
     # Gone for good; billing stopped at ``terminated_at``.
     TERMINATED = "terminated"
-    # RunPod no longer knows the pod although we never terminated it (spot reclaim, host loss).
+    # RunPod no longer knows the pod although we never terminated it (its host was lost).
     LOST = "lost"
 
     def is_live(self) -> bool:

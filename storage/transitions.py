@@ -429,7 +429,7 @@ def set_pod_exited(session: Session, pod_id: int, *, now: dt.datetime, exit_reas
 
 
 def set_pod_lost(session: Session, pod_id: int, *, exit_reason: str) -> Pod:
-    """RunPod no longer knows a pod we never terminated (spot reclaim, host loss).
+    """RunPod no longer knows a pod we never terminated (its host was lost).
 
     The row stays live (not TERMINATED) until the orchestrator records when billing ended with
     ``set_pod_terminated``: only it knows whether to take the last look or the loss as the end.

@@ -1,4 +1,5 @@
-"""In Discord, /train's plan and /models quote RunPod's live Secure Cloud prices and say how old they are."""
+"""In Discord, /train's plan and /models quote the live catalog's Secure Cloud prices and say how old they are and
+whose they are (the test world's bot runs the $0 sandbox, whose emulated catalog must not pass for RunPod's)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ async def test_the_train_plan_quotes_runpods_live_secure_price(bot_world: BotWor
     plan = await bw.train(dataset_zip(4, size=256), name="live", epochs=1, repeats=1, trigger="kana")
 
     text = plan.text()
-    assert "Prices: live RunPod prices, less than a minute old" in text, text
+    assert "Prices: sandbox prices (simulated, $0), less than a minute old" in text, text
     assert "Estimated cost (secure cloud)" in text and "community" not in text
     assert "GPU RTX 4090 (Secure Cloud)" in text
 
@@ -40,4 +41,4 @@ async def test_models_lists_the_gpus_with_live_prices_and_stock(bot_world: BotWo
 
     assert "illustrious-xl-v0.1" in reply.content
     assert "`4090` · RTX 4090 · 24 GB · $0.79/h · stock " in reply.content
-    assert "Prices: live RunPod prices, less than a minute old" in reply.content
+    assert "Prices: sandbox prices (simulated, $0), less than a minute old" in reply.content

@@ -10,16 +10,17 @@ from tests.faults.harness import Outcome
 
 HEADER = """# Fault suite
 
-Every case runs one job through the whole back end (orchestrator + SQLite + RunPod emulator with the real `runpod`
-SDK + moto S3 with real boto3 + pods running the real agent and the stand-in sd-scripts), injects one fault, and
-checks the same four promises (`tests/faults/harness.py`, `check_promises`):
+Every case runs one job through the whole back end (orchestrator + SQLite + the RunPod emulator, spoken to over
+REST v2 by lorabot's own client and checked against RunPod's published contract + moto S3 with real boto3 + pods
+running the real agent and the stand-in sd-scripts), injects one fault, and checks the same four promises
+(`tests/faults/harness.py`, `check_promises`):
 
 1. the job ends `succeeded` or `failed_*` with a reason, within a real-time bound (a hang fails the case);
 2. no pod is left at RunPod (emulator's record) and no pod process on the machine;
-3. the ledger's pod cost equals the emulator's billing within 1%, plus the money inside the create and terminate
-   round trips that no ledger could place (recorded by `tests/world/timed_cloud.py`; the scaled clock stretches a
-   slow moment of the test machine 120-fold) and one second of rounding per billed window (both sides bill a
-   started second);
+3. the ledger's pod cost (compute + container disk) equals RunPod's own billing records (`GET /v2/billing/pods`)
+   within 1%, plus the money inside the create and terminate round trips that no ledger could place (recorded by
+   `tests/world/timed_cloud.py`; the scaled clock stretches a slow moment of the test machine 120-fold) and one
+   second of rounding per billed window (both sides bill a started second);
 4. no notice lost or duplicated: unique idempotency keys, exactly one terminal notice, epochs announced exactly
    1..N for a succeeded job (the Discord cases run the real bot: discord.py and the outbox worker put every notice
    into the job's thread exactly once, in order, through 429s, 5xx and a lost answer).

@@ -9,7 +9,7 @@ import pytest
 
 from jobs.cloud import AsyncCloud
 from jobs.planning import make_plan
-from jobs.prices import LivePriceProvider, StaticPriceProvider, built_in_table
+from jobs.prices import LivePriceProvider, PriceSource, StaticPriceProvider, built_in_table
 from jobs.runpod_graphql import GraphqlClient
 from jobs.sandbox.emulator import RunpodEmulator
 from jobs.spec import UserOptions
@@ -146,3 +146,9 @@ async def test_the_built_in_provider_needs_no_refresh() -> None:
 def _total(text: str) -> float:
     line = next(line for line in text.splitlines() if line.startswith("| secure |"))
     return float(line.rsplit("**$", 1)[1].split("**")[0])
+
+
+def test_prices_from_the_sandbox_catalog_say_so_and_never_pass_for_runpods() -> None:
+    assert PriceSource(live=True, age_s=20, origin="sandbox prices (simulated, $0)").describe() == (
+        "sandbox prices (simulated, $0), less than a minute old"
+    )
