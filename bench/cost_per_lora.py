@@ -158,6 +158,7 @@ async def run_world(label: str, server: S3Server, time_scale: float, warm: bool)
                     interval=min(0.05, 5 / time_scale),
                 )
                 results.append(read_result(world, label, kind, job_id))
+            await world.orchestrator.cloud.close()
     finally:
         emulator.stop()
     return results

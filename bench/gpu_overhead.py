@@ -93,6 +93,7 @@ async def run(time_scale: float) -> dict[str, Any]:
                     "ratio": round(billed / training, 3),
                     "pods_cost_usd": cost / 1e6,
                 }
+            await world.orchestrator.cloud.close()
     finally:
         emulator.stop()
         server.stop()
