@@ -1,7 +1,9 @@
-"""Headless Chromium through Selenium for the upload page; tests skip (saying how to install) when it is missing."""
+"""Headless Chromium through Selenium for the upload page. Where it is missing the tests skip, saying loudly how to
+install it; under `CI=true` they fail instead (CI must run every tier)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -23,6 +25,8 @@ def chromium_paths() -> tuple[str, str] | None:
 def chrome() -> Iterator[object]:
     paths = chromium_paths()
     if paths is None:
+        if os.environ.get("CI", "").lower() in ("1", "true"):
+            pytest.fail("CI=true but the browser tier cannot run. " + INSTALL_HINT, pytrace=False)
         pytest.skip(INSTALL_HINT)
     webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (in the test extras)")
     from selenium.webdriver.chrome.options import Options
