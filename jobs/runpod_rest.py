@@ -182,12 +182,13 @@ def create_pod_body(req: PodRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": req.name,
         "image": req.image,
-        "args": req.args,
         "env": dict(req.env),
         "disk": req.container_disk_gb,
         "cloud": req.cloud,
         "dataCenterIds": [req.data_center_id],
     }
+    if req.args is not None:  # the contract's `args` is a string: no args means the image's own command
+        body["args"] = req.args
     if req.network_volume_id:
         body["mounts"] = {"network": [{"volumeId": req.network_volume_id, "path": req.volume_mount_path}]}
     if req.gpu_type_id is None:

@@ -22,6 +22,7 @@ from jobs.cloud import (
 )
 from jobs.runpod_rest import RestClient, create_pod_body
 from jobs.sandbox.emulator import RunpodEmulator
+from jobs.sandbox.emulator.contract import runpod_contract
 
 RTX_4090 = "NVIDIA GeForce RTX 4090"
 RTX_3090 = "NVIDIA GeForce RTX 3090"
@@ -102,6 +103,35 @@ def test_a_cpu_pod_body_names_a_flavor_and_a_vcpu_count_and_no_template():
 def test_a_cpu_pod_needs_a_power_of_two_vcpus(vcpus: int):
     with pytest.raises(ValueError, match="power of two"):
         cpu_request("vol123", cpu_vcpu_count=vcpus)
+
+
+@pytest.mark.parametrize("volume", [None, "vol123"], ids=["no volume", "volume"])
+@pytest.mark.parametrize("args", [None, "python3 -c 'print(1)'"], ids=["no args", "args"])
+@pytest.mark.parametrize("env", [{}, {"LORABOT_STAGE": "train", "HF_TOKEN": "x"}], ids=["no env", "env"])
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {"gpu_type_id": RTX_4090},
+        {"gpu_type_id": "NVIDIA RTX A5000", "container_disk_gb": 200},
+        {"cpu_flavor_id": "cpu3g", "cpu_vcpu_count": 2, "container_disk_gb": 5},
+        {"cpu_flavor_id": "cpu3c", "cpu_vcpu_count": 8},
+        {"cpu_flavor_id": "cpu5c", "cpu_vcpu_count": 32},
+    ],
+    ids=["gpu 4090", "gpu a5000 big disk", "cpu3g 2", "cpu3c 8", "cpu5c 32"],
+)
+def test_every_create_body_the_adapter_can_make_is_valid_under_runpods_contract(
+    volume: str | None, args: str | None, env: dict[str, str], pod: dict[str, object]
+):
+    request = PodRequest(
+        name="lorabot-j1-gpu-2",
+        image="runpod/base:1.0.2-ubuntu2204",
+        args=args,
+        env=env,
+        network_volume_id=volume,
+        data_center_id="US-KS-2",
+        **pod,  # type: ignore[arg-type]
+    )
+    assert runpod_contract().check_request_body("createPod", create_pod_body(request)) == []
 
 
 def test_no_request_can_put_the_volume_on_a_community_pod():
