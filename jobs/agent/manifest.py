@@ -11,6 +11,7 @@ from typing import Any
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PYTHON_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
 PLACEHOLDERS = (
     "{python}",
     "{venv}",
@@ -78,6 +79,8 @@ class Manifest:
     stages: list[str]
     env_name: str
     env_python: str
+    # major.minor the venv's interpreter must be (None in recipes written before the recipe recorded it).
+    env_python_version: str | None
     env_steps: list[EnvStep]
     launcher: list[str]
     gpu_check: list[str]
@@ -140,6 +143,14 @@ def _model_file(data: Any, where: str) -> ModelFile:
         size_hint=positive(data.get("size_hint")),
         token_env=data.get("token_env") or None,
     )
+
+
+def _python_version(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PYTHON_VERSION.match(value):
+        raise ManifestError(f"manifest env.python_version must be a major.minor like '3.11', got {value!r}")
+    return value
 
 
 def recipe_hash(env: dict[str, Any]) -> str:
@@ -218,6 +229,7 @@ def parse_manifest(body: bytes) -> Manifest:
         stages=list(stages),
         env_name=_require(env, "name", str, "env."),
         env_python=_require(env, "python", str, "env."),
+        env_python_version=_python_version(env.get("python_version")),
         env_steps=steps,
         launcher=_argv(env.get("launcher"), "env.launcher"),
         gpu_check=_argv(env.get("gpu_check"), "env.gpu_check"),

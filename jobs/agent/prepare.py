@@ -19,6 +19,7 @@ from .fsutil import atomic_write, fsync_dir, sha256_file, write_if_changed
 from .manifest import ModelFile
 from .net import HttpFailure, Stopped
 from .report import Reporter
+from .venvcheck import interpreter_problem
 
 # Guesses for the ETA until the run has measured something better.
 DEFAULT_ENV_STEP_S = 60.0
@@ -123,6 +124,13 @@ class Prepare:
                     )
                 self.rep.step("env", env_steps_done=index + 1)
                 self._publish()
+            # The venv's interpreter must be the Python the recipe records before the volume calls it COMPLETE:
+            # a GPU pod would find out only after it is billed.
+            problem = None
+            if layout.venv.is_dir():
+                problem = interpreter_problem(layout.venv, self.m.env_python_version, self.ctx.child_env())
+            if problem is not None:
+                raise StageFailed("env_mismatch", f"{problem}; the environment is not marked complete")
             recipe = {"name": self.m.env_name, "hash": self.m.recipe_hash, "built_at": self.ctx.clock.iso()}
             atomic_write(layout.env_complete, json.dumps(recipe, sort_keys=True).encode())
         self._done("env", started, cached=False)

@@ -24,6 +24,7 @@ from .ledger import Ledger
 from .net import HttpFailure, Stopped
 from .report import Reporter, log_tail
 from .trainlog import TrainLog, classify_failure
+from .venvcheck import interpreter_problem
 
 # Real seconds between two looks at the trainer (scaled by the clock, bounded so tests stay fast and real
 # pods do not spin).
@@ -32,6 +33,8 @@ MAX_TICK_S = 1.0
 # Real seconds the trainer gets between SIGTERM and SIGKILL: RunPod's grace period is ~5 s for everything.
 TRAINER_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
+# The recipe's `gpu_check` exits with this when torch imports but CUDA is not available (docs/CONTRACTS.md).
+GPU_CHECK_NO_CUDA = 3
 
 
 def _die_with_parent() -> None:
@@ -86,20 +89,50 @@ class Train:
         self.rep.log("READY found")
 
     def check_gpu(self) -> None:
+        """The first step on the GPU pod, three distinct failures with their cause:
+        `env_mismatch`: the venv's interpreter is missing here or another Python than the one that built it (or than
+        the recipe records): another pod of the same image would fail the same way;
+        `env_broken`: the recipe's check exits with anything but 0 or 3 (torch does not import: its last line says
+        why): the cached environment must be rebuilt;
+        `no_gpu`: the check exits 3 (torch imports, CUDA is not available): this pod's fault."""
         clock = self.ctx.clock
         started = clock.now()
         self.rep.step("gpu_check", state="running")
         self.rep.phase("checking_gpu")
         if not self.layout.env_complete.is_file():
             raise StageFailed("env_build", f"the environment {self.m.recipe_hash} is not complete on the volume")
+        problem = interpreter_problem(self.layout.venv, self.m.env_python_version, self.ctx.child_env())
+        if problem is not None:
+            raise StageFailed("env_mismatch", f"{problem}; training was not started")
+        with open(self.log_path, "ab") as log:
+            log_offset = log.tell()
         code = run_logged(self.layout.expand_argv(self.m.gpu_check), self.log_path, self.ctx.stop, self.ctx.child_env())
-        if code != 0:
+        said = self._last_line_since(log_offset)
+        if code == GPU_CHECK_NO_CUDA:
             raise StageFailed(
                 "no_gpu",
-                f"the GPU check exited with code {code}: torch does not see a CUDA GPU on "
-                "this pod, so training was not started",
+                "torch imports but does not see a CUDA GPU on this pod"
+                + (f" ({said})" if said else "")
+                + ", so training was not started",
             )
+        if code != 0:
+            raise StageFailed(
+                "env_broken",
+                f"the GPU check exited with code {code}: "
+                + (said or "it printed nothing")
+                + f"; the environment {self.m.recipe_hash} on the volume is broken and must be rebuilt",
+            )
+        if said:
+            self.rep.log(f"GPU check: {said}")
         self.rep.step("gpu_check", state="done", seconds=round(clock.now() - started, 3))
+
+    def _last_line_since(self, offset: int) -> str:
+        """The last non-empty line the check wrote to the log (a traceback's last line is its exception)."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read()[-8192:].decode("utf-8", "replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1][:500] if lines else ""
 
     # --- the trainer ------------------------------------------------------------------------------------------
     def launch(self) -> None:

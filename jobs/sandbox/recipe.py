@@ -15,14 +15,23 @@ COPY_TREE = (
     "import shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2], "
     "ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))"
 )
-FAKE_GPU_CHECK = "import os,sys; sys.exit(0 if os.environ.get('LORABOT_FAKE_GPU') else 3)"
+# Exits as the real check does (jobs/recipe.py GPU_CHECK): 3 with the reason when there is no (fake) GPU.
+FAKE_GPU_CHECK = (
+    "import os,sys\n"
+    "gpu = os.environ.get('LORABOT_FAKE_GPU')\n"
+    "print(f'sees {gpu}' if gpu else 'no LORABOT_FAKE_GPU on this pod: no CUDA device', file=sys.stderr)\n"
+    "sys.exit(0 if gpu else 3)\n"
+)
 
 
-def sandbox_recipe(standin_dir: Path, python: str | None = None) -> dict[str, Any]:
-    """`standin_dir` is the stand-in sd-scripts folder (jobs/sandbox/sdscripts); `python` builds the venv."""
-    return {
+def sandbox_recipe(standin_dir: Path, python: str | None = None, python_version: str | None = None) -> dict[str, Any]:
+    """`standin_dir` is the stand-in sd-scripts folder (jobs/sandbox/sdscripts); `python` builds the venv and
+    `python_version` is its major.minor (this interpreter's when `python` is not given; unrecorded otherwise)."""
+    if python is None:
+        python, python_version = sys.executable, python_version or f"{sys.version_info[0]}.{sys.version_info[1]}"
+    recipe: dict[str, Any] = {
         "name": "sandbox-standin-sd-scripts",
-        "python": python or sys.executable,
+        "python": python,
         "steps": [
             {"name": "venv", "argv": ["{python}", "-m", "venv", "--without-pip", "{venv}"]},
             {"name": "sd-scripts", "argv": ["{python}", "-c", COPY_TREE, str(standin_dir), "{sd_scripts}"]},
@@ -30,3 +39,6 @@ def sandbox_recipe(standin_dir: Path, python: str | None = None) -> dict[str, An
         "launcher": ["{venv}/bin/python"],
         "gpu_check": ["{venv}/bin/python", "-c", FAKE_GPU_CHECK],
     }
+    if python_version is not None:
+        recipe["python_version"] = python_version
+    return recipe
