@@ -67,11 +67,15 @@ def interpreter_problem(venv: Path, expected: str | None, env: dict[str, str]) -
         errors = done.stderr.decode("utf-8", "replace").strip().splitlines()
         cause = errors[-1] if errors else f"exit code {done.returncode}"
         return f"the venv's interpreter {python}{_points_to(python)} does not start on this pod: {cause}"
-    for wanted, by in ((built, f"the venv was built by Python {built}"), (expected, f"the recipe records {expected}")):
-        if wanted and running != wanted:
-            return (
-                f"the venv's interpreter {python}{_points_to(python)} is Python {running} on this pod, but {by} "
-                f"(its packages are in lib/python{built or wanted}/): the images that built and run the venv "
-                "have different Pythons at that path"
-            )
+    if built and running != built:
+        return (
+            f"the venv's interpreter {python}{_points_to(python)} is Python {running} on this pod, but the venv was "
+            f"built by Python {built} (its packages are in lib/python{built}/): the image that built it has another "
+            "Python at that path than this pod's image"
+        )
+    if expected and running != expected:
+        return (
+            f"the venv's interpreter {python}{_points_to(python)} is Python {running}, but the recipe records "
+            f"{expected}: the recipe's interpreter is not the Python it says"
+        )
     return None

@@ -127,7 +127,7 @@ def test_a_venv_of_another_python_than_the_recipe_records_is_never_marked_comple
     assert agent.run(job, "prepare")[0] == 1
     error = job.status("prepare")["error"]
     assert error["kind"] == "env_mismatch"
-    assert f"is Python {REAL_VERSION} on this pod, but the recipe records {OTHER_VERSION}" in error["message"]
+    assert f"is Python {REAL_VERSION}, but the recipe records {OTHER_VERSION}" in error["message"]
     assert not list((volume / "lorabot/env").glob("*/COMPLETE"))
 
 
