@@ -78,10 +78,23 @@ _TRAINER_HINTS = {
     "no_gpu": "the pod had no usable GPU (CUDA not available); the job can be retried on another pod",
     "hang": "sd-scripts stopped making progress; /retry resumes from the last saved epoch",
 }
+# The cached environment on the volume does not work (jobs/agent/train.py check_gpu): the operator's to fix, so the
+# job fails as internal, with what to do.
+_ENV_HINTS = {
+    "env_mismatch": "the cached environment's venv cannot run on this pod's image: its interpreter is missing or "
+    "another Python than the one that built it. Another pod of the same image fails the same way, so no new pod is "
+    "tried; an operator must make the recipe's interpreter (jobs/recipe.py VENV_PYTHON) exist at the recorded "
+    "version on both the CPU and the GPU image",
+    "env_broken": "the cached environment on the volume is broken (torch does not import in it). Every pod uses the "
+    "same environment, so no new pod is tried; it must be rebuilt: an operator deletes lorabot/env/<hash> on the "
+    "volume (or changes the recipe), and the next job's CPU stage builds it again",
+}
 # Agent error kinds that are the user's (their data, or sd-scripts on their options): a new pod would fail the same
 # way, so the job fails at once. Any other failure (env_build, model_download, no_gpu, ready_timeout, internal,
 # agent_restarted, ...) may be the pod's: one new pod is tried first.
 _USERS_FAILURES = frozenset({"dataset", "oom", "nan", "assertion", "missing_file", "trainer_crash", "hang"})
+# Failures any new pod meets again: the user's, and an environment on the volume that does not work.
+_FAILS_ON_EVERY_POD = _USERS_FAILURES | frozenset(_ENV_HINTS)
 # How many times a job's CPU or GPU agent that restarts, stops reporting or fails on the pod's side is replaced
 # before the job fails with the agent's own error (lost GPU hosts are counted apart, by max_gpu_attempts).
 _AGENT_REPLACEMENTS = 1
@@ -636,7 +649,7 @@ class Orchestrator:
             job_status = JobStatus.FAILED_TRAINER
         else:
             job_status = JobStatus.FAILED_INTERNAL
-        hint = _TRAINER_HINTS.get(kind)
+        hint = _TRAINER_HINTS.get(kind) or _ENV_HINTS.get(kind)
         reason = f"{stage} failed ({kind}): {message}{note}" + (f" — {hint}" if hint else "")
         await self._fail(job_id, job_status, reason)
 
@@ -1162,10 +1175,11 @@ _SEEN_TEXT = {
 
 
 def _users_failure(status: dict[str, Any] | None) -> bool:
-    """A failure a new pod would meet again (the user's data or options): the job fails at once."""
+    """A failure a new pod would meet again (the user's data or options, or the environment on the volume): the job
+    fails at once."""
     if status is None or status.get("phase") != "failed":
         return False
-    return str((status.get("error") or {}).get("kind") or "internal") in _USERS_FAILURES
+    return str((status.get("error") or {}).get("kind") or "internal") in _FAILS_ON_EVERY_POD
 
 
 def _agent_trouble(status: dict[str, Any] | None, role: str, stage: str) -> str | None:
