@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.world.fixtures_lorabot import tear_down_worlds
 from tests.world.lorabot_world import LorabotWorld
 from tests.world.s3 import S3World
 
@@ -38,9 +39,4 @@ async def fault_world(
         return world
 
     yield make
-    for world in made:
-        await world.orchestrator.cloud.close()
-    # Whatever the test did, lorabot never asked for a Community Cloud pod with the volume (RunPod refuses it).
-    community = [attempt for world in made for attempt in world.community_volume_attempts()]
-    if community:
-        pytest.fail("lorabot asked RunPod for a Community Cloud pod with a Network Volume:\n" + "\n".join(community))
+    await tear_down_worlds(made)

@@ -13,6 +13,16 @@ from tests.world.lorabot_world import LorabotWorld
 from tests.world.s3 import S3World
 
 
+async def tear_down_worlds(made: list[LorabotWorld]) -> None:
+    """Closes each world's RunPod client (its HTTP session), then fails the test if lorabot ever asked RunPod for a
+    Community Cloud pod with the volume (RunPod refuses it), whatever the test did."""
+    for world in made:
+        await world.orchestrator.cloud.close()
+    community = [attempt for world in made for attempt in world.community_volume_attempts()]
+    if community:
+        pytest.fail("lorabot asked RunPod for a Community Cloud pod with a Network Volume:\n" + "\n".join(community))
+
+
 @pytest.fixture
 async def make_lorabot_world(
     make_runpod_emulator: Callable[..., Any], s3_world: S3World, db_sessions: sessionmaker[Session], tmp_path: Path
@@ -28,12 +38,7 @@ async def make_lorabot_world(
         return world
 
     yield make
-    for world in made:
-        await world.orchestrator.cloud.close()
-    # Whatever the test did, lorabot never asked for a Community Cloud pod with the volume (RunPod refuses it).
-    community = [attempt for world in made for attempt in world.community_volume_attempts()]
-    if community:
-        pytest.fail("lorabot asked RunPod for a Community Cloud pod with a Network Volume:\n" + "\n".join(community))
+    await tear_down_worlds(made)
 
 
 @pytest.fixture
