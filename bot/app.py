@@ -34,7 +34,7 @@ from jobs.config import Settings
 from jobs.dataset import IngestLimits
 from jobs.orchestrator import Orchestrator, OrchestratorConfig
 from jobs.presets import load_presets
-from jobs.prices import LivePriceProvider
+from jobs.prices import RUNPOD_ORIGIN, SANDBOX_ORIGIN, LivePriceProvider
 from jobs.queue import JobPlan
 from jobs.recipe import runpod_recipe
 from storage.artifacts import ArtifactStore
@@ -258,7 +258,7 @@ async def build_runtime(
         prices=LivePriceProvider(
             cloud.cloud,
             data_center_id=settings.runpod.data_centers[0],
-            origin="live RunPod prices" if settings.effective_cloud == "runpod" else "sandbox prices (simulated, $0)",
+            origin=RUNPOD_ORIGIN if settings.effective_cloud == "runpod" else SANDBOX_ORIGIN,
         ),
         limits=IngestLimits(max_zip_bytes=settings.limits.max_dataset_mb * 1024 * 1024),
         executor=executor,

@@ -94,7 +94,7 @@ _ENV_HINTS = {
 # agent_restarted, ...) may be the pod's: one new pod is tried first.
 _USERS_FAILURES = frozenset({"dataset", "oom", "nan", "assertion", "missing_file", "trainer_crash", "hang"})
 # Failures any new pod meets again: the user's, and an environment on the volume that does not work.
-_FAILS_ON_EVERY_POD = _USERS_FAILURES | frozenset(_ENV_HINTS)
+_FAILS_ON_EVERY_POD_KINDS = _USERS_FAILURES | frozenset(_ENV_HINTS)
 # How many times a job's CPU or GPU agent that restarts, stops reporting or fails on the pod's side is replaced
 # before the job fails with the agent's own error (lost GPU hosts are counted apart, by max_gpu_attempts).
 _AGENT_REPLACEMENTS = 1
@@ -452,7 +452,7 @@ class Orchestrator:
                 await self.pods.terminate(cpu.id, reason="the volume is ready")
                 self._mark_cache(job_id, plan)
             else:
-                if _users_failure(prepare):
+                if _fails_on_every_pod(prepare):
                     await self._fail_from_agent(job_id, prepare or {}, stage="prepare")
                     return
                 trouble = _agent_trouble(prepare, "CPU", "prepare") or await self._pod_trouble(cpu, prepare, "CPU")
@@ -465,7 +465,7 @@ class Orchestrator:
                 await self._reserve_gpu(job_id)
             return
         train = self._read_status(job_id, plan, "train", pod=gpu)
-        if _users_failure(train):
+        if _fails_on_every_pod(train):
             await self._fail_from_agent(job_id, train or {}, stage="train")
             return
         if train is not None and train.get("phase") in ("training", "uploading", "succeeded"):
@@ -512,7 +512,7 @@ class Orchestrator:
                     )
                 await self._collecting(job_id)
                 return
-            if _users_failure(train):
+            if _fails_on_every_pod(train):
                 await self._fail_from_agent(job_id, train, stage="train")
                 return
             if phase == "interrupted":
@@ -1174,12 +1174,12 @@ _SEEN_TEXT = {
 }
 
 
-def _users_failure(status: dict[str, Any] | None) -> bool:
+def _fails_on_every_pod(status: dict[str, Any] | None) -> bool:
     """A failure a new pod would meet again (the user's data or options, or the environment on the volume): the job
     fails at once."""
     if status is None or status.get("phase") != "failed":
         return False
-    return str((status.get("error") or {}).get("kind") or "internal") in _FAILS_ON_EVERY_POD
+    return str((status.get("error") or {}).get("kind") or "internal") in _FAILS_ON_EVERY_POD_KINDS
 
 
 def _agent_trouble(status: dict[str, Any] | None, role: str, stage: str) -> str | None:

@@ -64,6 +64,11 @@ class GpuOffer:
         return self.hourly_micros.get(cloud)
 
 
+# Whose catalog a live table came from, as plans and price lists say it.
+RUNPOD_ORIGIN = "live RunPod prices"
+SANDBOX_ORIGIN = "sandbox prices (simulated, $0)"
+
+
 @dataclass(frozen=True)
 class PriceSource:
     """Where a table's prices came from, for every plan and price list to say."""
@@ -73,7 +78,7 @@ class PriceSource:
     # Why the built-in table is in use: RunPod's error, cut short.
     reason: str | None = None
     # Whose catalog answered: RunPod's, or the $0 sandbox's emulator (whose prices only imitate RunPod's).
-    origin: str = "live RunPod prices"
+    origin: str = RUNPOD_ORIGIN
 
     def describe(self) -> str:
         if self.live:
@@ -186,7 +191,7 @@ class LivePriceProvider:
         timeout_s: float = 15.0,
         built_in: PriceTable | None = None,
         clock: Callable[[], float] = time.monotonic,
-        origin: str = "live RunPod prices",
+        origin: str = RUNPOD_ORIGIN,
     ) -> None:
         self._cloud = cloud
         self._origin = origin
