@@ -26,6 +26,16 @@ def test_flux_is_gated_and_brings_ae_clip_l_and_t5xxl() -> None:
     assert flux.total_bytes > 30_000_000_000
 
 
+def test_every_shipped_file_with_a_published_digest_is_pinned_and_the_rest_say_why() -> None:
+    """The CPU stage verifies a pinned file before the volume is marked ready, so a swapped or truncated download
+    fails on the cheap pod; a file without a published digest carries a comment instead of an invented pin."""
+    files = [f for m in CATALOG.models for f in (m.file, *m.extra_files)]
+    unpinned = {f.filename for f in files if f.sha256 is None}
+    assert unpinned == {"Illustrious-XL-v0.1.safetensors"}
+    assert "No sha256: no digest for this file was found published" in DEFAULT_CATALOG_PATH.read_text()
+    assert CATALOG.get("sd15").file.sha256 == "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa"
+
+
 def test_lookup_ignores_case_and_spaces() -> None:
     assert CATALOG.get(" Illustrious-XL-v0.1 ").id == "illustrious-xl-v0.1"
 
