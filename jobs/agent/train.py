@@ -202,7 +202,7 @@ class Train:
                         f"sd-scripts printed nothing for {silent / 60:.0f} min and was stopped "
                         "(a hung data loader or a deadlock); the last saved epoch is kept",
                     )
-                self.parser.feed(decoder.decode(chunk))
+                self.parser.feed(decoder.decode(chunk), now=self.ctx.clock.now())
                 self.collect(settled=exit_code is not None)
                 self.rep.status["progress"] = self.parser.snapshot()
                 self.rep.status["eta_seconds"] = self.parser.progress.eta_seconds

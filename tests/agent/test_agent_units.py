@@ -75,6 +75,7 @@ def test_progress_comes_from_the_tqdm_bar_and_the_epoch_lines():
         "loss": 0.0912,
         "it_per_s": 1.96,
         "eta_seconds": 2709.2,
+        "epoch_end_s": None,
     }
 
 
@@ -83,6 +84,42 @@ def test_after_a_resume_the_restarted_bar_is_offset_by_the_epochs_already_done()
     log.feed("  total optimization steps / 学習ステップ数: 100\nepoch 5/10\n")
     log.feed("steps:   2%|▏         | 2/100 [00:01<00:49,  2.00it/s, avr_loss=0.05]\n")
     assert log.progress.step == 42 and log.progress.eta_seconds == 29.0
+
+
+def bar(n: int, total: int, bar_seconds: float) -> str:
+    """A tqdm redraw as sd-scripts' bar prints it (smoothing=0: rate = n / the bar's own elapsed time)."""
+    percent, elapsed = n * 100 // total, int(bar_seconds)
+    return f"\rsteps: {percent:3d}%|█  | {n}/{total} [00:{elapsed:02d}<00:10, {n / bar_seconds:.2f}it/s]"
+
+
+def test_the_eta_counts_the_epoch_ends_the_bar_pauses_for():
+    """4 epochs of 10 steps at 2 it/s, each epoch's end (checkpoint, state, samples) taking 20 s the bar does not
+    count: 1.5 s into epoch 2, 29 steps (14.5 s) and 3 ends (60 s) are left; the bar alone says 14.5 s."""
+    log = TrainLog(total_epochs=4)
+    log.feed("  total optimization steps / 学習ステップ数: 40\n\rsteps:   0%|  | 0/40 [00:00<?, ?it/s]", now=0.0)
+    log.feed("\nepoch 1/4\n", now=0.1)
+    for n in range(1, 11):
+        log.feed(bar(n, 40, n * 0.5), now=n * 0.5)
+    assert log.progress.epoch_end_s is None and log.progress.eta_seconds == 15.0  # no end measured yet
+    log.feed("\nepoch 2/4\n", now=25.0)  # the bar's unpause() hid the 20 s pause
+    log.feed(bar(11, 40, 5.5), now=25.5)
+    assert log.progress.epoch_end_s == 20.0
+    assert log.progress.eta_seconds == 74.5
+    # The agent spent 4 s uploading; the trainer printed steps 12-19 meanwhile: only the newest line is measured,
+    # so the error is under a step (the last one was printed 0.5 s before this read), not the 4 s.
+    log.feed("".join(bar(n, 40, n * 0.5) for n in range(12, 20)), now=30.0)
+    assert log.progress.epoch_end_s == 20.5
+
+
+def test_a_read_during_an_epoch_end_is_not_taken_for_a_longer_end():
+    log = TrainLog(total_epochs=2)
+    log.feed("  total optimization steps / 学習ステップ数: 4\n\rsteps:   0%|  | 0/4 [00:00<?, ?it/s]", now=0.0)
+    log.feed("\nepoch 1/2\n" + bar(1, 4, 1.0) + bar(2, 4, 2.0), now=2.0)
+    log.feed("\nepoch 2/2\n" + bar(3, 4, 3.0), now=13.0)
+    assert log.progress.epoch_end_s == 10.0
+    log.feed(bar(4, 4, 4.0), now=14.0)
+    log.feed("", now=30.0)  # sampling after the last step: the bar is still, the end is under way
+    assert log.progress.epoch_end_s == 10.0 and log.progress.eta_seconds == 10.0
 
 
 def test_failures_are_named_from_the_log():

@@ -298,7 +298,7 @@ class Trainer:
 
         bar_total = args.max_train_steps - initial_step
         bar_done = 0
-        bar_started = self.clock.now()
+        bar_started = bar_printed = self.clock.now()
         recorder = LossRecorder()
         steps_run = 0
         loss = 0.0
@@ -315,9 +315,11 @@ class Trainer:
                 bar_done += 1
                 loss = math.nan if fault == "nan" else self.loss_at(epoch * updates_per_epoch + step, epoch)
                 recorder.add(epoch=epoch, step=step, loss=loss)
-                elapsed = self.clock.now() - bar_started
+                bar_printed = self.clock.now()
                 self.console.bar_update(
-                    bar_line("steps", bar_done, bar_total, elapsed, {"avr_loss": recorder.moving_average})
+                    bar_line(
+                        "steps", bar_done, bar_total, bar_printed - bar_started, {"avr_loss": recorder.moving_average}
+                    )
                 )
                 if fault == "nan":
                     self.console.bar_close()
@@ -328,6 +330,10 @@ class Trainer:
                     )
                     return 1
                 self.sample_images(None, global_step)
+                # progress_bar.unpause(): tqdm moves its start by the time since its last print, so the bar's
+                # elapsed and rate leave sampling out (step-wise saves come after it and do count, as in sd-scripts)
+                bar_started += self.clock.now() - bar_printed
+                bar_printed = self.clock.now()
                 if args.save_every_n_steps is not None and global_step % args.save_every_n_steps == 0:
                     name = f"{default_if_none(args.output_name, 'at')}-step{global_step:08d}"
                     self.save_model(name, metadata, global_step, epoch)
@@ -351,6 +357,9 @@ class Trainer:
                     self.log("INFO", f"saving state at epoch {epoch + 1}")
                     self.save_state(f"{name}-state", epoch + 1, global_step)
             self.sample_images(epoch + 1, global_step)
+            # progress_bar.unpause() after the epoch's saves and samples: none of it shows in the bar's time
+            bar_started += self.clock.now() - bar_printed
+            bar_printed = self.clock.now()
 
         self.console.bar_close()
         metadata["ss_training_finished_at"] = str(self.clock.now())
