@@ -55,6 +55,9 @@ class LorabotTree(app_commands.CommandTree["LorabotBot"]):
 class LorabotBot(commands.Bot):
     def __init__(self, runtime: Runtime, *, notifier_poll_s: float = 2.0, **options: Any) -> None:
         intents = discord.Intents.default()  # slash commands need no privileged intents
+        # Messages quote user text (file names, captions, prompts): only the user pings we write ourselves may
+        # notify anyone, never an @everyone, @here or role mention inside that text.
+        options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False, users=True))
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, tree_cls=LorabotTree, **options)
         self.runtime = runtime
         self.settings: Settings = runtime.settings

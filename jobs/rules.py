@@ -6,6 +6,7 @@ the issues users file most. All refusals are collected so a user fixes everythin
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from jobs.catalog import Catalog, CatalogError, CatalogModel
 from jobs.prices import GpuOffer, PriceTable
 from jobs.spec import ExtraValue, Notice, NoticeLevel, TrainSpec
+from jobs.usertext import shown
 
 
 class PlanRefused(Exception):
@@ -73,6 +75,40 @@ EXTRA_OPTIONS: dict[str, type] = {
     "flip_aug": bool,
     "caption_dropout_rate": float,
 }
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The values an option can take, from what sd-scripts does with it; numbers must also be finite."""
+
+    low: float
+    high: float
+    meaning: str
+    high_open: bool = False  # the high end itself is excluded
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value) or value < self.low:
+            return False
+        return value < self.high if self.high_open else value <= self.high
+
+    def describe(self) -> str:
+        return f"from {self.low:g} to {self.high:g}" + (" (exclusive)" if self.high_open else "")
+
+
+# sd-scripts' help texts and uses at 48d368fa. A 0 switches the feature off where sd-scripts tests the value's truth
+# (min_snr_gamma, scale_weight_norms, noise_offset); a negative or non-finite value would train on nonsense weights
+# (min(snr, gamma) < 0), never clip (max_grad_norm), or drop everything (network_dropout 1).
+EXTRA_OPTION_RANGES: dict[str, ValueRange] = {
+    "noise_offset": ValueRange(0, 1, "the noise offset's strength; around 0.1 is usual"),
+    "min_snr_gamma": ValueRange(0, 20, "the Min-SNR weighting's gamma, 0 for off; the paper recommends 5"),
+    "max_grad_norm": ValueRange(0, 100, "the gradient norm clipped to, 0 for no clipping; 1 is sd-scripts' default"),
+    "scale_weight_norms": ValueRange(0, 10, "the largest weight norm kept, 0 for off; 1 is a good start"),
+    "network_dropout": ValueRange(0, 1, "the share of neurons dropped each step; 1 would drop them all", True),
+    "keep_tokens": ValueRange(0, 255, "how many comma-separated caption tags stay first when captions are shuffled"),
+    "caption_dropout_rate": ValueRange(0, 1, "the share of steps trained with an empty caption"),
+}
+# The seed reaches numpy's generator through accelerate's set_seed, which takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
 # Text-encoder output caching needs identical captions every step (sd-scripts' is_text_encoder_output_cacheable).
 _TE_CACHE_BREAKERS = ("shuffle_caption", "caption_dropout_rate")
 OPTIMIZERS = ("AdamW8bit", "AdamW", "PagedAdamW8bit", "Adafactor", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam")
@@ -131,6 +167,13 @@ def rule_trigger_and_class(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
             ctx.refuse(
                 f"{label} {_show(value)} must be 1-64 letters, digits, spaces, dots, apostrophes or dashes"
                 " (no line breaks, no ' --', no leading punctuation)"
+            )
+        elif _PROMPT_OPTION_START.match(value):
+            # Sample prompts start with the trigger (or the class word), and sd-scripts would read "n girl" as
+            # the negative-prompt option: the word itself is the problem, so it is what the refusal names.
+            ctx.refuse(
+                f"{label} {_show(value)} starts with {_show(value.split(' ')[0])} and a space, which sd-scripts"
+                " reads as a sample-prompt option letter; join the words (e.g. with '_') or start with another word"
             )
     return spec
 
@@ -332,6 +375,14 @@ def rule_samples(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     if not spec.sample_every_n_epochs:
         changes["sample_every_n_epochs"] = 1
         ctx.note("fix", "sample-cadence", "samples were off: rendering them after every epoch")
+    elif not 1 <= spec.sample_every_n_epochs <= ctx.limits.max_epochs:
+        ctx.refuse(
+            f"samples every N epochs must be between 1 and {ctx.limits.max_epochs}, got {spec.sample_every_n_epochs}"
+        )
+    if not 0 <= spec.seed <= MAX_SEED:
+        ctx.refuse(
+            f"seed must be between 0 and {MAX_SEED} (what the trainer's random generators take), got {spec.seed}"
+        )
     return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
 
 
@@ -354,9 +405,9 @@ def rule_sample_prompt_text(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
                 f"sample prompt {number} contains ' --', which sd-scripts reads as an option (--n, --w, --s ...);"
                 " lorabot sets size, steps, seed and negative prompt itself: remove the ' --'"
             )
-        elif _PROMPT_OPTION_START.match(text):
+        elif _PROMPT_OPTION_START.match(text) and not _starts_with_refused_word(text, spec):
             ctx.refuse(
-                f"sample prompt {number} starts with {text.split(' ')[0]!r} and a space, which sd-scripts reads as"
+                f"sample prompt {number} starts with {_show(text.split(' ')[0])} and a space, which sd-scripts reads as"
                 " an option letter: start it with the trigger word instead"
             )
         elif len(text) > ctx.limits.max_prompt_chars:
@@ -490,7 +541,7 @@ def rule_dim_alpha(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
 
 def rule_learning_rates(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     if spec.optimizer not in OPTIMIZERS:
-        ctx.refuse(f"unknown optimizer {spec.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        ctx.refuse(f"unknown optimizer {_show(spec.optimizer)}; use one of {', '.join(OPTIMIZERS)}")
         return spec
     adaptive = spec.optimizer in _ADAPTIVE_OPTIMIZERS
     top, usual = (10.0, 2.0) if adaptive else (1e-2, 1e-3)
@@ -518,11 +569,11 @@ def rule_learning_rates(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
 
 def rule_schedule_and_precision(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     if spec.lr_scheduler not in SCHEDULERS:
-        ctx.refuse(f"unknown learning-rate scheduler {spec.lr_scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+        ctx.refuse(f"unknown learning-rate scheduler {_show(spec.lr_scheduler)}; use one of {', '.join(SCHEDULERS)}")
     if spec.mixed_precision not in MIXED_PRECISIONS:
-        ctx.refuse(f"mixed precision must be one of {', '.join(MIXED_PRECISIONS)}, got {spec.mixed_precision!r}")
+        ctx.refuse(f"mixed precision must be one of {', '.join(MIXED_PRECISIONS)}, got {_show(spec.mixed_precision)}")
     if spec.save_precision not in SAVE_PRECISIONS:
-        ctx.refuse(f"save precision must be one of {', '.join(SAVE_PRECISIONS)}, got {spec.save_precision!r}")
+        ctx.refuse(f"save precision must be one of {', '.join(SAVE_PRECISIONS)}, got {_show(spec.save_precision)}")
     return spec
 
 
@@ -542,9 +593,11 @@ def rule_extra_options(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
         if key == "spot":
             ctx.refuse("RunPod no longer offers spot (interruptible) pods; remove `spot` from the config")
         elif wanted is None:
-            ctx.refuse(f"extra option {key!r} is not allowed; allowed: {', '.join(sorted(EXTRA_OPTIONS))}")
+            ctx.refuse(f"extra option {_show(key)} is not allowed; allowed: {', '.join(sorted(EXTRA_OPTIONS))}")
         elif not _is_type(value, wanted):
-            ctx.refuse(f"extra option {key} needs a {wanted.__name__}, got {value!r}")
+            ctx.refuse(f"extra option {key} needs a {wanted.__name__}, got {_show(str(value))}")
+        elif (allowed := EXTRA_OPTION_RANGES.get(key)) is not None and not allowed.admits(float(value)):
+            ctx.refuse(f"extra option {key} must be {allowed.describe()} ({allowed.meaning}), got {value!r}")
     return spec
 
 
@@ -619,11 +672,18 @@ def apply_rules(
     return Checked(spec=spec, notices=tuple(ctx.notices), model=model, gpu=gpu)
 
 
+def _starts_with_refused_word(prompt: str, spec: TrainSpec) -> bool:
+    """The prompt's option-like start is the trigger's or class word's, which their own rule already refused."""
+    return any(
+        word and prompt.startswith(word) and _PROMPT_OPTION_START.match(word)
+        for word in (spec.trigger, spec.class_word)
+    )
+
+
 def _lr(value: float | None) -> str:
     return "the U-Net's" if value is None else f"{value:g}"
 
 
 def _show(value: str) -> str:
-    """A user's value quoted for a message, cut short and with control characters made visible."""
-    shown = value if len(value) <= 40 else value[:40] + "…"
-    return repr(shown)
+    """A user's value quoted for a message (see `jobs.usertext`)."""
+    return shown(value)

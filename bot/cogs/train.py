@@ -33,6 +33,7 @@ from jobs.dataset import DatasetError
 from jobs.presets import load_presets
 from jobs.rules import PlanRefused
 from jobs.spec import UserOptions
+from jobs.usertext import shown
 from storage.db import session_scope
 from storage.models import Dataset, Job
 
@@ -67,7 +68,7 @@ def parse_extra_options(text: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict | list):
-            raise Refused(f"config option {key!r} must be a single value (tables and lists are not supported)")
+            raise Refused(f"config option {shown(key)} must be a single value (tables and lists are not supported)")
         flat[key] = value
     return flat
 

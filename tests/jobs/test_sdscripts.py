@@ -39,7 +39,7 @@ VARIANTS: list[dict[str, Any]] = [
     {"gpu": "a6000"},
     {
         "extra_options": {
-            k: (True if t is bool else t(1))
+            k: (True if t is bool else t(0.5) if t is float else t(1))
             for k, t in EXTRA_OPTIONS.items()
             if k not in ("shuffle_caption", "caption_dropout_rate")
         }

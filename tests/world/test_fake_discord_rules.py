@@ -426,3 +426,13 @@ async def test_send_slash_only_sends_what_the_discord_client_allows(
         await fake_discord.send_slash("train", {"dataset": b"PK", "epochs": 3})
     with pytest.raises(ValueError, match="must be one of"):
         await fake_discord.send_slash("train", {"dataset": b"PK", "preset": "b"})
+
+
+def test_everyone_and_here_ping_the_server_unless_allowed_mentions_leaves_everyone_out() -> None:
+    from tests.world.fake_discord.state import _pings_everyone
+
+    assert _pings_everyone("look @everyone", None) is True
+    assert _pings_everyone("look @here", {"parse": ["everyone"]}) is True
+    assert _pings_everyone("look @everyone", {"parse": ["users"]}) is False
+    assert _pings_everyone("look @everyone", {"parse": []}) is False
+    assert _pings_everyone("nobody here", None) is False

@@ -296,6 +296,9 @@ class World:
             # Only these flags can be set by a sender; EPHEMERAL sticks for the life of the message.
             settable = 4 | 4096 | (1 << 15)
             msg.payload["flags"] = (msg.flags & ~settable) | (int(body["flags"]) & settable) | (msg.flags & 64)
+        if "content" in body:
+            content, allowed = str(body.get("content") or ""), body.get("allowed_mentions")
+            msg.payload["mention_everyone"] = _pings_everyone(content, allowed)
         kept = [] if replace_attachments else self._kept_files(msg, body)
         msg.files = kept + [u.stored for u in sorted(uploads, key=lambda u: u.index)]
         msg.payload["attachments"] = [f.attachment_payload(ephemeral=msg.ephemeral) for f in msg.files]
@@ -463,3 +466,13 @@ class World:
 
 def ephemeral_flag(flags: int) -> int:
     return flags & FLAG_EPHEMERAL
+
+
+def _pings_everyone(content: str, allowed_mentions: Any) -> bool:
+    """Discord pings the whole server for @everyone or @here in the content unless the sender's
+    `allowed_mentions.parse` leaves "everyone" out (absent `allowed_mentions` means everything is parsed)."""
+    if "@everyone" not in content and "@here" not in content:
+        return False
+    if not isinstance(allowed_mentions, dict):
+        return True
+    return "everyone" in (allowed_mentions.get("parse") or [])
