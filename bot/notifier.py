@@ -281,6 +281,7 @@ class Notifier:
         with session_scope(self.bot.runtime.sessions) as s:
             job = get_job(s, notice.job_id)
             expected = int((job.plan_json or {}).get("sample_prompts") or 0) if job is not None else 0
+        expected -= int(notice.payload.get("samples_lost") or 0)  # never drawn: nothing to wait for
         return len(self._sample_keys(notice.job_id, notice.payload)) < expected
 
     async def _sample_files(self, keys: Sequence[str], epoch: int) -> list[discord.File]:

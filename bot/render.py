@@ -330,6 +330,10 @@ def epoch_embed(job_public_id: str, payload: Mapping[str, Any], *, now: dt.datet
     checkpoint = payload.get("checkpoint") or {}
     if checkpoint.get("size"):
         lines.append(f"Checkpoint {size(int(checkpoint['size']))} · `/lora {job_public_id} {epoch}` for the link")
+    lost = int(payload.get("samples_lost") or 0)
+    if lost:
+        # sd-scripts draws an epoch's samples after saving it; a pod lost in between leaves the LoRA without them
+        lines.append(f"Epoch {epoch}'s samples were lost with the pod ({lost} never drawn); its LoRA is fine.")
     builder = EmbedBuilder(f"{job_public_id} · epoch {epoch}/{epochs}", "\n".join(lines), COLOUR_INFO)
     cost = payload.get("cost")
     if cost:

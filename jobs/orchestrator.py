@@ -1130,10 +1130,12 @@ class Orchestrator:
                 if epoch <= done:
                     continue
                 # Announce an epoch once its checkpoint and all its samples are in the store, in order: the
-                # gallery is the point of the notice (a finished run may legitimately lack samples).
+                # gallery is the point of the notice (a finished run may legitimately lack samples). Samples the
+                # agent reports lost (a pod gone between the epoch's save and its sampling) will never come.
                 finished = status.get("phase") in ("succeeded", "failed", "interrupted")
                 samples_in = len(entry.get("samples") or [])
-                if not entry.get("checkpoint") or (samples_in < plan.sample_prompts and not finished):
+                samples_lost = len(entry.get("samples_lost") or [])
+                if not entry.get("checkpoint") or (samples_in + samples_lost < plan.sample_prompts and not finished):
                     break
                 samples = [keys.sample(epoch, int(x.get("index", i))) for i, x in enumerate(entry.get("samples") or [])]
                 add_notice(
@@ -1151,6 +1153,7 @@ class Orchestrator:
                         "eta_seconds": progress.get("eta_seconds"),
                         "checkpoint": {"key": keys.checkpoint(epoch), **(entry.get("checkpoint") or {})},
                         "samples": samples,
+                        "samples_lost": samples_lost,
                         "cost": _cost_payload(s, job_id, now),
                     },
                 )

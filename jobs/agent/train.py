@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .artifacts import StableSizes, checkpoint_path, latest_complete_state, sample_files
+from .artifacts import StableSizes, checkpoint_path, format_complete, latest_complete_state, sample_files
 from .context import Context, Interrupted, StageFailed, run_logged
 from .fsutil import fsync_tree, sha256_file
 from .ledger import Ledger
@@ -148,6 +148,7 @@ class Train:
             self.rep.status["resumed_from"] = folder.name
             self.parser.resumed_epochs = epoch
             self.rep.log(f"resuming from {folder.name} (epoch {epoch} done)")
+            self.note_lost_samples(epoch)
         attempt = len(list(layout.logs_dir.glob("trainer-*.log"))) + 1
         self.trainer_log = layout.logs_dir / f"trainer-{attempt}.log"
         layout.output_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +170,28 @@ class Train:
         self.rep.step("training", state="running")
         self.rep.timing("training_started_at")
         self.rep.phase("training")
+
+    def note_lost_samples(self, resumed_epoch: int) -> None:
+        """sd-scripts draws an epoch's samples after saving its checkpoint and state (train_network.py @48d368fa)
+        and a resume starts after the state's epoch, so samples the lost pod did not draw (or left torn) for an
+        epoch up to that one will never come: they are recorded as lost, and the thread says so instead of waiting.
+        """
+        out, m = self.layout.output_dir, self.m
+        for epoch in range(1, resumed_epoch + 1):
+            expected = len(m.uploads.get("samples", {}).get(str(epoch), []) or [])
+            if not expected or self.ledger.has(f"samples_lost/{epoch}"):
+                continue
+            drawn = sample_files(out, m.output_name, epoch)
+            lost = [
+                index
+                for index in range(expected)
+                if not self.ledger.has(f"sample/{epoch}/{index}")
+                and (index not in drawn or not format_complete(drawn[index]))
+            ]
+            if lost:
+                self.ledger.record(f"samples_lost/{epoch}", {"indices": lost})
+                self.rep.log(f"epoch {epoch}'s samples {lost} were never drawn (the pod stopped first): noted as lost")
+        self.refresh_epochs()
 
     def stop_trainer(self) -> None:
         proc = self.proc
@@ -271,6 +294,7 @@ class Train:
                 for key, e in sorted(self.ledger.entries.items())
                 if key.startswith(f"sample/{epoch}/")
             ]
+            lost = [int(i) for i in (self.ledger.get(f"samples_lost/{epoch}") or {}).get("indices", [])]
             if checkpoint is None and not samples:
                 continue
             loss = (checkpoint or {}).get("loss")
@@ -286,11 +310,12 @@ class Train:
                         "size": checkpoint["size"],
                     },
                     "samples": sorted(samples, key=lambda s: s["index"]),
+                    "samples_lost": lost,
                 }
             )
             expected = len(self.m.uploads.get("samples", {}).get(str(epoch), []) or [])
             has_checkpoint = checkpoint is not None or not self.m.upload_url("checkpoints", str(epoch))
-            if has_checkpoint and len(samples) >= expected:
+            if has_checkpoint and len(samples) + len(lost) >= expected:
                 last_complete = epoch
         self.rep.status["epochs"] = epochs
         self.rep.status["last_completed_epoch"] = last_complete

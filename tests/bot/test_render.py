@@ -94,6 +94,14 @@ def test_epoch_embed_has_progress_loss_eta_and_cost() -> None:
     assert "228.0 MB" in text and "$0.15" in text and "Total so far" in text
 
 
+def test_an_epoch_whose_samples_were_lost_with_the_pod_says_so_and_that_its_lora_is_fine() -> None:
+    now = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+    payload = {"epoch": 1, "epochs": 3, "checkpoint": {"size": 38_000_000}, "samples": [], "samples_lost": 2}
+    text = str(render.epoch_embed("j7", payload, now=now).to_dict())
+    assert "Epoch 1's samples were lost with the pod (2 never drawn); its LoRA is fine." in text
+    assert "lost" not in str(render.epoch_embed("j7", {**payload, "samples_lost": 0}, now=now).to_dict())
+
+
 def test_failures_come_with_a_hint() -> None:
     embed = render.failed_embed("j3", {"reason": "sd-scripts: CUDA out of memory"}).to_dict()
     assert any("batch_size" in f["value"] for f in embed["fields"])

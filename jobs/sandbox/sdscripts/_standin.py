@@ -5,7 +5,9 @@ architecture checks follow sdxl_train_network.py / flux_train_network.py `assert
 Environment:
 - LORABOT_TIME_SCALE: simulated seconds per real second (docs/CONTRACTS.md), default 1.
 - LORABOT_STANDIN_STEPS_PER_SECOND: simulated training speed (it/s), default 2.0.
-- LORABOT_STANDIN_FAULT: `oom@N`, `nan@N`, `crash@N`, `hang@N` (N = the N-th optimisation step this process runs).
+- LORABOT_STANDIN_FAULT: `oom@N`, `nan@N`, `crash@N`, `hang@N` (N = the N-th optimisation step this process runs),
+  or `hang_before_samples@E`: silent for good after epoch E's checkpoint and state are saved, before its samples
+  (where a pod lost for real leaves an epoch that a resume never samples).
 """
 
 from __future__ import annotations
@@ -48,12 +50,22 @@ class Fault:
         self.kind, self.step = "", 0
         if spec:
             kind, _, step = spec.partition("@")
-            if kind not in ("oom", "nan", "crash", "hang") or not step.isdigit():
-                raise SystemExit(f"LORABOT_STANDIN_FAULT must be oom@N, nan@N, crash@N or hang@N, got {spec!r}")
+            if kind not in ("oom", "nan", "crash", "hang", "hang_before_samples") or not step.isdigit():
+                raise SystemExit(
+                    "LORABOT_STANDIN_FAULT must be oom@N, nan@N, crash@N, hang@N or hang_before_samples@E, "
+                    f"got {spec!r}"
+                )
             self.kind, self.step = kind, int(step)
 
     def at(self, step: int) -> str:
+        if self.kind == "hang_before_samples":
+            return ""  # keyed by epoch: see before_samples
         return self.kind if self.kind and step >= self.step else ""
+
+    def before_samples(self, epoch: int) -> None:
+        if self.kind == "hang_before_samples" and epoch == self.step:
+            while True:  # stops printing; only a signal ends it
+                time.sleep(3600)
 
 
 def default_if_none(value: str | None, default: str) -> str:
@@ -356,6 +368,7 @@ class Trainer:
                     self.log("INFO", "")
                     self.log("INFO", f"saving state at epoch {epoch + 1}")
                     self.save_state(f"{name}-state", epoch + 1, global_step)
+            self.fault.before_samples(epoch + 1)
             self.sample_images(epoch + 1, global_step)
             # progress_bar.unpause() after the epoch's saves and samples: none of it shows in the bar's time
             bar_started += self.clock.now() - bar_printed
