@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Iterable
 from decimal import Decimal
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 CONFIG_ENV = "LORABOT_CONFIG"
 
@@ -171,6 +172,11 @@ class FetchSettings(_Section):
     allow_networks: list[str] = Field(default_factory=list)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
+    # A whole download (redirects included) and its minimum average rate, judged once read_timeout_s of body has
+    # passed: a server that trickles a byte just inside the read timeout would otherwise hold the download (and its
+    # temp file) forever. 0 kB/s turns the rate check off; the deadline always holds.
+    total_timeout_s: float = Field(default=3600.0, gt=0)
+    min_rate_kb_s: float = Field(default=50.0, ge=0)
     max_redirects: int = Field(default=5, ge=0, le=10)
     progress_interval_s: float = Field(default=3.0, gt=0)
     # Upload page links: how long a link from /upload stays valid.
@@ -283,12 +289,16 @@ def load_settings(config_path: Path | None = None, env: dict[str, str] | None = 
             try:
                 sections[name] = cls(**raw.pop(name, {}))
             except ValidationError as exc:
-                problems.extend(_describe(exc, prefix=f"{name}."))
+                problems.extend(_describe(exc, cls, prefix=f"{name}."))
+            except SettingsError as exc:
+                problems.append(_describe_unparsed(exc, cls, prefix=f"{name}."))
         if not problems:
             try:
                 return Settings(**raw, **sections)
             except ValidationError as exc:
-                problems.extend(_describe(exc))
+                problems.extend(_describe(exc, Settings))
+            except SettingsError as exc:
+                problems.append(_describe_unparsed(exc, Settings))
         raise ConfigError("\n".join(["invalid configuration:", *problems]))
     finally:
         _restore_environ(saved)
@@ -309,12 +319,43 @@ def _restore_environ(saved: dict[str, str] | None) -> None:
         os.environ.update(saved)
 
 
-def _describe(exc: ValidationError, prefix: str = "") -> list[str]:
+def _describe(exc: ValidationError, section: type[_Section], prefix: str = "") -> list[str]:
+    """One line per problem, naming the environment variable and the config-file key it can come from."""
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
-        where = prefix + ".".join(str(part) for part in error["loc"]) if error["loc"] else prefix.rstrip(".")
+        key = ".".join(str(part) for part in error["loc"])
+        where = _setting_name(section, str(error["loc"][0]), prefix + key) if error["loc"] else prefix.rstrip(".")
         lines.append(f"- {where or '(top level)'}: {error['msg']}")
     return lines
+
+
+_UNPARSED_FIELD = re.compile(r'field "(\w+)"')
+
+
+def _describe_unparsed(exc: SettingsError, section: type[_Section], prefix: str = "") -> str:
+    """pydantic-settings reads list and table settings from the environment as JSON and raises before validating:
+    say which setting, and the form it takes."""
+    match = _UNPARSED_FIELD.search(str(exc))
+    field = match.group(1) if match else ""
+    where = _setting_name(section, field, prefix + field) if field else prefix.rstrip(".") or "(top level)"
+    annotation = str(section.model_fields[field].annotation) if field in section.model_fields else ""
+    if "list[int]" in annotation:
+        expected = "a JSON list of numbers, e.g. [123456789012345678, 234567890123456789]"
+    elif "list" in annotation:
+        expected = 'a JSON list of strings, e.g. ["first", "second"]'
+    elif "dict" in annotation:
+        expected = 'a JSON object, e.g. {"key": "value"}'
+    else:
+        expected = "a value of the documented form"
+    return f"- {where}: cannot be read; it must be {expected}"
+
+
+def _setting_name(section: type[_Section], field: str, key: str) -> str:
+    """`LORABOT_MAX_DATASET_MB (limits.max_dataset_mb)`: what the operator may have set, in both places."""
+    info = section.model_fields.get(field)
+    alias = info.validation_alias if info is not None and isinstance(info.validation_alias, str) else None
+    env = alias or (str(section.model_config.get("env_prefix", "")) + field).upper()
+    return f"{env} ({key})"
 
 
 class SecretRedactingFilter(logging.Filter):

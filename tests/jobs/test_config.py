@@ -36,8 +36,46 @@ def test_every_invalid_value_is_named_with_its_section(tmp_path: Path):
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env={})
     message = str(caught.value)
-    assert "runpod.volume_size_gb: Input should be greater than or equal to 10" in message
-    assert "limits.max_jobs_per_user" in message
+    assert "RUNPOD_VOLUME_SIZE_GB (runpod.volume_size_gb): Input should be greater than or equal to 10" in message
+    assert "LORABOT_MAX_JOBS_PER_USER (limits.max_jobs_per_user)" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"LORABOT_MAX_DATASET_MB": "abc"}, "- LORABOT_MAX_DATASET_MB (limits.max_dataset_mb): Input should"),
+        ({"DISCORD_GUILD_IDS": "1,2"}, "- DISCORD_GUILD_IDS (discord.guild_ids): cannot be read; it must be"),
+        ({"DISCORD_GUILD_IDS": "[1, x]"}, "a JSON list of numbers, e.g. [123456789012345678, 234567890123456789]"),
+        ({"DISCORD_TRAIN_ROLES": "trainers"}, "DISCORD_TRAIN_ROLES (discord.train_roles): cannot be read"),
+        ({"LORABOT_FETCH_ALLOW_NETWORKS": "10.0.0.0/8"}, 'a JSON list of strings, e.g. ["first", "second"]'),
+        ({"LORABOT_HTTP_PORT": "99999"}, "- LORABOT_HTTP_PORT (http_port): Input should be less than or equal to"),
+        ({"DATABASE_URL": "x", "LORABOT_TICK_SECONDS": "-1"}, "- LORABOT_TICK_SECONDS (tick_seconds): Input should"),
+    ],
+)
+def test_an_operators_bad_environment_is_named_by_its_variable_without_a_traceback(
+    env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env)
+    assert expected in str(caught.value)
+
+
+def test_the_cli_prints_one_line_per_bad_setting_and_no_traceback(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DISCORD_GUILD_IDS": "1,2", "LORABOT_MAX_DATASET_MB": "lots"}
+    env["LORABOT_DATA_DIR"] = str(tmp_path)
+    env.pop("LORABOT_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "doctor"], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "lorabot doctor: invalid configuration:"
+    assert [line.split(" ")[1] for line in lines[1:]] == ["DISCORD_GUILD_IDS", "LORABOT_MAX_DATASET_MB"]
 
 
 @pytest.mark.parametrize(
