@@ -115,3 +115,9 @@ def test_a_sample_cadence_out_of_range_is_refused(every: int) -> None:
     with pytest.raises(PlanRefused) as err:
         apply_rules(spec(sample_prompts=PROMPTS, sample_every_n_epochs=every), facts(), catalog=CATALOG, prices=TABLE)
     assert err.value.reasons == [f"samples every N epochs must be between 1 and 100, got {every}"]
+
+
+def test_the_readme_lists_every_allowed_option_with_its_range() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for key, allowed in EXTRA_OPTION_RANGES.items():
+        assert f"| `{key}` | " in readme and f" | {allowed.describe()} | {allowed.meaning} |" in readme, key
