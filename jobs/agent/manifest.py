@@ -16,12 +16,16 @@ PLACEHOLDERS = (
     "{python}",
     "{venv}",
     "{sd_scripts}",
+    "{env_dir}",
     "{job_dir}",
     "{data_dir}",
     "{output_dir}",
     "{model_path}",
     "{volume}",
 )
+
+# What the agent itself keeps in an environment's folder: no recipe file may take these names.
+ENV_DIR_NAMES = ("venv", "sd-scripts", "COMPLETE")
 
 
 class ManifestError(ValueError):
@@ -82,6 +86,8 @@ class Manifest:
     # major.minor the venv's interpreter must be (None in recipes written before the recipe recorded it).
     env_python_version: str | None
     env_steps: list[EnvStep]
+    # Files the recipe ships (e.g. pip's constraints.txt): written into the environment's folder before its steps.
+    env_files: dict[str, str]
     launcher: list[str]
     gpu_check: list[str]
     recipe_hash: str
@@ -190,6 +196,13 @@ def parse_manifest(body: bytes) -> Manifest:
                 float(expected) if expected is not None else None,
             )
         )
+    env_files = env.get("files", {})
+    if not isinstance(env_files, dict) or not all(isinstance(v, str) for v in env_files.values()):
+        raise ManifestError("manifest env.files must map file names to text")
+    for name in env_files:
+        _safe_name(name, "env.files name")
+        if name in ENV_DIR_NAMES:
+            raise ManifestError(f"manifest env.files name {name!r} is taken by the environment's own {name}")
     stages = data.get("stages", ["train"])
     if not isinstance(stages, list) or not set(stages) <= {"prepare", "train"}:
         raise ManifestError(f"manifest stages must be a list of 'prepare'/'train', got {stages!r}")
@@ -231,6 +244,7 @@ def parse_manifest(body: bytes) -> Manifest:
         env_python=_require(env, "python", str, "env."),
         env_python_version=_python_version(env.get("python_version")),
         env_steps=steps,
+        env_files=dict(env_files),
         launcher=_argv(env.get("launcher"), "env.launcher"),
         gpu_check=_argv(env.get("gpu_check"), "env.gpu_check"),
         recipe_hash=recipe_hash(env),
@@ -327,6 +341,7 @@ class Layout:
             "{python}": self.manifest.env_python,
             "{venv}": str(self.venv),
             "{sd_scripts}": str(self.sd_scripts),
+            "{env_dir}": str(self.env_dir),
             "{job_dir}": str(self.job_dir),
             "{data_dir}": str(self.data_dir),
             "{output_dir}": str(self.output_dir),

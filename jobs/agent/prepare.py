@@ -109,6 +109,9 @@ class Prepare:
                 self.rep.log(f"removing an incomplete environment at {layout.env_dir}")
                 shutil.rmtree(layout.env_dir)
             layout.env_dir.mkdir(parents=True)
+            # Before the steps: they name these files (`pip install -c {env_dir}/constraints.txt`).
+            for name, text in self.m.env_files.items():
+                atomic_write(layout.env_dir / name, text.encode("utf-8"))
             for index, step in enumerate(self.m.env_steps):
                 argv = layout.expand_argv(step.argv)
                 self.rep.log(f"env step {step.name}: {' '.join(argv)}")

@@ -1,8 +1,9 @@
 """The offline environment recipe (tests and the sandbox cloud): the manifest's `env` shape, built in seconds.
 
-Same steps as the real recipe (jobs/recipe.py) where it matters to the agent (a venv, an sd-scripts folder,
-a launcher inside the venv, a GPU check), with no network: the venv has no pip, the "clone" copies the stand-in
-sd-scripts, and the GPU check passes only on pods the emulator gives a (fake) GPU.
+Same steps as the real recipe (jobs/recipe.py) where it matters to the agent (a constraints file in `files`, a
+venv, an sd-scripts folder, a launcher inside the venv, a GPU check), with no network: the venv has no pip, the
+"install" step only reads the constraints file as `pip install -c` would (failing when the agent did not write it),
+the "clone" copies the stand-in sd-scripts, and the GPU check passes only on pods the emulator gives a (fake) GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from typing import Any
 COPY_TREE = (
     "import shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2], "
     "ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))"
+)
+# The stand-in needs no packages; the file is there so the agent's `files` and `{env_dir}` are exercised.
+SANDBOX_CONSTRAINTS = "# The stand-in sd-scripts installs nothing; pip would read this file with -c.\n"
+READ_CONSTRAINTS = (
+    "import sys; text = open(sys.argv[1]).read(); "
+    "print(f'constraints: {sum(1 for l in text.splitlines() if l and not l.startswith(chr(35)))} pins')"
 )
 # Exits as the real check does (jobs/recipe.py GPU_CHECK): 3 with the reason when there is no (fake) GPU.
 FAKE_GPU_CHECK = (
@@ -32,8 +39,10 @@ def sandbox_recipe(standin_dir: Path, python: str | None = None, python_version:
     recipe: dict[str, Any] = {
         "name": "sandbox-standin-sd-scripts",
         "python": python,
+        "files": {"constraints.txt": SANDBOX_CONSTRAINTS},
         "steps": [
             {"name": "venv", "argv": ["{python}", "-m", "venv", "--without-pip", "{venv}"]},
+            {"name": "install", "argv": ["{venv}/bin/python", "-c", READ_CONSTRAINTS, "{env_dir}/constraints.txt"]},
             {"name": "sd-scripts", "argv": ["{python}", "-c", COPY_TREE, str(standin_dir), "{sd_scripts}"]},
         ],
         "launcher": ["{venv}/bin/python"],

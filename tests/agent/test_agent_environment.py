@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from jobs.agent.manifest import ManifestError, parse_manifest
 from jobs.recipe import GPU_CHECK
 from jobs.sandbox.recipe import sandbox_recipe
 
@@ -154,3 +155,26 @@ def test_a_pod_whose_torch_sees_no_gpu_is_no_gpu_with_what_the_check_said(bucket
     assert error["kind"] == "no_gpu"
     assert "does not see a CUDA GPU on this pod (no LORABOT_FAKE_GPU on this pod: no CUDA device)" in error["message"]
     assert not trainer_started(agent, job)
+
+
+def test_the_recipes_files_are_written_into_the_environment_before_its_steps_run(
+    bucket: Bucket, agent: Agent, volume: Path
+):
+    """The real recipe's pip steps read `{env_dir}/constraints.txt`; the sandbox recipe's install step reads it too,
+    so a missing file would fail the build."""
+    job = put_job(bucket, epochs=1)
+    recipe = sandbox_recipe(STANDIN)
+    recipe["files"] = {"constraints.txt": "torch==2.6.0\nnumpy==2.4.6\n"}
+    use_recipe(bucket, job, recipe)
+    code, out = agent.run(job, "prepare")
+    assert code == 0, out
+    (env_dir,) = [path.parent for path in (volume / "lorabot" / "env").glob("*/COMPLETE")]
+    assert (env_dir / "constraints.txt").read_text() == "torch==2.6.0\nnumpy==2.4.6\n"
+    assert "constraints: 2 pins" in (volume / "lorabot" / "jobs" / job.job_id / "logs" / "prepare.log").read_text()
+
+
+def test_a_recipe_file_may_not_take_a_name_the_environment_uses():
+    recipe = {**sandbox_recipe(STANDIN), "files": {"venv": "x"}}
+    manifest = {"version": 1, "env": recipe, "model": {}, "dataset": {}}
+    with pytest.raises(ManifestError, match=r"env\.files name 'venv' is taken"):
+        parse_manifest(json.dumps(manifest).encode())
