@@ -191,9 +191,46 @@ class Estimate:
         return "\n".join(lines)
 
 
-def volume_size_gb(model_bytes: int, stages: StageFigures) -> int:
-    """Env + models + headroom, rounded up to 10 GB, at least seed 000's 30 GB."""
-    need = model_bytes + stages.env_bytes + stages.volume_headroom_bytes
+# Σ (in + out features) of the layers sd-scripts' LoRA wraps by default, (U-Net or transformer, text encoders):
+# LoRA parameters = network_dim x Σ. Counted from the models' structure; the stand-in writes files of these sizes
+# with LORABOT_STANDIN_REAL_SIZES=1 (jobs/sandbox/sdscripts/_standin_files.py shows the counting, and a test keeps
+# the two tables equal). SD1.5 at dim 32 in fp16: 18.9 M parameters = 37.8 MB, as a real one.
+LORA_FEATURE_SUMS: Mapping[Family, tuple[int, int]] = {
+    "sd15": (423_936, 165_888),
+    "sdxl": (2_659_840, 903_168),
+    "flux": (4_786_176, 0),  # networks.lora_flux trains no text encoder by default
+}
+# Bytes per trained parameter of the optimizer's state in accelerate's optimizer.bin (8-bit moments: 1 byte each).
+OPTIMIZER_BYTES_PER_PARAM: Mapping[str, int] = {
+    "adamw8bit": 2,
+    "pagedadamw8bit": 2,
+    "lion8bit": 1,
+    "lion": 4,
+    "prodigy": 16,
+}
+DEFAULT_OPTIMIZER_BYTES_PER_PARAM = 8  # AdamW: two fp32 moments
+
+
+def lora_params(spec: TrainSpec) -> int:
+    unet, text_encoders = LORA_FEATURE_SUMS[spec.family]
+    return spec.network_dim * (unet + (0 if spec.network_train_unet_only else text_encoders))
+
+
+def job_output_bytes(spec: TrainSpec) -> int:
+    """What one job leaves in its output folder on the volume: a LoRA per epoch at the save precision, and (the
+    args always ask for --save_state) a state folder per epoch, fp32 weights + optimizer moments. sd-scripts removes
+    none of them (no --save_last_n_epochs[_state]), and nothing else does, so all of them count.
+    SDXL dim 32 with its text encoders, AdamW8bit, 10 epochs: 10 x 228 MB + 10 x 684 MB = 9.1 GB."""
+    params = lora_params(spec)
+    lora = params * (4 if spec.save_precision in ("fp32", "float") else 2)
+    optimizer = OPTIMIZER_BYTES_PER_PARAM.get(spec.optimizer.lower(), DEFAULT_OPTIMIZER_BYTES_PER_PARAM)
+    state = params * (4 + optimizer)
+    return spec.epochs * (lora + state)
+
+
+def volume_size_gb(model_bytes: int, stages: StageFigures, outputs_bytes: int = 0) -> int:
+    """Env + models + the job's outputs + headroom, rounded up to 10 GB, at least seed 000's 30 GB."""
+    need = model_bytes + stages.env_bytes + outputs_bytes + stages.volume_headroom_bytes
     return max(stages.min_volume_gb, math.ceil(need / GB / 10) * 10)
 
 
@@ -236,7 +273,7 @@ def estimate(
         checkpoint_s=stages.checkpoint_per_epoch_s * spec.epochs,
         upload_s=stages.upload_s,
     )
-    volume_gb = volume_size_gb(model_bytes, stages)
+    volume_gb = volume_size_gb(model_bytes, stages, job_output_bytes(spec))
     volume_micros = _cost(prices.volume_hourly_micros(volume_gb), durations.wall_s)
     cpu_micros = _cost(Decimal(prices.cpu_pod_hourly_micros), durations.cpu_stage_s)
     costs = []

@@ -1,11 +1,24 @@
 """Steps, duration and cost: seed 000's 5,900 steps, ~50 min on a 4090 and ~$0.75 in the Secure Cloud, the only
 cloud a plan is priced in (the GPU pod trains on a Network Volume, which RunPod mounts only on Secure Cloud pods)."""
 
+import importlib
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from jobs.estimate import StageFigures, count_steps, estimate, volume_size_gb
+from jobs.estimate import (
+    DEFAULT_OPTIMIZER_BYTES_PER_PARAM,
+    LORA_FEATURE_SUMS,
+    OPTIMIZER_BYTES_PER_PARAM,
+    StageFigures,
+    count_steps,
+    estimate,
+    job_output_bytes,
+    lora_params,
+    volume_size_gb,
+)
 from jobs.prices import PriceSource, StaticPriceProvider, format_usd, usd_to_micros
 from tests.jobs.data.specs import CATALOG, spec
 
@@ -74,6 +87,34 @@ def test_volume_is_at_least_30_gb_and_grows_with_the_model() -> None:
     stages = StageFigures()
     assert volume_size_gb(6_938_040_682, stages) == 30
     assert volume_size_gb(CATALOG.get("flux1-dev").total_bytes, stages) == 50
+
+
+def test_the_volume_holds_every_epoch_s_lora_and_state_at_their_real_sizes() -> None:
+    """SDXL dim 32 with its text encoders: 114 M parameters, 228 MB per bf16 LoRA; a state folder is fp32 weights +
+    the optimizer's moments (684 MB with AdamW8bit, 1.37 GB with AdamW); ten epochs keep ten of each."""
+    s = spec(family="sdxl", network_dim=32, network_train_unet_only=False, optimizer="AdamW8bit", epochs=10)
+    assert lora_params(s) == 114_016_256
+    assert job_output_bytes(s) == 10 * 114_016_256 * (2 + 4 + 2)
+    sdxl_model = 6_938_040_682
+    assert volume_size_gb(sdxl_model, StageFigures(), job_output_bytes(s)) == 30  # 29.6 GB: just fits
+    adamw = spec(family="sdxl", network_dim=32, network_train_unet_only=False, optimizer="AdamW", epochs=10)
+    assert volume_size_gb(sdxl_model, StageFigures(), job_output_bytes(adamw)) == 40
+    flux = spec("flux-character")
+    assert volume_size_gb(CATALOG.get("flux1-dev").total_bytes, StageFigures(), job_output_bytes(flux)) == 60
+
+
+def test_the_stand_in_writes_files_of_the_sizes_the_estimate_counts() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs" / "sandbox" / "sdscripts"))
+    try:
+        standin = importlib.import_module("_standin_files")
+    finally:
+        sys.path.pop(0)
+    names = {"sd15": "sd", "sdxl": "sdxl", "flux": "flux"}
+    for family, (unet, text_encoders) in LORA_FEATURE_SUMS.items():
+        parts = {"unet": unet, **({"te": text_encoders} if text_encoders else {})}
+        assert standin.LORA_FEATURE_SUMS[names[family]] == parts
+    assert dict(OPTIMIZER_BYTES_PER_PARAM) == standin.OPTIMIZER_BYTES_PER_PARAM
+    assert standin.DEFAULT_OPTIMIZER_BYTES_PER_PARAM == DEFAULT_OPTIMIZER_BYTES_PER_PARAM
 
 
 def test_money_helpers_round_half_up_in_micro_dollars() -> None:

@@ -5,6 +5,9 @@ architecture checks follow sdxl_train_network.py / flux_train_network.py `assert
 Environment:
 - LORABOT_TIME_SCALE: simulated seconds per real second (docs/CONTRACTS.md), default 1.
 - LORABOT_STANDIN_STEPS_PER_SECOND: simulated training speed (it/s), default 2.0.
+- LORABOT_STANDIN_REAL_SIZES=1: LoRAs and state folders of their real size (parameter count of the architecture's
+  LoRA at --network_dim, see _standin_files.py), written at LORABOT_STANDIN_DISK_MB_PER_S (simulated MB/s, default
+  200) instead of the default few-KB files; for benchmarks (default off so tests stay fast).
 - LORABOT_STANDIN_FAULT: `oom@N`, `nan@N`, `crash@N`, `hang@N` (N = the N-th optimisation step this process runs),
   or `hang_before_samples@E`: silent for good after epoch E's checkpoint and state are saved, before its samples
   (where a pod lost for real leaves an epoch that a resume never samples).
@@ -24,11 +27,16 @@ from _standin_cli import build_parser
 from _standin_console import Clock, Console, bar_line
 from _standin_dataset import Dataset, datasets_from_config, datasets_from_train_data_dir, load_user_config, scan
 from _standin_files import (
+    DEFAULT_OPTIMIZER_BYTES_PER_PARAM,
+    OPTIMIZER_BYTES_PER_PARAM,
+    Pace,
     lora_tensors,
     png_bytes,
     read_safetensors_header,
+    real_lora_params,
     safetensors_bytes,
     write_file,
+    write_real_lora,
     write_state_dir,
 )
 
@@ -105,6 +113,9 @@ class Trainer:
         self.steps_per_second = float(os.environ.get("LORABOT_STANDIN_STEPS_PER_SECOND", "2.0"))
         if self.steps_per_second <= 0:
             raise SystemExit("LORABOT_STANDIN_STEPS_PER_SECOND must be > 0")
+        self.real_sizes = os.environ.get("LORABOT_STANDIN_REAL_SIZES", "") == "1"
+        disk_mb_per_s = float(os.environ.get("LORABOT_STANDIN_DISK_MB_PER_S", "200"))
+        self.pace = Pace(clock.sleep, disk_mb_per_s * 1_000_000)
 
     def log(self, level: str, message: str) -> None:
         self.console.log(level, message, self.script)
@@ -452,7 +463,17 @@ class Trainer:
             to_save = {k: metadata[k] for k in MINIMUM_KEYS if k in metadata}
         to_save.update(self.sai_metadata(name))
         self.clock.sleep(SAVE_SIM_SECONDS)
-        write_file(ckpt_file, self.network_bytes(epoch_no * 1000 + steps, to_save))
+        if self.real_sizes:
+            self.write_real_network(ckpt_file, self.save_dtype(), to_save, epoch_no * 1000 + steps)
+        else:
+            write_file(ckpt_file, self.network_bytes(epoch_no * 1000 + steps, to_save))
+
+    def write_real_network(self, path: str, dtype: str, metadata: dict[str, str], seed: int) -> None:
+        args = self.args
+        dim = args.network_dim or 4
+        alpha = args.network_alpha if args.network_alpha is not None else 1.0
+        unet_only = bool(args.network_train_unet_only)
+        write_real_lora(path, self.arch, dim, alpha, unet_only, dtype, metadata, seed, self.pace)
 
     def remove_old_epoch(self, epoch_no: int) -> None:
         args = self.args
@@ -472,7 +493,22 @@ class Trainer:
             f"step {current_step}",
         )
         self.clock.sleep(SAVE_SIM_SECONDS)
-        write_state_dir(state_dir, self.network_bytes(current_step, {}), current_epoch, current_step)
+        if not self.real_sizes:
+            write_state_dir(state_dir, self.network_bytes(current_step, {}), current_epoch, current_step)
+            return
+        # accelerate saves the trained network in fp32 and the optimizer's moments beside it
+        params = real_lora_params(self.arch, self.args.network_dim or 4, bool(self.args.network_train_unet_only))
+        per_param = OPTIMIZER_BYTES_PER_PARAM.get(
+            (self.args.optimizer_type or "AdamW").lower(), DEFAULT_OPTIMIZER_BYTES_PER_PARAM
+        )
+        write_state_dir(
+            state_dir,
+            lambda path: self.write_real_network(path, "F32", {}, current_step),
+            current_epoch,
+            current_step,
+            optimizer_bytes=params * per_param,
+            pace=self.pace,
+        )
 
     def sample_images(self, epoch: int | None, steps: int) -> None:
         """train_util.sample_images_common: when to sample, and the exact file names."""
