@@ -3,11 +3,17 @@
 Redirects are followed by hand (at most `max_redirects`) so every hop passes the scheme check and the SSRF guard,
 and a Hugging Face token is only ever sent to the host the user named. The body goes to a hidden temp file in
 `dest`'s folder that is renamed into place when complete; any failure removes it.
+
+Each hop is parsed once, by yarl, and that very URL object is what aiohttp requests: the guard judges the host
+aiohttp dials, not a second parser's idea of it. The socket factory re-checks the address right before connect.
+A whole download has a deadline and a minimum average rate, so a server trickling bytes cannot hold it forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import hashlib
 import inspect
 import os
@@ -19,14 +25,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from jobs.errors import UserFacingError
-from jobs.fetch.guard import GuardRefused, SsrfGuard
+from jobs.fetch.guard import GuardRefused, SsrfGuard, parse_host
 from jobs.fetch.links import DRIVE_HOSTS, LinkError, LinkKind, direct_link, drive_confirmation_url
+from jobs.usertext import shown
 
 CHUNK_BYTES = 256 * 1024
 MAX_HTML_BYTES = 512 * 1024
@@ -40,6 +47,10 @@ class FetchTimeouts:
     connect_s: float = 10.0
     read_s: float = 30.0  # longest silence while waiting for headers or the next bytes
     progress_interval_s: float = 3.0
+    total_s: float = 3600.0  # the whole download, redirects included
+    # Average body rate below which a download is stopped; judged once `read_s` seconds of body have passed, so a
+    # slow first second does not count. 0 turns the check off.
+    min_bytes_per_s: float = 50_000.0
 
 
 @dataclass(frozen=True)
@@ -98,22 +109,32 @@ async def fetch_dataset(
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, partial_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     partial = Path(partial_name)
+    dialer = _Dialer()
+    seen = _Seen()
     try:
         with os.fdopen(fd, "wb") as out:
-            async with _session(guard, timeouts, transport) as session:
-                size, digest, source, redirects = await _follow(
-                    session,
-                    link.url,
-                    link.kind,
-                    link.headers,
-                    out,
-                    guard,
-                    timeouts,
-                    progress_cb,
-                    max_bytes=max_bytes,
-                    allow_http=allow_http,
-                    max_redirects=max_redirects,
-                )
+            async with _session(guard, timeouts, transport, dialer) as session:
+                try:
+                    async with asyncio.timeout(timeouts.total_s) as deadline:
+                        size, digest, source, redirects = await _follow(
+                            session,
+                            link.url,
+                            link.kind,
+                            link.headers,
+                            out,
+                            guard,
+                            timeouts,
+                            progress_cb,
+                            dialer,
+                            seen,
+                            max_bytes=max_bytes,
+                            allow_http=allow_http,
+                            max_redirects=max_redirects,
+                        )
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise _deadline_error(seen, timeouts) from None
         os.replace(partial, dest)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -121,12 +142,41 @@ async def fetch_dataset(
     return FetchResult(dest, size, digest, link.kind, source, redirects)
 
 
+@dataclass
+class _Seen:
+    """What the download has reached so far, for the message when the deadline cuts it off."""
+
+    where: str = "?"
+    bytes_done: int = 0
+
+
+class _Dialer:
+    """aiohttp's socket factory, called with the exact address a socket is about to connect to: the last line.
+
+    Only addresses the guard approved during this download are dialled (resolver answers and checked literals).
+    Should aiohttp ever skip the resolver for a host form `_follow` did not check, the connect fails here.
+    """
+
+    def __init__(self) -> None:
+        self.approved: set[str] = set()
+        self.refused: str | None = None
+
+    def __call__(self, addr_info: aiohttp.AddrInfoType) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        address = str(sockaddr[0])
+        if address not in self.approved:
+            self.refused = address
+            raise OSError(errno.EACCES, "address not approved by the SSRF guard")
+        return socket.socket(family, type_, proto)
+
+
 @contextlib.asynccontextmanager
 async def _session(
-    guard: SsrfGuard, timeouts: FetchTimeouts, transport: FetchTransport
+    guard: SsrfGuard, timeouts: FetchTimeouts, transport: FetchTransport, dialer: _Dialer
 ) -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(
-        resolver=_PinnedResolver(guard, transport.dial_overrides),
+        resolver=_PinnedResolver(guard, transport.dial_overrides, dialer),
+        socket_factory=dialer,
         use_dns_cache=False,  # every hop is resolved (and checked) anew
         # A fresh default context (not aiohttp's import-time one) honours SSL_CERT_FILE set by the operator.
         ssl=transport.ssl_context or ssl.create_default_context(),
@@ -142,9 +192,10 @@ async def _session(
 class _PinnedResolver(AbstractResolver):
     """aiohttp asks this for a host's addresses; it answers only with addresses the guard approved."""
 
-    def __init__(self, guard: SsrfGuard, dial_overrides: Mapping[str, str]) -> None:
+    def __init__(self, guard: SsrfGuard, dial_overrides: Mapping[str, str], dialer: _Dialer) -> None:
         self._guard = guard
         self._dial = dial_overrides
+        self._dialer = dialer
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -152,6 +203,7 @@ class _PinnedResolver(AbstractResolver):
         results: list[ResolveResult] = []
         for address in await self._guard.resolve(host, port):
             dialled = self._dial.get(address, address)
+            self._dialer.approved.add(dialled)
             results.append(
                 {
                     "hostname": host,
@@ -177,34 +229,44 @@ async def _follow(
     guard: SsrfGuard,
     timeouts: FetchTimeouts,
     progress_cb: ProgressCallback | None,
+    dialer: _Dialer,
+    seen: _Seen,
     *,
     max_bytes: int,
     allow_http: bool,
     max_redirects: int,
 ) -> tuple[int, str, str, int]:
-    origin_host = urlsplit(url).hostname
+    try:
+        target = URL(url)
+    except ValueError:
+        raise FetchError("bad_link", "The dataset link is not a valid web address.") from None
+    origin_host = target.raw_host
     redirects = 0
     confirmed = False
     while True:
-        parts = urlsplit(url)
-        where = _where(url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and allow_http):
-            hop = "redirects to" if redirects else "is"
-            raise FetchError(
-                "insecure_link", f"The link {hop} plain http ({where}); lorabot only downloads over https."
-            )
-        host = parts.hostname or ""
+        where = _where(target)
+        seen.where = where
+        hop = "redirects to" if redirects else "is"
+        _check_scheme(target, hop, where, allow_http)
+        if target.raw_user is not None or target.raw_password is not None:
+            # aiohttp would turn them into an Authorization header for whatever host this is.
+            raise FetchError("bad_link", f"The link {hop} an address with a user name or password ({where}).")
+        host = target.raw_host or ""
         try:
-            # IP literals never reach the resolver (aiohttp connects to them directly): check them here.
-            await guard.resolve(host, parts.port or 443) if _is_literal(host) else None
+            # IP literals never reach the resolver (aiohttp dials them directly): check them here, on the very
+            # string aiohttp dials. Names are checked by the pinned resolver when aiohttp asks for them.
+            if not isinstance(parse_host(host), str):
+                await guard.resolve(host, target.port or 443)
+                dialer.approved.add(host)
             hop_headers = {"Accept-Encoding": "identity", **(headers if host == origin_host else {})}
-            response = await session.get(url, headers=hop_headers, allow_redirects=False)
+            response = await session.get(target, headers=hop_headers, allow_redirects=False)
         except GuardRefused as exc:
-            via = " (after a redirect)" if redirects else ""
-            raise FetchError("blocked_address", f"Refused{via}: {exc}.") from None
+            raise _blocked(str(exc), redirects) from None
         except aiohttp.InvalidURL:
             raise FetchError("bad_link", f"The link {where} is not a valid web address.") from None
         except aiohttp.ClientError as exc:
+            if dialer.refused is not None:
+                raise _blocked(f"{shown(dialer.refused)} was not approved by the address check", redirects) from None
             raise _connection_error(exc, where, timeouts) from None
         except TimeoutError:
             raise FetchError(
@@ -221,13 +283,18 @@ async def _follow(
                         "too_many_redirects",
                         f"The link redirected more than {max_redirects} times; give the final address.",
                     )
-                url = urljoin(url, location)
+                try:
+                    target = target.join(URL(location))  # as aiohttp itself joins a Location
+                except ValueError:
+                    raise FetchError(
+                        "bad_redirect", f"{where} redirected to {shown(location)}, which is not a web address."
+                    ) from None
                 continue
             _refuse_status(response.status, response.reason or "", where, kind)
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if content_type == "text/html" and (parts.hostname or "") in DRIVE_HOSTS and not confirmed:
+            if content_type == "text/html" and host in DRIVE_HOSTS and not confirmed:
                 page = await _read_text(response, timeouts, where)
-                next_url = drive_confirmation_url(url, page)
+                next_url = drive_confirmation_url(str(target), page)
                 if next_url is None:
                     raise FetchError(
                         "drive_page",
@@ -235,7 +302,10 @@ async def _follow(
                         "'Anyone with the link' and send that link.",
                     )
                 confirmed = True
-                url = next_url
+                try:
+                    target = URL(next_url)
+                except ValueError:
+                    raise FetchError("drive_page", "Google Drive's download page links to no valid address.") from None
                 continue
             if content_type == "text/html":
                 raise _html_error(where)
@@ -245,16 +315,26 @@ async def _follow(
                     f"The file is {_mb(response.content_length)}; the limit is "
                     f"{_mb(max_bytes)}. Nothing was downloaded.",
                 )
-            size, digest = await _stream(response, out, where, max_bytes, timeouts, progress_cb)
+            size, digest = await _stream(response, out, where, max_bytes, timeouts, progress_cb, seen)
             return size, digest, where, redirects
 
 
-def _is_literal(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.strip("[]"))
-    except OSError:
-        return False
-    return True
+def _check_scheme(target: URL, hop: str, where: str, allow_http: bool) -> None:
+    scheme = target.scheme
+    if scheme == "https" or (scheme == "http" and allow_http):
+        return
+    if scheme == "http":
+        raise FetchError("insecure_link", f"The link {hop} plain http ({where}); lorabot only downloads over https.")
+    # file:, gopher:, ftp:, data:... named as they are (shortened, escaped): calling them "http" would mislead.
+    raise FetchError(
+        "insecure_link",
+        f"The link {hop} a {shown(scheme, 20)} address, not a web address; lorabot only downloads over https.",
+    )
+
+
+def _blocked(reason: str, redirects: int) -> FetchError:
+    via = " (after a redirect)" if redirects else ""
+    return FetchError("blocked_address", f"Refused{via}: {reason}.")
 
 
 def _refuse_status(status: int, reason: str, where: str, kind: LinkKind) -> None:
@@ -307,6 +387,7 @@ async def _stream(
     max_bytes: int,
     timeouts: FetchTimeouts,
     progress_cb: ProgressCallback | None,
+    seen: _Seen,
 ) -> tuple[int, str]:
     digest = hashlib.sha256()
     total = response.content_length
@@ -328,7 +409,9 @@ async def _stream(
                     _check_head(head, where)
             digest.update(chunk)
             out.write(chunk)
+            seen.bytes_done = done
             now = time.monotonic()
+            _check_rate(done, now - started, where, timeouts)
             if progress_cb is not None and now - last_report >= timeouts.progress_interval_s:
                 last_report = now
                 await _report(progress_cb, done, total, now - started)
@@ -350,6 +433,39 @@ async def _stream(
     if total is not None and done != total:
         raise FetchError("truncated", f"The download from {where} broke off after {_mb(done)} of {_mb(total)}.")
     return done, digest.hexdigest()
+
+
+def _check_rate(done: int, elapsed: float, where: str, timeouts: FetchTimeouts) -> None:
+    """Stop a body that arrives, on average, slower than the operator's minimum (a trickle inside the read timeout)."""
+    if timeouts.min_bytes_per_s <= 0 or elapsed < timeouts.read_s:
+        return
+    rate = done / elapsed
+    if rate < timeouts.min_bytes_per_s:
+        raise FetchError(
+            "too_slow",
+            f"The download from {where} was stopped: it arrived at {_rate(rate)} on average ({_mb(done)} in "
+            f"{elapsed:.0f} s), below the minimum of {_rate(timeouts.min_bytes_per_s)}. Put the zip on a faster "
+            "host (Hugging Face, Google Drive, Dropbox) and try again.",
+        )
+
+
+def _deadline_error(seen: _Seen, timeouts: FetchTimeouts) -> FetchError:
+    return FetchError(
+        "too_slow",
+        f"The download from {seen.where} was stopped: it did not finish within {_duration(timeouts.total_s)} "
+        f"(the limit for one download; {_mb(seen.bytes_done)} had arrived). Put the zip on a faster host "
+        "(Hugging Face, Google Drive, Dropbox) and try again.",
+    )
+
+
+def _rate(bytes_per_s: float) -> str:
+    return f"{bytes_per_s / 1000:.1f} kB/s" if bytes_per_s < 1_000_000 else f"{bytes_per_s / 1_000_000:.1f} MB/s"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    return f"{seconds / 60:.0f} min"
 
 
 def _check_head(head: bytes, where: str) -> None:
@@ -388,10 +504,16 @@ def _read_timeout(where: str, timeouts: FetchTimeouts, done: int) -> FetchError:
     )
 
 
-def _where(url: str) -> str:
-    parts = urlsplit(url)
-    path = parts.path if len(parts.path) <= 60 else parts.path[:57] + "..."
-    return f"{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}{path}"
+def _where(target: URL) -> str:
+    """Host, explicit port and path of a hop, for messages: never the query (it may carry signatures)."""
+    host = target.raw_host or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{target.explicit_port}" if target.explicit_port else ""
+    path = target.raw_path if len(target.raw_path) <= 60 else target.raw_path[:57] + "..."
+    # Escapes (not quotes): the message reads "files.example.com/x.zip", yet no control character or markdown
+    # from a hostile Location header gets through.
+    return shown(f"{host}{port}{path}", 120)[1:-1]
 
 
 def _mb(size: int | None) -> str:

@@ -36,16 +36,21 @@ class DirectLink:
 def direct_link(url: str, *, hf_token: str | None = None) -> DirectLink:
     """The URL that downloads the file behind a share link, plus the headers its host needs."""
     text = url.strip()
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        hostname, port = parts.hostname, parts.port  # both parse (and may refuse) the authority
+    except ValueError:
+        # A bracketed host that is no IP address, a port that is no number...: not a link, and no traceback.
+        raise LinkError("the dataset link is not a valid web address") from None
+    if parts.scheme.lower() not in ("http", "https") or not hostname:
         raise LinkError("the dataset link must be a full web address starting with https://")
     if parts.username or parts.password:
         raise LinkError("the dataset link must not contain a user name or password")
-    host = parts.hostname.lower()
+    host = hostname.lower()
     if host in HF_HOSTS:
         return _huggingface(parts.scheme, parts.netloc, parts.path, parts.query, hf_token)
     if host in DRIVE_HOSTS:
-        return _google_drive(parts.port, parts.path, parts.query)
+        return _google_drive(port, parts.path, parts.query)
     if host in DROPBOX_HOSTS:
         query = {k: v for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k not in ("dl", "raw")}
         query["dl"] = ["1"]

@@ -34,6 +34,18 @@ REFUSED = [
     ("2002:7f00:1::", "IPv6 form of 127.0.0.1"),  # 6to4
     ("64:ff9b::a00:1", "IPv6 form of 10.0.0.1"),  # NAT64
     ("64:ff9b::a9fe:a9fe", "cloud metadata"),  # NAT64 of 169.254.169.254
+    ("fec0::1", "site-local"),  # deprecated, yet `is_global` in Python 3.11
+    ("feff::1", "site-local"),
+    ("3fff::1", "documentation"),  # RFC 9637
+    ("2001:db8::1", "documentation"),
+    ("192.0.0.9", "IETF protocol assignment"),  # PCP anycast: global, but no dataset host
+    ("192.0.0.8", "IETF protocol assignment"),
+    ("192.88.99.1", "6to4 relay"),
+    ("::1.2.3.4", "IPv4-compatible"),  # deprecated even with a public IPv4 inside
+    ("64:ff9b:1::808:808", "local-use NAT64"),
+    ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", "IETF protocol assignment"),  # Teredo, public client
+    ("5f00::1", "segment-routing"),
+    ("100::1", "discard"),
 ]
 
 
@@ -47,7 +59,10 @@ async def test_an_address_outside_the_public_internet_is_refused(address: str, w
     assert "lorabot only downloads from the public internet" in str(caught.value)
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"],
+)
 def test_public_addresses_pass(address: str) -> None:
     assert forbidden_reason(ipaddress.ip_address(address)) is None
 
