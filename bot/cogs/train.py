@@ -216,8 +216,8 @@ class Train(commands.Cog):
         """`jobs.fetch` (SSRF guard, share links, caps) when it is built; otherwise a clear refusal."""
         if importlib.util.find_spec("jobs.fetch") is None:
             raise Refused("links are not available yet: attach the zip, or use `dataset_from`.")
-        from jobs.fetch import FetchError, FetchProgress, FetchTimeouts, GuardRefused, SsrfGuard, fetch_dataset
-        from jobs.fetch.settings import FetchSettings
+        from jobs.fetch import FetchError, FetchProgress, GuardRefused, fetch_dataset
+        from jobs.fetch.settings import FetchSettings, fetch_options
 
         fetch: FetchSettings = getattr(self.bot.settings, "fetch", None) or FetchSettings()
         hf = self.bot.settings.tokens.hf_token
@@ -232,16 +232,9 @@ class Train(commands.Cog):
                 url,
                 workdir / "link.zip",
                 max_bytes=upload_cap_bytes(self.bot.settings, None),
-                guard=SsrfGuard(allow=fetch.allow_networks),
-                timeouts=FetchTimeouts(
-                    connect_s=fetch.connect_timeout_s,
-                    read_s=fetch.read_timeout_s,
-                    progress_interval_s=fetch.progress_interval_s,
-                ),
                 progress_cb=progress,
                 hf_token=hf.get_secret_value() if hf is not None else None,
-                allow_http=fetch.allow_http,
-                max_redirects=fetch.max_redirects,
+                **fetch_options(fetch),  # guard, timeouts (deadline and minimum rate included), http, redirects
             )
         except (FetchError, GuardRefused) as exc:
             raise Refused(str(exc)) from None

@@ -24,6 +24,8 @@ def fetch_options(settings: FetchSettings) -> dict[str, Any]:
             connect_s=settings.connect_timeout_s,
             read_s=settings.read_timeout_s,
             progress_interval_s=settings.progress_interval_s,
+            total_s=settings.total_timeout_s,
+            min_bytes_per_s=settings.min_rate_kb_s * 1000,
         ),
         "allow_http": settings.allow_http,
         "max_redirects": settings.max_redirects,
