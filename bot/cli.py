@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -129,7 +131,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(words)
     if args.command in ("doctor", "pods", "reap"):
         return _ops(args)
-    return _plan(args)
+    return _stoppable(_plan, args)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt: asyncio and every `finally` treat it the same."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise _Terminated()
+
+
+def _stoppable(command: Any, args: argparse.Namespace) -> int:
+    """Run `command(args)` so that SIGTERM cleans up as SIGINT does, and neither prints a traceback.
+
+    SIGTERM's default action ends the process on the spot: a link download's `.partial` file and the plan's temp
+    folder stayed behind. Raised as an exception instead, it unwinds through the download's cleanup and the
+    `TemporaryDirectory`. (Only the main thread may set signal handlers; tests calling `main` from a worker
+    thread keep the default.)
+    """
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        result: int = command(args)
+        return result
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+        print(f"lorabot {args.command}: stopped by {signum.name}; nothing was kept", file=sys.stderr)
+        return 128 + signum
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _ops(args: argparse.Namespace) -> int:
