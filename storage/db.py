@@ -1,7 +1,8 @@
 """Engine, sessions and migrations of the job store.
 
 SQLite in the data folder by default (WAL, foreign keys on, a busy timeout so the bot's tick and the notifier can
-write at the same time); ``DATABASE_URL`` may point at PostgreSQL instead. ``migrate(url)`` runs at start-up.
+write at the same time); ``DATABASE_URL`` may point at PostgreSQL instead, through psycopg 3
+(``pip install 'lorabot[postgres]'``). ``migrate(url)`` runs at start-up.
 
 Every function in ``storage.transitions`` / ``storage.queries`` works inside the caller's session and never
 commits: the caller decides where a transaction ends (``session_scope`` commits or rolls back as a whole), which is
@@ -39,6 +40,8 @@ DEFAULT_DB_FILENAME = "lorabot.db"
 # How long a SQLite writer waits for another writer's lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# SQLAlchemy's dialect+driver name for psycopg 3.
+POSTGRES_DRIVER = "postgresql+psycopg"
 
 
 class DatabaseUrlError(ValueError):
@@ -50,29 +53,32 @@ def database_url(data_dir: Path, environ: Mapping[str, str] | None = None) -> st
     env = os.environ if environ is None else environ
     configured = env.get("DATABASE_URL", "").strip()
     if configured:
-        parsed = _parse_url(configured)
-        # Heroku-style "postgres://" is not a dialect name SQLAlchemy knows.
-        if parsed.drivername == "postgres":
-            parsed = parsed.set(drivername="postgresql")
-        return parsed.render_as_string(hide_password=False)
+        return _parse_url(configured).render_as_string(hide_password=False)
     data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(data_dir / DEFAULT_DB_FILENAME).resolve()}"
 
 
 def _parse_url(url: str) -> URL:
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except ArgumentError:
         scheme = url.split("://", 1)[0] if "://" in url else "(no scheme)"
         raise DatabaseUrlError(
             f"DATABASE_URL is not a database URL (scheme {scheme!r}); expected e.g. "
             "sqlite:////data/lorabot.db or postgresql://user:password@host/lorabot"
         ) from None
+    # "postgresql://" means psycopg2 to SQLAlchemy and Heroku-style "postgres://" means nothing to it; lorabot ships
+    # psycopg 3 (the `postgres` extra), so a URL that names no driver gets that one.
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername=POSTGRES_DRIVER)
+    return parsed
 
 
 def make_engine(url: str, **engine_options: Any) -> Engine:
     """A sync engine; for SQLite every connection gets WAL, foreign keys and the busy timeout."""
     parsed = _parse_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        _require_psycopg(parsed)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, **engine_options)
     engine = create_engine(
@@ -83,6 +89,19 @@ def make_engine(url: str, **engine_options: Any) -> Engine:
     )
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
+
+
+def _require_psycopg(url: URL) -> None:
+    """Say how to install the driver instead of SQLAlchemy's bare ModuleNotFoundError."""
+    if url.get_driver_name() != "psycopg":
+        return  # an operator who named another driver (postgresql+pg8000://) installed it themselves
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise DatabaseUrlError(
+            "DATABASE_URL points at PostgreSQL but its driver, psycopg 3, is not installed: "
+            "pip install 'lorabot[postgres]'"
+        ) from None
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any) -> None:

@@ -295,15 +295,17 @@ def add_notice(
         "attempts": 0,
     }
     dialect = session.get_bind().dialect.name
+    statement: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
-        sqlite_insert = sqlite.insert(Notice).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        result = session.execute(sqlite_insert)
+        statement = sqlite.insert(Notice).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"])
     elif dialect == "postgresql":
-        pg_insert = postgresql.insert(Notice).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        result = session.execute(pg_insert)
+        statement = postgresql.insert(Notice).values(values).on_conflict_do_nothing(index_elements=["idempotency_key"])
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise RuntimeError(f"the outbox needs INSERT … ON CONFLICT; {dialect} is not supported")
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    # Whether a row came back, not rowcount: on PostgreSQL SQLAlchemy adds RETURNING for the new id, and psycopg then
+    # reports rowcount -1, which read as "a duplicate" for every new notice. RETURNING answers the same on both stores.
+    inserted = session.execute(statement.returning(Notice.id)).first()
+    return inserted is not None
 
 
 def mark_notice_sent(session: Session, notice_id: int, *, discord_message_id: int | None, now: dt.datetime) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +15,9 @@ from storage.db import session_scope
 from storage.models import Job, Notice
 from storage.transitions import InvalidTransition, add_notice, transition
 from tests.world.fixtures_db import T0, new_job
+
+# The store's behaviour is promised on SQLite and PostgreSQL alike.
+pytestmark = pytest.mark.both_dbs
 
 WRITERS = 6
 

@@ -158,7 +158,11 @@ def test_database_url_defaults_to_a_sqlite_file_in_the_data_folder(tmp_path: Pat
 
 def test_database_url_override_and_heroku_style_postgres_scheme(tmp_path: Path) -> None:
     url = database_url(tmp_path, environ={"DATABASE_URL": "postgres://bot:pw@db:5432/lorabot"})
-    assert url == "postgresql://bot:pw@db:5432/lorabot"
+    # A URL that names no driver gets psycopg 3, the one the `postgres` extra installs.
+    assert url == "postgresql+psycopg://bot:pw@db:5432/lorabot"
+    assert database_url(tmp_path, environ={"DATABASE_URL": "postgresql://bot:pw@db/lorabot"}).startswith(
+        "postgresql+psycopg://"
+    )
     assert not (tmp_path / "lorabot.db").exists()
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy.orm import Session
 
 from jobs.states import NoticeKind
 from storage.queries import pending_notices
 from storage.transitions import add_notice, mark_notice_failed, mark_notice_sent
 from tests.world.fixtures_db import T0, new_job
+
+# The store's behaviour is promised on SQLite and PostgreSQL alike.
+pytestmark = pytest.mark.both_dbs
 
 MINUTE = dt.timedelta(minutes=1)
 

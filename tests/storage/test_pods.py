@@ -23,6 +23,9 @@ from storage.transitions import (
 )
 from tests.world.fixtures_db import T0, new_job
 
+# The store's behaviour is promised on SQLite and PostgreSQL alike.
+pytestmark = pytest.mark.both_dbs
+
 MINUTE = dt.timedelta(minutes=1)
 
 

@@ -28,6 +28,9 @@ from storage.queries import (
 from storage.transitions import set_cancelled, set_failed, transition
 from tests.world.fixtures_db import T0, new_job
 
+# The store's behaviour is promised on SQLite and PostgreSQL alike.
+pytestmark = pytest.mark.both_dbs
+
 ALICE, BOB = 111, 222
 
 

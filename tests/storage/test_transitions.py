@@ -29,6 +29,9 @@ from storage.transitions import (
 )
 from tests.world.fixtures_db import T0, new_job
 
+# The store's behaviour is promised on SQLite and PostgreSQL alike.
+pytestmark = pytest.mark.both_dbs
+
 S = JobStatus
 LATER = T0 + dt.timedelta(minutes=5)
 ALL_PAIRS = list(itertools.product(JobStatus, JobStatus))
