@@ -71,6 +71,8 @@ class CloudParts:
     model_source: ModelSource | None = None
     # Anything the cloud needs to shut down (the sandbox's emulator).
     close: Callable[[], Awaitable[None]] | None = None
+    # Where CPU stages fetch tokenizers when not from huggingface.co (the sandbox's stand-in Hub).
+    hub_endpoint: str | None = None
 
 
 @dataclass
@@ -225,6 +227,7 @@ def sandbox_cloud(settings: Settings, store: ArtifactStore) -> CloudParts:
         clock=sandbox.clock,
         model_source=sandbox.rewrite_plan_model,
         close=close,
+        hub_endpoint=sandbox.hub.url,
     )
 
 
@@ -291,6 +294,8 @@ def _orchestrator(
 ) -> Orchestrator:
     config = OrchestratorConfig.from_settings(settings)
     config = dataclasses.replace(config, pod_env=tuple(config.pod_env) + tuple(cloud.pod_env))
+    if cloud.hub_endpoint is not None:
+        config = dataclasses.replace(config, hub_endpoint=cloud.hub_endpoint)
     model_tokens = {
         name: secret.get_secret_value()
         for name, secret in (("HF_TOKEN", settings.tokens.hf_token), ("CIVITAI_TOKEN", settings.tokens.civitai_token))

@@ -138,7 +138,9 @@ def build_manifest(
     status_interval_s: float = 5.0,
     ready_timeout_s: int = 3600,
     trainer_silence_s: int = 1200,
+    tokenizers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """`tokenizers`: what the CPU stage fetches for the trainer's offline Hub (jobs.sdscripts.tokenizer_manifest)."""
     keys = JobKeys(job_id, output_name)
 
     def put(key: str) -> str:
@@ -152,6 +154,7 @@ def build_manifest(
         "stages": stages,
         "env": env_recipe,
         "model": model.to_manifest(),
+        "tokenizers": list(tokenizers or []),
         "dataset": {
             "url": store.presign_get(dataset_key(dataset_sha256), expires_s),
             "sha256": dataset_sha256,

@@ -15,7 +15,9 @@ Time comes from an injected clock, so the RunPod emulator's simulated time drive
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from jobs.config import Settings
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
 from jobs.pods import Clock, PodKeeper, PodSeen
 from jobs.queue import JobPlan, ModelFileRef
+from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, tokenizer_manifest
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
 from storage.artifacts import ArtifactStoreError
 from storage.db import session_scope
@@ -162,6 +165,8 @@ class OrchestratorConfig:
     team_budget_micros: int | None = None
     # Extra env for every pod (the sandbox's trainer speed; never secrets: pods' env is visible to their owner).
     pod_env: tuple[tuple[str, str], ...] = ()
+    # Where the CPU stage fetches tokenizers (a stand-in Hub in the sandbox and the test world).
+    hub_endpoint: str = HUB_ENDPOINT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OrchestratorConfig:
@@ -381,7 +386,7 @@ class Orchestrator:
             # The wall-time limit counts from the start, not from the time spent waiting in the queue.
             deadline = now + (job.deadline_at - job.queued_at) if job.deadline_at is not None else None
             warm = is_cache_ready(s, volume.id, CacheKind.ENV, self.env_hash) and is_cache_ready(
-                s, volume.id, CacheKind.MODEL, plan.model.filename
+                s, volume.id, CacheKind.MODEL, _model_cache_key(plan)
             )
         self._write_manifest(job_id, plan, stages=["prepare", "train"] if warm else ["train"])
         with session_scope(self.sessions) as s:
@@ -1070,6 +1075,7 @@ class Orchestrator:
             store=self.store,
             expires_s=self.config.url_lifetime_s,
             status_interval_s=self.config.status_interval_s,
+            tokenizers=tokenizer_manifest(plan.script, self.config.hub_endpoint),
         )
         self.store.put_bytes(JobKeys(f"j{job_id}", plan.output_name).manifest, json.dumps(manifest).encode())
 
@@ -1106,7 +1112,7 @@ class Orchestrator:
             if job.volume_id is None:
                 return
             mark_cache_ready(s, job.volume_id, CacheKind.ENV, self.env_hash, now=now)
-            mark_cache_ready(s, job.volume_id, CacheKind.MODEL, plan.model.filename, now=now)
+            mark_cache_ready(s, job.volume_id, CacheKind.MODEL, _model_cache_key(plan), now=now)
             mark_cache_ready(s, job.volume_id, CacheKind.DATASET, job.dataset_sha256, now=now)
             add_notice(
                 s,
@@ -1201,6 +1207,16 @@ def _agent_trouble(status: dict[str, Any] | None, role: str, stage: str) -> str 
 
 def _shorten(text: str, limit: int = _AGENT_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _model_cache_key(plan: JobPlan) -> str:
+    """The model's cache entry on a volume covers the tokenizers its script loads: the CPU stage fetches both, and a
+    warm job (no CPU stage) must find both there, since its GPU pod would otherwise fetch them on GPU time."""
+    repos = TOKENIZERS.get(plan.script, ())
+    if not repos:
+        return plan.model.filename
+    spec = json.dumps([dataclasses.asdict(repo) for repo in repos], sort_keys=True).encode()
+    return f"{plan.model.filename}+tokenizers-{hashlib.sha256(spec).hexdigest()[:12]}"
 
 
 def _model_source(ref: ModelFileRef) -> ModelSource:

@@ -1,7 +1,8 @@
 """The sd-scripts invocation for a checked TrainSpec: script, argument LIST, dataset.toml and sample_prompts.txt.
 
-Paths are placeholders the pod's agent substitutes (docs/CONTRACTS.md): `{model_path}`, `{job_dir}`, `{data_dir}`,
-`{output_dir}`, `{volume}`. Nothing here is ever joined into a shell string except `render_command`, for display.
+Paths are placeholders the pod's agent substitutes (docs/CONTRACTS.md): `{model_path}`, `{tokenizers_dir}`,
+`{job_dir}`, `{data_dir}`, `{output_dir}`, `{volume}`. Nothing here is ever joined into a shell string except
+`render_command`, for display.
 Every flag emitted exists in the script's parser at kohya-ss/sd-scripts@48d368fa (tests/jobs/test_sdscripts.py).
 """
 
@@ -21,6 +22,62 @@ SCRIPTS: dict[Family, str] = {
     "sd15": "train_network.py",
     "flux": "flux_train_network.py",
 }
+
+
+@dataclass(frozen=True)
+class TokenizerRepo:
+    """A Hugging Face repo whose tokenizer a script loads: the files the CPU stage fetches (tokenizer files only,
+    never weights) and those the repo may lack (fetched when present)."""
+
+    repo: str
+    files: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    revision: str = "main"
+
+
+# CLIPTokenizer reads vocab.json + merges.txt; tokenizer_config.json carries model_max_length (77), which sd-scripts
+# uses as the token length, and special_tokens_map.json the pad token: without them the tokenizer loads wrong.
+_CLIP_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+_CLIP_OPTIONAL = ("tokenizer.json", "added_tokens.json")
+CLIP_L = TokenizerRepo("openai/clip-vit-large-patch14", _CLIP_FILES, _CLIP_OPTIONAL)
+CLIP_G = TokenizerRepo("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", _CLIP_FILES, _CLIP_OPTIONAL)
+# T5TokenizerFast builds itself from the SentencePiece model when the repo has no tokenizer.json (sentencepiece and
+# protobuf are in the recipe's lock); sd-scripts passes the max length itself, so the configs are optional.
+T5_XXL = TokenizerRepo(
+    "google/t5-v1_1-xxl", ("spiece.model",), ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+)
+# Which tokenizers each script loads at 48d368fa: every family goes through strategy_base._load_tokenizer, which
+# takes `--tokenizer_cache_dir` and loads `<dir>/<repo with "/" as "_">` with from_pretrained(local folder) when that
+# folder exists, and asks the Hub otherwise. So the CPU stage fills that folder (plain files; the Hub's own cache
+# layout would have to be rebuilt by the stdlib agent) and the GPU pod's trainer runs with the Hub offline.
+# - train_network.py (SD1.5): strategy_sd.TOKENIZER_ID (v1; lorabot trains no v2 models).
+# - sdxl_train_network.py: strategy_sdxl.TOKENIZER1_PATH and TOKENIZER2_PATH.
+# - flux_train_network.py: strategy_flux.CLIP_L_TOKENIZER_ID and T5_XXL_TOKENIZER_ID.
+TOKENIZERS: dict[str, tuple[TokenizerRepo, ...]] = {
+    "train_network.py": (CLIP_L,),
+    "sdxl_train_network.py": (CLIP_L, CLIP_G),
+    "flux_train_network.py": (CLIP_L, T5_XXL),
+}
+HUB_ENDPOINT = "https://huggingface.co"
+
+
+def tokenizer_manifest(script: str, endpoint: str = HUB_ENDPOINT) -> list[dict[str, object]]:
+    """The manifest's `tokenizers` for a script: per repo, the folder sd-scripts looks for under
+    `--tokenizer_cache_dir` and each file's URL on the Hub (`endpoint` is a stand-in Hub in the test world)."""
+    base = endpoint.rstrip("/")
+    return [
+        {
+            "repo": repo.repo,
+            "revision": repo.revision,
+            "folder": repo.repo.replace("/", "_"),
+            "files": [
+                {"name": name, "url": f"{base}/{repo.repo}/resolve/{repo.revision}/{name}", "required": required}
+                for names, required in ((repo.files, True), (repo.optional, False))
+                for name in names
+            ],
+        }
+        for repo in TOKENIZERS.get(script, ())
+    ]
 DATASET_TOML = "dataset.toml"
 SAMPLE_PROMPTS_TXT = "sample_prompts.txt"
 # How the agent launches the script (docs/CONTRACTS.md manifest `env.launcher`), for the displayed command only.
@@ -52,6 +109,8 @@ def build_command(spec: TrainSpec, dataset: DatasetFacts, model: CatalogModel) -
 def build_args(spec: TrainSpec, model: CatalogModel) -> list[str]:
     args = [
         "--pretrained_model_name_or_path={model_path}",
+        # The tokenizers the CPU stage fetched (TOKENIZERS): the trainer runs with the Hub offline.
+        "--tokenizer_cache_dir={tokenizers_dir}",
         f"--dataset_config={{job_dir}}/{DATASET_TOML}",
         "--output_dir={output_dir}",
         f"--output_name={spec.output_name}",

@@ -17,6 +17,7 @@ PLACEHOLDERS = (
     "{venv}",
     "{sd_scripts}",
     "{env_dir}",
+    "{tokenizers_dir}",
     "{job_dir}",
     "{data_dir}",
     "{output_dir}",
@@ -76,6 +77,24 @@ class ModelFile:
 
 
 @dataclass(frozen=True)
+class TokenizerFile:
+    name: str
+    url: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A Hub repo's tokenizer files, fetched on the CPU stage into `{tokenizers_dir}/<folder>` (sd-scripts'
+    `--tokenizer_cache_dir` layout: the repo id with "/" as "_"), because the trainer runs with the Hub offline."""
+
+    repo: str
+    revision: str
+    folder: str
+    files: list[TokenizerFile]
+
+
+@dataclass(frozen=True)
 class Manifest:
     raw: dict[str, Any]
     job_id: str
@@ -98,6 +117,7 @@ class Manifest:
     model_token_env: str | None
     # Every model file to fetch, the main checkpoint first.
     model_files: list[ModelFile]
+    tokenizers: list[Tokenizer]
     dataset_url: str
     dataset_sha256: str
     dataset_size: int | None
@@ -149,6 +169,33 @@ def _model_file(data: Any, where: str) -> ModelFile:
         size_hint=positive(data.get("size_hint")),
         token_env=data.get("token_env") or None,
     )
+
+
+def _tokenizers(value: Any) -> list[Tokenizer]:
+    if not isinstance(value, list):
+        raise ManifestError("manifest tokenizers must be a list")
+    found = []
+    for index, item in enumerate(value):
+        where = f"tokenizers[{index}]."
+        if not isinstance(item, dict) or not isinstance(item.get("files"), list):
+            raise ManifestError(f"manifest {where.rstrip('.')} must be an object with a files list")
+        files = []
+        for entry in item["files"]:
+            if not isinstance(entry, dict):
+                raise ManifestError(f"manifest {where}files must hold objects")
+            name = _safe_name(_require(entry, "name", str, f"{where}files[]."), f"{where}files[].name")
+            files.append(
+                TokenizerFile(name, _require(entry, "url", str, f"{where}files[]."), bool(entry.get("required")))
+            )
+        found.append(
+            Tokenizer(
+                repo=_require(item, "repo", str, where),
+                revision=str(item.get("revision") or "main"),
+                folder=_safe_name(_require(item, "folder", str, where), f"{where}folder"),
+                files=files,
+            )
+        )
+    return found
 
 
 def _python_version(value: Any) -> str | None:
@@ -254,6 +301,7 @@ def parse_manifest(body: bytes) -> Manifest:
         model_filename=_safe_name(_require(model, "filename", str, "model."), "model.filename"),
         model_token_env=model.get("token_env") or None,
         model_files=[main_file, *extra_files],
+        tokenizers=_tokenizers(data.get("tokenizers") or []),
         dataset_url=_require(dataset, "url", str, "dataset."),
         dataset_sha256=dataset_sha,
         dataset_size=dataset.get("size") if isinstance(dataset.get("size"), int) else None,
@@ -309,6 +357,15 @@ class Layout:
         return self.root / "datasets" / self.manifest.dataset_sha256
 
     @property
+    def hf_home(self) -> Path:
+        """HF_HOME of the trainer: whatever the Hugging Face libraries keep lands on the volume, never fetched twice."""
+        return self.root / "hf"
+
+    @property
+    def tokenizers_dir(self) -> Path:
+        return self.hf_home / "tokenizers"
+
+    @property
     def job_dir(self) -> Path:
         return self.root / "jobs" / self.manifest.job_id
 
@@ -342,6 +399,7 @@ class Layout:
             "{venv}": str(self.venv),
             "{sd_scripts}": str(self.sd_scripts),
             "{env_dir}": str(self.env_dir),
+            "{tokenizers_dir}": str(self.tokenizers_dir),
             "{job_dir}": str(self.job_dir),
             "{data_dir}": str(self.data_dir),
             "{output_dir}": str(self.output_dir),

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from .context import Context, Interrupted, StageFailed, file_lock, run_logged
 from .fsutil import atomic_write, fsync_dir, sha256_file, write_if_changed
-from .manifest import ModelFile
+from .manifest import ModelFile, Tokenizer
 from .net import HttpFailure, Stopped
 from .report import Reporter
 from .venvcheck import interpreter_problem
@@ -26,6 +26,8 @@ DEFAULT_ENV_STEP_S = 60.0
 DEFAULT_BYTES_PER_S = 50e6
 PHASE_OF_STEP = {"job": "starting", "env": "building_env", "model": "downloading_model", "dataset": "fetching_dataset"}
 MAX_ZIP_ENTRIES = 100_000
+# Inside each tokenizer folder: what was asked for and the sha256 of what arrived (from_pretrained ignores it).
+TOKENIZER_MARKER = ".lorabot-tokenizer.json"
 
 
 class Prepare:
@@ -154,7 +156,8 @@ class Prepare:
         self.ctx.http.download(url, part, headers=headers, on_progress=progress)
 
     def model(self) -> None:
-        """Every model file (the checkpoint, and Flux's ae / clip_l / t5xxl), each verified and renamed atomically."""
+        """Every model file (the checkpoint, and Flux's ae / clip_l / t5xxl), each verified and renamed atomically,
+        then the tokenizers its script loads (the trainer runs with the Hub offline)."""
         started = self._start("model")
         fetched_any = False
         done_before = 0
@@ -162,7 +165,49 @@ class Prepare:
             fetched_any |= self._model_file(file, done_before)
             done_before += (self.layout.models_dir / file.filename).stat().st_size
         self.rep.step("model", bytes_done=done_before, bytes_total=done_before)
+        for tokenizer in self.m.tokenizers:
+            fetched_any |= self._tokenizer(tokenizer)
         self._done("model", started, cached=not fetched_any)
+
+    def _tokenizer(self, tokenizer: Tokenizer) -> bool:
+        """Fetch one repo's tokenizer files into the folder sd-scripts' `--tokenizer_cache_dir` names, unless the
+        same files are there; True when fetched. The folder appears whole (renamed into place): sd-scripts loads any
+        folder that exists and only asks the Hub for one that does not."""
+        target = self.layout.tokenizers_dir / tokenizer.folder
+        marker = target / TOKENIZER_MARKER
+        wanted = json.dumps(
+            {"repo": tokenizer.repo, "revision": tokenizer.revision, "files": sorted(f.name for f in tokenizer.files)},
+            sort_keys=True,
+        )
+        with file_lock(target.with_name(f".{target.name}.lock")):
+            if marker.is_file() and json.loads(marker.read_text()).get("wanted") == wanted:
+                return False
+            staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            fetched = {}
+            for file in tokenizer.files:
+                try:
+                    self.ctx.http.download(file.url, staging / file.name)
+                except HttpFailure as exc:
+                    (staging / file.name).unlink(missing_ok=True)
+                    if exc.status == 404 and not file.required:
+                        continue  # not every repo has every optional file (t5-v1_1-xxl has no tokenizer.json)
+                    shutil.rmtree(staging)
+                    raise StageFailed(
+                        "model_download",
+                        f"tokenizer {tokenizer.repo}: {file.name} could not be fetched ({exc}); sd-scripts loads it "
+                        "on the GPU pod, where the Hub is offline, so the volume is not made READY without it",
+                    ) from None
+                fetched[file.name] = sha256_file(staging / file.name)
+            atomic_write(staging / TOKENIZER_MARKER, json.dumps({"wanted": wanted, "sha256": fetched}).encode())
+            if target.exists():
+                shutil.rmtree(target)  # other files than this manifest wants, or an older agent's
+            os.replace(staging, target)
+            fsync_dir(target.parent)
+        self.rep.log(f"tokenizer {tokenizer.repo}: {', '.join(sorted(fetched))}")
+        return True
 
     def _model_file(self, file: ModelFile, done_before: int) -> bool:
         """Download one model file unless a verified copy is on the volume; True when it was downloaded."""

@@ -154,6 +154,9 @@ class Train:
         layout.output_dir.mkdir(parents=True, exist_ok=True)
         env = self.ctx.child_env()
         env["PYTHONUNBUFFERED"] = "1"
+        # Nothing is fetched on GPU time: the CPU stage put the tokenizers on the volume (`--tokenizer_cache_dir`),
+        # so the Hub is offline for the trainer and a missing file fails at once instead of downloading.
+        env.update(HF_HOME=str(layout.hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self.rep.log(f"starting the trainer: {' '.join(argv)}")
         with open(self.trainer_log, "ab") as out:
             self.proc = subprocess.Popen(

@@ -35,6 +35,7 @@ from jobs.orchestrator import Orchestrator, OrchestratorConfig, Store
 from jobs.prices import PriceProvider, StaticPriceProvider
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.sandbox.emulator import RunpodEmulator
+from jobs.sandbox.hub import StandinHub
 from jobs.sandbox.recipe import sandbox_recipe
 
 STANDIN_SDSCRIPTS = Path(__file__).resolve().parent / "sdscripts"
@@ -68,6 +69,8 @@ class SandboxRuntime:
     pod_env: tuple[tuple[str, str], ...]
     prices: PriceProvider
     model: StandinModel
+    # Serves the tokenizers the CPU stage fetches: the sandbox never reaches huggingface.co.
+    hub: StandinHub
     note: str = SANDBOX_NOTE
 
     @property
@@ -81,7 +84,9 @@ class SandboxRuntime:
 
     def orchestrator_config(self, settings: Settings, **overrides: Any) -> OrchestratorConfig:
         """The operator's settings with the sandbox's pod env; `overrides` are OrchestratorConfig fields."""
-        config = dataclasses.replace(OrchestratorConfig.from_settings(settings), pod_env=self.pod_env)
+        config = dataclasses.replace(
+            OrchestratorConfig.from_settings(settings), pod_env=self.pod_env, hub_endpoint=self.hub.url
+        )
         return dataclasses.replace(config, **overrides)
 
     def build_orchestrator(
@@ -114,6 +119,7 @@ class SandboxRuntime:
     def close(self) -> None:
         """Kill every sandbox pod and remove the emulator's folders; safe to call twice."""
         self.emulator.stop()
+        self.hub.stop()
 
 
 def check_sandbox_allowed(settings: Settings) -> None:
@@ -180,7 +186,12 @@ def start_sandbox(
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
     )
-    emulator = RunpodEmulator(time_scale=scale).start()
+    hub = StandinHub().start()
+    try:
+        emulator = RunpodEmulator(time_scale=scale).start()
+    except BaseException:
+        hub.stop()
+        raise
     try:
         return SandboxRuntime(
             emulator=emulator,
@@ -189,7 +200,9 @@ def start_sandbox(
             pod_env=(("LORABOT_STANDIN_STEPS_PER_SECOND", repr(float(steps_per_second))),),
             prices=StaticPriceProvider(),
             model=model,
+            hub=hub,
         )
     except BaseException:
         emulator.stop()
+        hub.stop()
         raise

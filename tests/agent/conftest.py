@@ -30,7 +30,10 @@ def volume(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def agent(agent_pyz: Path, volume: Path, tmp_path: Path) -> Agent:
+def agent(agent_pyz: Path, volume: Path, tmp_path: Path) -> Iterator[Agent]:
     workdir = tmp_path / "pod"
     workdir.mkdir()
-    return Agent(agent_pyz, volume, workdir)
+    pod = Agent(agent_pyz, volume, workdir)
+    yield pod
+    # A GPU pod that reached anything but the bucket (the Hub above all) fails the test that let it.
+    assert not pod.violations(), f"a GPU pod reached the network beyond the bucket:\n{pod.violations()}"

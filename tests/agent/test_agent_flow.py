@@ -98,6 +98,9 @@ def test_each_stage_run_twice_does_no_work_twice_and_leaves_the_same_files(bucke
 
 
 def test_warm_job_prepares_and_trains_on_the_gpu_pod_itself(bucket: Bucket, agent: Agent):
+    """Warm: an earlier job's CPU stage left the environment, the model and its tokenizers on the volume, so the
+    GPU pod's own prepare only fetches the dataset (from the bucket: the pod's network guard allows nothing else)."""
+    assert agent.run(put_job(bucket, "j0", epochs=1), "prepare")[0] == 0
     job = put_job(bucket, epochs=1, stages=["prepare", "train"])
     code, out = agent.run(job, "train", gpu=True)
     assert code == 0, out

@@ -13,12 +13,15 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from PIL import Image
 
 from jobs.agent_bundle import build_agent
 from jobs.manifest import JobKeys, ModelSource, build_manifest, dataset_key
+from jobs.sandbox.hub import StandinHub
 from jobs.sandbox.recipe import sandbox_recipe
+from jobs.sdscripts import tokenizer_manifest
 
 
 class Store(Protocol):
@@ -35,6 +38,19 @@ class Store(Protocol):
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "jobs" / "sandbox" / "sdscripts"
+NETGUARD = REPO / "tests" / "world" / "netguard"
+SCRIPT = "sdxl_train_network.py"
+_HUB: StandinHub | None = None
+
+
+def standin_hub() -> StandinHub:
+    """One stand-in Hub for the whole test run: CPU stages fetch the trainer's tokenizers from it."""
+    global _HUB
+    if _HUB is None:
+        _HUB = StandinHub().start()
+    return _HUB
+
+
 # Simulated seconds per real second: an epoch of the stand-in (2 steps, a checkpoint, a state, 2 samples) takes
 # ~5 simulated seconds, i.e. a quarter of a real second.
 TIME_SCALE = 20.0
@@ -125,6 +141,7 @@ def put_job(
         )
     args = [
         "--pretrained_model_name_or_path={model_path}",
+        "--tokenizer_cache_dir={tokenizers_dir}",
         "--dataset_config={job_dir}/dataset.toml",
         "--output_dir={output_dir}",
         f"--output_name={output_name}",
@@ -153,7 +170,7 @@ def put_job(
         ),
         dataset_sha256=data_sha,
         dataset_size=len(data),
-        script="sdxl_train_network.py",
+        script=SCRIPT,
         args=args,
         files={"dataset.toml": DATASET_TOML, "sample_prompts.txt": PROMPTS},
         epochs=epochs,
@@ -163,6 +180,7 @@ def put_job(
         status_interval_s=status_interval_s,
         ready_timeout_s=ready_timeout_s,
         trainer_silence_s=trainer_silence_s,
+        tokenizers=tokenizer_manifest(SCRIPT, standin_hub().url),
     )
     job = Job(job_id, output_name, manifest, bucket)
     bucket.put(job.keys.manifest, json.dumps(manifest).encode())
@@ -189,8 +207,25 @@ class Agent:
         }
         if gpu:
             env["LORABOT_FAKE_GPU"] = "NVIDIA GeForce RTX 4090"
+            env.update(self.guard_env(job))
         env.update(extra or {})
         return env
+
+    @property
+    def violations_log(self) -> Path:
+        return self.workdir / "net-violations.log"
+
+    def guard_env(self, job: Job) -> dict[str, str]:
+        """A GPU pod's Python processes may reach the bucket and nothing else (tests/world/netguard)."""
+        bucket = urlsplit(job.manifest_url)
+        return {
+            "PYTHONPATH": str(NETGUARD),
+            "LORABOT_NET_ALLOW": f"{bucket.hostname}:{bucket.port}",
+            "LORABOT_NET_VIOLATIONS": str(self.violations_log),
+        }
+
+    def violations(self) -> str:
+        return self.violations_log.read_text() if self.violations_log.exists() else ""
 
     def start(
         self,

@@ -40,6 +40,7 @@ from jobs.states import JobStatus, NoticeKind
 from storage.artifacts_s3 import S3ArtifactStore
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod
+from tests.agent.world import standin_hub
 from tests.world.s3 import S3World
 from tests.world.timed_cloud import CallLog, TimedCloud
 
@@ -139,6 +140,8 @@ class LorabotWorld:
             "reserve_margin_s": 30,
             "status_stale_s": 600,
             "pod_env": (("LORABOT_STANDIN_STEPS_PER_SECOND", "2"),),
+            # The CPU stages fetch the trainer's tokenizers from a stand-in Hub, never huggingface.co.
+            "hub_endpoint": standin_hub().url,
         }
         defaults.update(config)
         client = world_cloud_client(emulator)

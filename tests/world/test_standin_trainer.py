@@ -18,6 +18,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
+from tests.agent.world import standin_hub
+
 SDSCRIPTS = Path(__file__).resolve().parents[2] / "jobs" / "sandbox" / "sdscripts"
 SAMPLE_NAME = re.compile(r"^kana_e(\d{6})_(\d{2})_(\d{14})(_\d+)?\.png$")
 
@@ -60,6 +62,8 @@ class Job:
             "LORABOT_TIME_SCALE": "2000",
             "LORABOT_STANDIN_STEPS_PER_SECOND": "2.0",
             "LORABOT_STANDIN_FAULT": fault,
+            # No --tokenizer_cache_dir here: the stand-in, like sd-scripts, asks the Hub (a stand-in one).
+            "HF_ENDPOINT": standin_hub().url,
         }
         done = subprocess.run(
             [sys.executable, str(SDSCRIPTS / script), *args],

@@ -39,6 +39,7 @@ from _standin_files import (
     write_real_lora,
     write_state_dir,
 )
+from _standin_tokenizers import load_tokenizers
 
 ARCHITECTURES = {"sdxl_train_network.py": "sdxl", "train_network.py": "sd", "flux_train_network.py": "flux"}
 KNOWN_NETWORK_MODULES = {"networks.lora", "networks.lora_flux", "networks.dylora", "networks.oft", "lycoris.kohya"}
@@ -239,6 +240,8 @@ class Trainer:
         args = self.args
         training_started_at = self.clock.now()
         session_id = random.randint(0, 2**32)
+        # train_network.py loads its tokenizers first: the datasets need them.
+        load_tokenizers(self.arch, args.tokenizer_cache_dir, self.log)
         datasets, general = self.load_datasets()
         num_train_images = sum(d.num_train_images for d in datasets)
         if num_train_images == 0:
