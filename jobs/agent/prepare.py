@@ -26,6 +26,8 @@ DEFAULT_ENV_STEP_S = 60.0
 DEFAULT_BYTES_PER_S = 50e6
 PHASE_OF_STEP = {"job": "starting", "env": "building_env", "model": "downloading_model", "dataset": "fetching_dataset"}
 MAX_ZIP_ENTRIES = 100_000
+# In `{data_dir}`: the sha256 of the dataset the view links to (sd-scripts globs images and captions, not this).
+DATASET_VIEW_MARKER = ".lorabot-dataset"
 # Inside each tokenizer folder: what was asked for and the sha256 of what arrived (from_pretrained ignores it).
 TOKENIZER_MARKER = ".lorabot-tokenizer.json"
 
@@ -278,13 +280,7 @@ class Prepare:
 
     def link_and_ready(self) -> None:
         layout = self.layout
-        target = os.path.relpath(layout.dataset_dir, layout.job_dir)
-        if not layout.data_dir.is_symlink() or os.readlink(layout.data_dir) != target:
-            tmp = layout.job_dir / f".data.tmp-{os.getpid()}"
-            if tmp.is_symlink():
-                tmp.unlink()
-            os.symlink(target, tmp)
-            os.replace(tmp, layout.data_dir)
+        self.dataset_view()
         ready = {
             "job_id": self.m.job_id,
             "recipe_hash": self.m.recipe_hash,
@@ -292,6 +288,40 @@ class Prepare:
             "dataset_sha256": self.m.dataset_sha256,
         }
         write_if_changed(layout.ready, json.dumps(ready, sort_keys=True).encode())
+        fsync_dir(layout.job_dir)
+
+    def dataset_view(self) -> None:
+        """`{data_dir}`: this job's own folder tree of symlinks to the shared dataset's files.
+
+        sd-scripts' `--cache_latents_to_disk` writes `<image>_<W>x<H>_<arch>.npz` beside each image path it globbed
+        (symlinks not resolved) and reuses any such file that has the right keys, whichever model wrote it. In the
+        content-addressed dataset folder, a job on another base model would train on the first job's latents; in a
+        per-job view they land in `{job_dir}/data` and go with the job. A view already there (a rerun of this job)
+        is kept with its latents: same job, same model."""
+        layout = self.layout
+        view, marker = layout.data_dir, layout.data_dir / DATASET_VIEW_MARKER
+        fresh = view.is_dir() and not view.is_symlink() and marker.is_file()
+        if fresh and marker.read_text() == self.m.dataset_sha256:
+            return
+        staging = layout.job_dir / f".data.tmp-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        for folder, dirs, files in os.walk(layout.dataset_dir):
+            dirs.sort()
+            rel = Path(folder).relative_to(layout.dataset_dir)
+            (staging / rel).mkdir(parents=True, exist_ok=True)
+            for name in sorted(files):
+                if rel == Path(".") and name == "COMPLETE":
+                    continue
+                link = staging / rel / name
+                # Relative: the volume is mounted at another path on every pod (and a local folder in tests).
+                os.symlink(os.path.relpath(Path(folder) / name, link.parent), link)
+        (staging / DATASET_VIEW_MARKER).write_text(self.m.dataset_sha256)
+        if view.is_symlink() or view.is_file():
+            view.unlink()  # an older agent's link to the shared folder
+        elif view.exists():
+            shutil.rmtree(view)  # a view of another dataset, or one an agent died building
+        os.replace(staging, view)
         fsync_dir(layout.job_dir)
 
 

@@ -119,14 +119,17 @@ def put_job(
     ready_timeout_s: int = 600,
     extra_models: dict[str, bytes] | None = None,
     trainer_silence_s: int = 1200,
+    model: tuple[str, bytes] = ("base.safetensors", MODEL_BYTES),
+    extra_args: list[str] | None = None,
 ) -> Job:
     """Upload the model, the dataset and a manifest for a job on the stand-in trainer; return the job."""
     data = dataset if dataset is not None else dataset_zip()
     data_sha = hashlib.sha256(data).hexdigest()
     if upload_dataset:
         bucket.put(dataset_key(data_sha), data)
-    bucket.put("models/base.safetensors", MODEL_BYTES)
-    sha = hashlib.sha256(MODEL_BYTES).hexdigest() if model_sha256 == "auto" else model_sha256
+    model_name, model_bytes = model
+    bucket.put(f"models/{model_name}", model_bytes)
+    sha = hashlib.sha256(model_bytes).hexdigest() if model_sha256 == "auto" else model_sha256
     output_name = "kana"
     extras = []
     for filename, content in (extra_models or {}).items():
@@ -154,6 +157,7 @@ def put_job(
         "--sample_every_n_epochs=1",
         "--save_model_as=safetensors",
         "--seed=42",
+        *(extra_args or []),
     ]
     manifest = build_manifest(
         job_id=job_id,
@@ -161,9 +165,9 @@ def put_job(
         stages=stages or ["train"],
         env_recipe=sandbox_recipe(STANDIN),
         model=ModelSource(
-            url=bucket.presign_get("models/base.safetensors"),
-            filename="base.safetensors",
-            size=len(MODEL_BYTES),
+            url=bucket.presign_get(f"models/{model_name}"),
+            filename=model_name,
+            size=len(model_bytes),
             sha256=sha,
             token_env="HF_TOKEN",
             extra_files=tuple(extras),

@@ -39,6 +39,7 @@ from _standin_files import (
     write_real_lora,
     write_state_dir,
 )
+from _standin_latents import cache_latents_to_disk
 from _standin_tokenizers import load_tokenizers
 
 ARCHITECTURES = {"sdxl_train_network.py": "sdxl", "train_network.py": "sd", "flux_train_network.py": "flux"}
@@ -260,6 +261,8 @@ class Trainer:
         self.assert_extra_args(general)
         self.log("INFO", "preparing accelerator")
         self.load_model()
+        if args.cache_latents and args.cache_latents_to_disk:
+            cache_latents_to_disk(self.arch, datasets, args.pretrained_model_name_or_path, self.log)
         self.import_network()
         self.console.print("prepare optimizer, data loader etc.")
 
