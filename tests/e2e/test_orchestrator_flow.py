@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jobs.states import JobStatus, NoticeKind, PodRole
 from tests.world.lorabot_world import LorabotWorld
+
+# The whole pipeline on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_dbs
 
 
 async def test_a_cold_job_prepares_on_cpu_trains_on_gpu_and_leaves_no_pod(lorabot_world: LorabotWorld):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jobs import ledger
 from jobs.states import JobStatus, PodRole
 from storage.db import session_scope
 from tests.world.lorabot_world import RTX_3090, RTX_4090, LorabotWorld
 from tests.world.money import assert_ledger_matches_runpod
+
+# The money promises are checked on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_dbs
 
 
 def ledger_total(world: LorabotWorld, job_id: int) -> ledger.CostBreakdown:

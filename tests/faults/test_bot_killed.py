@@ -16,6 +16,8 @@ from tests.faults.harness import KillingCloud, ProcessKilled, check_promises, do
 from tests.world.lorabot_world import LorabotWorld
 
 DieRule = Callable[[int, str, JobStatus], bool]
+# A restart reads everything back from the store: checked on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_dbs
 
 
 def in_state(status: JobStatus, method: str, nth: int = 1) -> DieRule:
