@@ -1,0 +1,351 @@
+"""The agent drives the REAL sd-scripts (train_network.py at the pinned commit) on CPU.
+
+One job, planned by the project's own planner from a real ingested dataset: a 2-epoch SD 1.5 character LoRA. A CPU
+"pod" prepares the volume, a first train "pod" is stopped with SIGTERM as soon as epoch 1's state is on the volume,
+and a new one resumes and finishes. The tests read what really happened: sd-scripts' own files, log lines, state
+folders and metadata, and what the agent uploaded and reported.
+
+Only what cannot run on CPU (or would take hours there) is changed, in this file and nowhere else; every change is
+printed in the run's summary (`OVERRIDES` below, and the environment's own in tests/realtrainer/environment.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from jobs.agent.artifacts import sample_files, state_complete, state_dir
+from jobs.catalog import load_catalog
+from jobs.dataset import IngestedDataset, ingest_zip, pack_dataset
+from jobs.manifest import ModelSource, build_manifest, dataset_key
+from jobs.planning import Plan, dataset_facts, make_plan
+from jobs.presets import load_presets
+from jobs.prices import StaticPriceProvider
+from jobs.queue import job_plan_of
+from jobs.sdscripts import build_command
+from jobs.spec import TrainSpec, UserOptions
+from tests.agent.bucket import Bucket, BucketServer
+from tests.agent.world import Agent, Job, write_pyz
+
+from .conftest import SUMMARY
+from .environment import MODEL_FILENAME, RealTrainerEnv, load_recipe
+
+pytestmark = [pytest.mark.realtrainer, pytest.mark.timeout(2700)]
+
+TRIGGER = "kanachan"
+CLASS_WORD = "1girl"
+IMAGES = 3
+EPOCHS = 2
+# One pass over the images per epoch (a user option, not an override): the fewest steps that still show resume.
+REPEATS = 1
+# What the CPU cannot do as the GPU pod does, or not in minutes: (spec field, value here, why).
+OVERRIDES: tuple[tuple[str, Any, str], ...] = (
+    ("attention", "sdpa", "xFormers needs CUDA; PyTorch's SDPA runs on CPU"),
+    ("mixed_precision", "no", "fp16 autocast needs a GPU; the CPU trains in fp32"),
+    ("optimizer", "AdamW", "bitsandbytes' 8-bit AdamW needs CUDA"),
+    ("resolution", 64, "SD 1.5's real U-Net at 512 px takes minutes per step on 2 cores; 64 px = 8x8 latents"),
+    ("min_bucket_reso", 64, "the bucket range must contain the resolution (sd-scripts asserts it)"),
+    ("max_bucket_reso", 64, "one bucket for the 64 px images"),
+    ("sample_steps", 2, "each sampler step is two U-Net passes on CPU; 2 steps still write the real PNGs"),
+)
+# The launcher's CPU threads: 1 per process on a GPU pod (the GPU does the work), both cores here.
+LAUNCHER_THREADS = "2"
+# Seconds the tier waits for each trainer run before calling it hung (the real trainer, 2 cores).
+TRAINER_DEADLINE_S = 1200.0
+CPU_CHECK = "import torch; print(f'torch {torch.__version__} on CPU, {torch.get_num_threads()} threads')"
+
+
+# --- building the job --------------------------------------------------------------------------------------------
+def character_zip(path: Path) -> Path:
+    """A user's upload: a flat folder of small PNGs with captions naming the trigger."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for index in range(IMAGES):
+            png = io.BytesIO()
+            Image.new("RGB", (64, 64), (60 + index * 60, 90, 150 - index * 40)).save(png, "PNG")
+            zf.writestr(f"kanachan/{index:03d}.png", png.getvalue())
+            zf.writestr(f"kanachan/{index:03d}.txt", f"{TRIGGER}, {CLASS_WORD}, smile, simple background")
+    return path
+
+
+def cpu_spec(spec: TrainSpec) -> tuple[TrainSpec, list[str]]:
+    """The plan's spec with the CPU overrides, and a line per override saying what changed and why."""
+    changes = {name: value for name, value, _ in OVERRIDES}
+    lines = [f"{name}: {getattr(spec, name)!r} -> {value!r} ({why})" for name, value, why in OVERRIDES]
+    return dataclasses.replace(spec, **changes), lines
+
+
+def cpu_recipe(env: RealTrainerEnv) -> tuple[dict[str, Any], list[str]]:
+    """The production recipe with its build steps pointing at the cached environment (built once per recipe hash
+    by environment.py, as the CPU pod would build it), and the GPU check and launcher threads for a CPU."""
+    production = load_recipe()
+    launcher = list(production["launcher"])
+    threads = launcher.index("--num_cpu_threads_per_process") + 1
+    lines = [
+        f"launcher --num_cpu_threads_per_process: {launcher[threads]} -> {LAUNCHER_THREADS} (the CPU does the work)",
+        "gpu_check: torch must see CUDA -> torch must import (there is no GPU)",
+    ]
+    launcher[threads] = LAUNCHER_THREADS
+    recipe = {
+        "name": production["name"] + "-cpu-test",
+        "python": production["python"],
+        "python_version": production["python_version"],
+        "steps": [
+            {"name": "venv", "argv": ["ln", "-s", str(env.venv), "{venv}"]},
+            {"name": "sd-scripts", "argv": ["ln", "-s", str(env.sd_scripts), "{sd_scripts}"]},
+        ],
+        "launcher": launcher,
+        "gpu_check": ["{venv}/bin/python", "-c", CPU_CHECK],
+    }
+    return recipe, lines
+
+
+def seed_volume(volume: Path, env: RealTrainerEnv) -> None:
+    """What the volume holds after earlier jobs: the base model (verified, docs/CONTRACTS.md "Layout on the
+    volume") and the tokenizer the CPU stage prefetches, so the GPU pod never reaches Hugging Face."""
+    models = volume / "lorabot" / "models"
+    models.mkdir(parents=True)
+    target = models / MODEL_FILENAME
+    try:
+        os.link(env.model, target)  # 2 GB: shared with the cache, not copied
+    except OSError:
+        shutil.copyfile(env.model, target)
+    size = target.stat().st_size
+    verified = json.dumps({"sha256": env.model_sha256, "size": size}, sort_keys=True)
+    (models / f".{MODEL_FILENAME}.verified").write_text(verified)
+    shutil.copytree(env.hf_home, volume / "lorabot" / "hf")
+
+
+@dataclass
+class RealRun:
+    plan: Plan
+    spec: TrainSpec
+    job: Job
+    bucket: Bucket
+    volume: Path
+    output: Path
+    logs: Path
+    first_pod_output: str
+    interrupted: dict[str, Any]
+    final: dict[str, Any]
+    seconds: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return self.spec.output_name
+
+
+def wait_for_state(proc: subprocess.Popen[str], folder: Path, epoch: int, logs: Path) -> None:
+    deadline = time.monotonic() + TRAINER_DEADLINE_S
+    while not state_complete(folder, epoch):
+        if proc.poll() is not None:
+            raise AssertionError(f"the pod exited ({proc.returncode}) before {folder.name}:\n{trainer_tail(logs)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no complete {folder.name} after {TRAINER_DEADLINE_S:.0f} s:\n{trainer_tail(logs)}")
+        time.sleep(0.25)
+
+
+def trainer_tail(logs: Path) -> str:
+    texts = [p.read_text(errors="replace")[-6000:] for p in sorted(logs.glob("trainer-*.log"))]
+    return "\n".join(texts) or "(no trainer log)"
+
+
+@pytest.fixture(scope="module")
+def real_run(real_env: RealTrainerEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealRun]:
+    work = tmp_path_factory.mktemp("realtrainer")
+    seconds: dict[str, float] = {}
+    dataset: IngestedDataset = ingest_zip(character_zip(work / "upload.zip"), work / "dataset")
+    plan = make_plan(
+        dataset,
+        UserOptions(preset="sd15-character", trigger=TRIGGER, class_word=CLASS_WORD, epochs=EPOCHS, repeats=REPEATS),
+        presets=load_presets(),
+        catalog=load_catalog(),
+        prices=StaticPriceProvider(),
+    )
+    assert plan.script == "train_network.py" and plan.model.file.filename == MODEL_FILENAME
+    spec, spec_lines = cpu_spec(plan.spec)
+    command = build_command(spec, dataset_facts(dataset), plan.model)
+    job_plan = job_plan_of(dataclasses.replace(plan, spec=spec, command=command))
+    recipe, recipe_lines = cpu_recipe(real_env)
+    SUMMARY.extend(f"override: {line}" for line in [*spec_lines, *recipe_lines])
+    SUMMARY.extend(f"override: {o.render()}" for o in real_env.overrides)
+    SUMMARY.append(f"override: base model: {MODEL_FILENAME} is random weights built by sd-scripts' model code")
+    print("\n".join(SUMMARY))
+
+    volume, pod_dir = work / "volume", work / "pod"
+    pod_dir.mkdir()
+    seed_volume(volume, real_env)
+    with BucketServer() as bucket:
+        packed_sha, packed_size = pack_dataset(dataset.root, work / "packed.zip")
+        bucket.put(dataset_key(packed_sha), (work / "packed.zip").read_bytes())
+        model = ModelSource(
+            url=bucket.presign_get(f"models/{MODEL_FILENAME}"),  # never fetched: the volume has it, verified
+            filename=MODEL_FILENAME,
+            size=real_env.model.stat().st_size,
+            sha256=real_env.model_sha256,
+        )
+        manifest = build_manifest(
+            job_id="j1",
+            output_name=job_plan.output_name,
+            stages=["train"],
+            env_recipe=recipe,
+            model=model,
+            dataset_sha256=packed_sha,
+            dataset_size=packed_size,
+            script=job_plan.script,
+            args=job_plan.args,
+            files=job_plan.files,
+            epochs=job_plan.epochs,
+            sample_prompts=job_plan.sample_prompts,
+            store=bucket,
+            expires_s=3600,
+            status_interval_s=2.0,
+        )
+        job = Job("j1", job_plan.output_name, manifest, bucket)
+        bucket.put(job.keys.manifest, json.dumps(manifest).encode())
+
+        agent = Agent(write_pyz(work / "lorabot-agent.pyz"), volume, pod_dir)
+        # Real time (the trainer's own pace), and the Hugging Face cache on the volume, never the network.
+        pod_env = {
+            "LORABOT_TIME_SCALE": "1",
+            "HF_HOME": str(volume / "lorabot" / "hf"),
+            "HF_HUB_OFFLINE": "1",
+        }
+        started = time.monotonic()
+        code, out = agent.run(job, "prepare", extra=pod_env, timeout=300)
+        assert code == 0, out
+        seconds["prepare"] = time.monotonic() - started
+
+        output = volume / "lorabot" / "jobs" / "j1" / "output"
+        logs = output.parent / "logs"
+        started = time.monotonic()
+        first = agent.start(job, "train", extra={**pod_env, "RUNPOD_POD_ID": "gpu-pod-1"})
+        try:
+            wait_for_state(first, state_dir(output, job.output_name, 1), 1, logs)
+            seconds["first_pod"] = time.monotonic() - started
+            first.send_signal(signal.SIGTERM)
+            first_out, _ = first.communicate(timeout=30)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        interrupted = job.status("train")
+
+        started = time.monotonic()
+        code, out = agent.run(job, "train", extra={**pod_env, "RUNPOD_POD_ID": "gpu-pod-2"}, timeout=TRAINER_DEADLINE_S)
+        seconds["second_pod"] = time.monotonic() - started
+        assert code == 0, f"{out}\n{trainer_tail(logs)}"
+        final = job.status("train")
+        it_per_s = final["progress"]["it_per_s"]
+        speed = f"{1 / it_per_s:.1f} s/step" if it_per_s else "unknown s/step"
+        SUMMARY.append(
+            f"measured: {speed} (sd-scripts' own bar, resumed run); prepare {seconds['prepare']:.0f} s, "
+            f"first pod to epoch 1's state {seconds['first_pod']:.0f} s, second pod {seconds['second_pod']:.0f} s; "
+            f"venv {real_env.facts['venv_bytes'] / 2**30:.2f} GiB"
+        )
+        yield RealRun(plan, spec, job, bucket, volume, output, logs, first_out, interrupted, final, seconds)
+
+
+def unwrapped(text: str) -> str:
+    """sd-scripts logs through rich, which wraps each record to 80 columns when not on a terminal and puts the
+    source location (`train_util.py:4777`) in a right-hand column: compare text with both taken out."""
+    return re.sub(r"\s+|[\w.]+\.py:\d+", "", text)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return dict(header.get("__metadata__", {}))
+
+
+# --- (1) the planned job's real files, uploaded under the right keys --------------------------------------------
+def test_each_epoch_lora_state_and_samples_are_sd_scripts_own_and_uploaded_under_their_keys(real_run: RealRun):
+    run, keys, name = real_run, real_run.job.keys, real_run.name
+    epoch_one = run.output / f"{name}-000001.safetensors"
+    final = run.output / f"{name}.safetensors"
+    assert run.final["phase"] == "succeeded", run.final["error"]
+    assert run.bucket.read(keys.checkpoint(1)) == epoch_one.read_bytes()
+    assert run.bucket.read(keys.checkpoint(2)) == final.read_bytes()  # the last epoch's file is the final LoRA
+    assert run.bucket.read(keys.final) == final.read_bytes()
+    state = state_dir(run.output, name, 1)
+    assert state_complete(state, 1)
+    assert json.loads((state / "train_state.json").read_text())["current_epoch"] == 1
+    assert {p.name for p in state.iterdir()} >= {"model.safetensors", "optimizer.bin", "scheduler.bin"}
+    # The last epoch saves no numbered state: sd-scripts saves "<name>-state" when training ends instead.
+    assert not state_dir(run.output, name, 2).exists()
+    assert state_complete(run.output / f"{name}-state", 2)
+    for epoch in (1, 2):
+        for index, path in sample_files(run.output, name, epoch).items():
+            assert run.bucket.read(keys.sample(epoch, index)) == path.read_bytes()
+    assert len(sample_files(run.output, name, 2)) == len(run.spec.sample_prompts)
+    assert [e["epoch"] for e in run.final["epochs"]] == [1, 2]
+    assert run.final["final"]["size"] == final.stat().st_size
+
+
+# --- (2) SIGTERM after epoch 1's state, a new pod resumes at epoch 2 --------------------------------------------
+def test_sigterm_after_epoch_1_then_a_new_pod_loads_the_state_and_trains_only_epoch_2(real_run: RealRun):
+    run, name = real_run, real_run.name
+    assert run.interrupted["phase"] == "interrupted", run.first_pod_output
+    assert run.interrupted["last_completed_epoch"] == 1
+    first_log = (run.logs / "trainer-1.log").read_text(errors="replace")
+    second_log = (run.logs / "trainer-2.log").read_text(errors="replace")
+    assert re.findall(r"^epoch (\d+)/2\s*$", first_log, re.MULTILINE)[0] == "1"
+    state = state_dir(run.output, name, 1)
+    assert unwrapped(f"resume training from local state: {state}") in unwrapped(second_log)
+    assert unwrapped(f"load train state from {state}/train_state.json") in unwrapped(second_log)
+    # accelerate's load_state reports each part it restored, the optimizer's moments among them.
+    assert unwrapped("All optimizer states loaded successfully") in unwrapped(second_log)
+    assert re.findall(r"^epoch (\d+)/2\s*$", second_log, re.MULTILINE) == ["2"]
+    assert run.final["resumed_from"] == state.name
+    assert run.final["epochs"][1]["checkpoint"] is not None
+
+
+def test_the_agent_reports_every_step_once_and_a_gallery_of_what_was_drawn(real_run: RealRun):
+    run, name = real_run, real_run.name
+    steps = run.plan.steps.total
+    assert steps == IMAGES * REPEATS * EPOCHS
+    progress = run.final["progress"]
+    assert progress["step"] == progress["total_steps"] == steps, progress
+    assert progress["epoch"] == progress["total_epochs"] == EPOCHS
+    for entry in run.final["epochs"]:
+        drawn = sample_files(run.output, name, entry["epoch"])
+        uploaded = {s["index"] for s in entry["samples"]}
+        assert uploaded == set(drawn), (entry, drawn)
+        lost = set(entry.get("samples_lost") or [])
+        if lost:  # epoch 1's samples come after its state: a pod stopped in between never draws them
+            assert uploaded | lost == set(range(len(run.spec.sample_prompts)))
+    assert {s["index"] for s in run.final["epochs"][1]["samples"]} == set(range(len(run.spec.sample_prompts)))
+
+
+# --- (3) the LoRA says what it was trained for ------------------------------------------------------------------
+def test_the_lora_metadata_names_the_trigger_and_the_base_model(real_run: RealRun, real_env: RealTrainerEnv):
+    run, name = real_run, real_run.name
+    for path, epoch in ((run.output / f"{name}-000001.safetensors", 1), (run.output / f"{name}.safetensors", 2)):
+        meta = read_metadata(path)
+        assert meta["ss_output_name"] == name
+        assert meta["ss_epoch"] == str(epoch)
+        assert meta["ss_sd_model_name"] == MODEL_FILENAME
+        assert meta["ss_new_sd_model_hash"] == real_env.model_sha256
+        assert meta["ss_base_model_version"] == "sd_v1"
+        assert meta["ss_network_module"] == run.spec.network_module
+        assert meta["ss_network_dim"] == str(run.spec.network_dim)
+        subsets = json.loads(meta["ss_datasets"])[0]["subsets"]
+        assert {s["class_tokens"] for s in subsets} == {f"{TRIGGER} {CLASS_WORD}"}
+        tags = json.loads(meta["ss_tag_frequency"])
+        assert all(counts.get(TRIGGER) == IMAGES for counts in tags.values()), tags
