@@ -273,18 +273,23 @@ class _LinkRefused(Exception):
 
 def _download(url: str, tmp: Path) -> Path:
     """A dataset link through the same guard and caps as /train (settings from LORABOT_FETCH_*, HF_TOKEN)."""
-    from jobs.config import LimitsSettings, TokenSettings
+    from jobs.config import ConfigError, load_settings
     from jobs.fetch import FetchError
-    from jobs.fetch.settings import FetchSettings, fetch_link_blocking
+    from jobs.fetch.settings import fetch_link_blocking
 
-    token = TokenSettings().hf_token
+    try:
+        # The bot's own settings (file and environment), so a bad LORABOT_FETCH_* value is named, not a traceback.
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _LinkRefused(f"the link cannot be fetched with these settings: {exc}") from None
+    token = settings.tokens.hf_token
     print(f"lorabot plan: downloading {url.split('?')[0]} ...", file=sys.stderr)
     try:
         result = fetch_link_blocking(
             url,
             tmp / "link.zip",
-            settings=FetchSettings(),
-            max_bytes=LimitsSettings().max_dataset_mb * 1024 * 1024,
+            settings=settings.fetch,
+            max_bytes=settings.limits.max_dataset_mb * 1024 * 1024,
             hf_token=token.get_secret_value() if token is not None else None,
         )
     except FetchError as exc:

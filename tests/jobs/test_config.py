@@ -176,3 +176,17 @@ def test_settings_runpod_retired_say_what_replaced_them(tmp_path: Path, line: st
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, f"[runpod]\n{line}\n"), env={})
     assert expected in str(caught.value)
+
+
+def test_plan_on_a_link_names_a_bad_fetch_setting_instead_of_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.delenv("LORABOT_CONFIG", raising=False)
+    monkeypatch.setenv("LORABOT_FETCH_MIN_RATE_KB_S", "abc")
+    assert main(["plan", "https://example.com/kana.zip"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "refused: dataset link: the link cannot be fetched with these settings" in err
+    assert "LORABOT_FETCH_MIN_RATE_KB_S (fetch.min_rate_kb_s)" in err
