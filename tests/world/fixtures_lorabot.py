@@ -15,12 +15,16 @@ from tests.world.s3 import S3World
 
 async def tear_down_worlds(made: list[LorabotWorld]) -> None:
     """Closes each world's RunPod client (its HTTP session), then fails the test if lorabot ever asked RunPod for a
-    Community Cloud pod with the volume (RunPod refuses it), whatever the test did."""
+    Community Cloud pod with the volume (RunPod refuses it), or a GPU pod reached past the bucket, whatever the test
+    did."""
     for world in made:
         await world.orchestrator.cloud.close()
     community = [attempt for world in made for attempt in world.community_volume_attempts()]
     if community:
         pytest.fail("lorabot asked RunPod for a Community Cloud pod with a Network Volume:\n" + "\n".join(community))
+    reached = [log for world in made if (log := world.gpu_network_violations())]
+    if reached:
+        pytest.fail("a GPU pod reached past the bucket (nothing may be fetched on GPU time):\n" + reached[0])
 
 
 @pytest.fixture

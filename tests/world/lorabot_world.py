@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,7 +41,7 @@ from jobs.states import JobStatus, NoticeKind
 from storage.artifacts_s3 import S3ArtifactStore
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod
-from tests.agent.world import standin_hub
+from tests.agent.world import NETGUARD, standin_hub
 from tests.world.s3 import S3World
 from tests.world.timed_cloud import CallLog, TimedCloud
 
@@ -154,7 +155,30 @@ class LorabotWorld:
             agent_bundle=build_agent(),
             clock=emulator.clock.utcnow,
         )
-        return cls(emulator, s3, store, sessions, orchestrator, workdir)
+        world = cls(emulator, s3, store, sessions, orchestrator, workdir)
+        world.guard_gpu_network()
+        return world
+
+    def guard_gpu_network(self) -> None:
+        """Every GPU pod's processes (agent and trainer) may reach the bucket and nothing else; a lookup or connect
+        to anything else (the Hub, the stand-in Hub) is refused and logged, and the world's teardown fails the test.
+        Nothing may be fetched on GPU time: the CPU stage put everything the trainer needs on the volume."""
+        bucket = urlsplit(self.s3.endpoint_url)
+        self.emulator.set_gpu_process_env(
+            {
+                "PYTHONPATH": str(NETGUARD),
+                "LORABOT_NET_ALLOW": f"{bucket.hostname}:{bucket.port}",
+                "LORABOT_NET_VIOLATIONS": str(self.gpu_network_violations_log),
+            }
+        )
+
+    @property
+    def gpu_network_violations_log(self) -> Path:
+        return self.workdir / f"gpu-net-violations-{id(self)}.log"
+
+    def gpu_network_violations(self) -> str:
+        log = self.gpu_network_violations_log
+        return log.read_text() if log.exists() else ""
 
     @property
     def cloud_calls(self) -> CallLog:

@@ -147,6 +147,11 @@ class RunpodEmulator:
         """The pod's host vanishes: SIGKILL now, billing stops, the pod shows ERROR until terminated."""
         self.account.lose_host(pod_id)
 
+    def set_gpu_process_env(self, env: dict[str, str]) -> None:
+        """Environment added to every GPU pod process started from now on (a test world's network guard)."""
+        with self.account.lock:
+            self.account.gpu_process_env = dict(env)
+
     def interrupt(self, pod_id: str) -> None:
         """Spot interruption: SIGTERM, SIGKILL after the grace; the pod ends EXITED, billing stopped."""
         self.account.interrupt(pod_id)

@@ -92,6 +92,9 @@ class Account:
         self.restart_backoff_s = 10.0
         self.crash_window_s = 60.0
         self.crash_restarts = 5
+        # Extra environment for GPU pods' processes, set by a test world (its network guard): RunPod has no such
+        # thing, so it stays empty outside tests.
+        self.gpu_process_env: dict[str, str] = {}
         self.lock = threading.RLock()
         self.pods: dict[str, Pod] = {}
         self.volumes: dict[str, Volume] = {}
@@ -745,6 +748,8 @@ class Account:
             write_nvidia_smi(pod.dir / "bin", gpu.id, gpu.memory_gb, pod.gpu_count)
             env["PATH"] = f"{pod.dir / 'bin'}{os.pathsep}{env['PATH']}"
             env["LORABOT_FAKE_GPU"] = pod.gpu_display_name
+            for key, value in self.gpu_process_env.items():
+                env[key] = f"{value}{os.pathsep}{env[key]}" if key == "PYTHONPATH" and env.get(key) else value
         pod.disk.mkdir(parents=True, exist_ok=True)
         try:
             argv = [substitute_mount(arg, pod.volume_mount_path, mount) for arg in shlex.split(pod.docker_args)]
