@@ -22,12 +22,23 @@ def shown(value: object, limit: int = DEFAULT_LIMIT) -> str:
     """``value`` quoted for a message: at most ``limit`` characters of it (its start and its end, which keeps a file
     name's extension), every invisible or control character written as an escape, and Discord's markdown and
     mentions disarmed by the quotes and escapes."""
-    text = str(value)
-    if len(text) > limit:
-        head = (limit * 2) // 3
-        tail = limit - head - 1
-        text = text[:head] + _ELLIPSIS + (text[-tail:] if tail > 0 else "")
-    return "'" + "".join(_escape(ch) for ch in text) + "'"
+    return "'" + "".join(_escape(ch) for ch in _shortened(str(value), limit)) + "'"
+
+
+def drawn(value: object, limit: int = DEFAULT_LIMIT) -> str:
+    """``value`` for text drawn into an image (a contact sheet's labels): shortened like `shown`, invisible and
+    control characters written as escapes, but no quotes or Discord escapes (markdown and mentions mean nothing in
+    pixels, and a zero-width space would draw as a box)."""
+    return "".join(_escape_invisible(ch) for ch in _shortened(str(value), limit))
+
+
+def _shortened(text: str, limit: int) -> str:
+    """At most ``limit`` characters: the start and the end, with an ellipsis between."""
+    if len(text) <= limit:
+        return text
+    head = (limit * 2) // 3
+    tail = limit - head - 1
+    return text[:head] + _ELLIPSIS + (text[-tail:] if tail > 0 else "")
 
 
 def _escape(ch: str) -> str:
@@ -37,7 +48,13 @@ def _escape(ch: str) -> str:
         return "\\`"  # would open a Discord code span
     if ch == "@":
         return "@\u200b"  # an @everyone or <@id> in a name must not ping anyone
-    if unicodedata.category(ch) in _ESCAPED_CATEGORIES and ch != "\u200b":
+    if ch == "\u200b":
+        return ch
+    return _escape_invisible(ch)
+
+
+def _escape_invisible(ch: str) -> str:
+    if unicodedata.category(ch) in _ESCAPED_CATEGORIES:
         code = ord(ch)
         return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
     return ch
