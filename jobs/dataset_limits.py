@@ -13,6 +13,9 @@ class IngestLimits:
 
     max_zip_bytes: int = 2 * 1024**3
     max_entries: int = 5000
+    # The zip's central directory, read and walked before zipfile parses it: 5000 records with long names and
+    # extra fields take about 2 MiB, and zipfile's cost grows with this size whatever the end record claims.
+    max_directory_bytes: int = 4 * 1024**2
     max_entry_bytes: int = 64 * 1024**2
     max_total_bytes: int = 4 * 1024**3
     # Uncompressed/compressed, per entry and for the whole zip: the zip-bomb guard.

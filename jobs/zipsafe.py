@@ -25,6 +25,16 @@ _LOCAL_HEADER_MAGIC = b"PK\x03\x04"
 _END_OF_CENTRAL_DIR_MAGIC = b"PK\x05\x06"
 _END_OF_CENTRAL_DIR_SIZE = 22
 _MAX_ZIP_COMMENT = 65535
+# The records that say where the central directory is and what it holds (APPNOTE 4.3.12-4.3.16).
+# End record: signature, disk, directory's disk, entries here, entries, directory size and offset, comment length.
+_END_RECORD = struct.Struct("<4s4H2IH")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")  # signature, disk of the zip64 end record, its offset, number of disks
+_ZIP64_LOCATOR_MAGIC = b"PK\x06\x07"
+# Zip64 end record: signature, record size, two versions, two disks, entries here and in all, directory size, offset.
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2I4Q")
+_ZIP64_END_MAGIC = b"PK\x06\x06"
+_CENTRAL_RECORD = struct.Struct("<4s6H3I5H2I")  # fixed part; name, extra field and comment follow
+_CENTRAL_RECORD_MAGIC = b"PK\x01\x02"
 # The methods CPython's zipfile can decompress: stored, deflate, bzip2, lzma.
 _SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -62,15 +72,15 @@ def open_zip(zip_path: Path, limits: IngestLimits) -> zipfile.ZipFile:
         tail_len = min(size, _END_OF_CENTRAL_DIR_SIZE + _MAX_ZIP_COMMENT)
         handle.seek(size - tail_len)
         tail = handle.read(tail_len)
-    # Refuse a huge central directory before zipfile parses all of it into memory.
-    declared = _declared_entry_count(tail)
-    if declared is not None and declared > limits.max_entries:
-        raise _too_many_entries(declared, limits)
+        # zipfile turns every central-directory record into a ZipInfo, whatever the end record's count says:
+        # walk the records first and refuse a directory too large or too long before zipfile sees it.
+        check_directory(handle, size, tail, zip_path.name, limits)
     try:
         archive = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as exc:
         raise _not_a_zip_error(zip_path.name, head, tail, exc) from None
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, NotImplementedError) as exc:
+        # NotImplementedError: a record asking for a zip version zipfile does not know.
         raise DatasetError("corrupt_zip", f"{zip_path.name!r} is a damaged zip ({exc}).") from None
     if len(archive.infolist()) > limits.max_entries:
         archive.close()
@@ -188,12 +198,135 @@ def _check_name(raw: str) -> tuple[str, ...]:
     return parts
 
 
-def _declared_entry_count(tail: bytes) -> int | None:
+def check_directory(handle: BinaryIO, size: int, tail: bytes, file_name: str, limits: IngestLimits) -> None:
+    """Find the central directory exactly where CPython 3.11's zipfile will read it, bound its size, and count its
+    records without parsing them; refuse anything zipfile would read differently from what the zip declares.
+
+    zipfile takes the last end-record signature in the file's last 64 KiB (the one at the very end first), then a
+    zip64 end record if a locator sits just before it; it reads the directory from just before those records,
+    `size` bytes of it, whatever the offset field says, and parses every record in it. If no end record is found
+    this returns quietly: zipfile then fails at once and `_not_a_zip_error` names the problem.
+    """
+    tail_start = size - len(tail)
+    end_at = _end_record_position(tail)
+    if end_at is None:
+        return
+    _, disk, directory_disk, entries_here, entries, directory_size, directory_offset, comment_length = (
+        _END_RECORD.unpack_from(tail, end_at)
+    )
+    after_end = len(tail) - end_at - _END_OF_CENTRAL_DIR_SIZE
+    if comment_length != after_end:
+        raise _odd_zip(
+            file_name,
+            f"its end record says a {comment_length}-byte comment follows, but {after_end} bytes do",
+        )
+    for other in _end_record_signatures(tail[:end_at]):
+        other_comment = struct.unpack_from("<H", tail, other + 20)[0]
+        if other + _END_OF_CENTRAL_DIR_SIZE + other_comment == len(tail):
+            raise _odd_zip(file_name, "it has a second end-of-directory record hidden in its comment")
+    declared = [entries_here, entries]
+    records_before_end = 0
+    zip64 = _read_zip64_end(handle, tail_start + end_at, file_name)
+    if zip64 is not None:
+        disk, directory_disk, entries_here64, entries64, directory_size, directory_offset = zip64
+        declared = [entries_here64, entries64]
+        records_before_end = _ZIP64_END_RECORD.size + _ZIP64_LOCATOR.size
+    if disk != 0 or directory_disk != 0 or declared[0] != declared[1]:
+        raise _odd_zip(file_name, "it says it spans several disks (a split archive)")
+    if declared[1] > limits.max_entries:
+        raise _too_many_entries(declared[1], limits)
+    if directory_size > limits.max_directory_bytes:
+        raise DatasetError(
+            "zip_directory_too_large",
+            f"The zip's list of files (central directory) is {_mib(directory_size)}; the limit is"
+            f" {_mib(limits.max_directory_bytes)}, far more than {limits.max_entries} entries need.",
+        )
+    directory_start = tail_start + end_at - records_before_end - directory_size
+    if directory_start < 0:
+        raise _odd_zip(file_name, f"its list of files would start {-directory_start} bytes before the file does")
+    if directory_offset != directory_start:
+        raise _odd_zip(
+            file_name,
+            f"its end record puts the list of files at byte {directory_offset}, but it sits at byte"
+            f" {directory_start} (data before or inside the zip)",
+        )
+    handle.seek(directory_start)
+    directory = handle.read(directory_size)
+    records = _count_records(directory, file_name, limits)
+    if records != declared[1]:
+        raise _odd_zip(file_name, f"its end record says {declared[1]} entries, but its list of files holds {records}")
+
+
+def _end_record_position(tail: bytes) -> int | None:
+    """Where in `tail` zipfile takes the end record from, or None when it finds none."""
+    last = len(tail) - _END_OF_CENTRAL_DIR_SIZE
+    if last >= 0 and tail[last : last + 4] == _END_OF_CENTRAL_DIR_MAGIC and tail[-2:] == b"\x00\x00":
+        return last
     position = tail.rfind(_END_OF_CENTRAL_DIR_MAGIC)
     if position < 0 or position + _END_OF_CENTRAL_DIR_SIZE > len(tail):
         return None
-    (count,) = struct.unpack("<H", tail[position + 10 : position + 12])
-    return None if count == 0xFFFF else int(count)  # 0xFFFF: zip64 holds the real count
+    return position
+
+
+def _end_record_signatures(data: bytes) -> Iterator[int]:
+    position = data.find(_END_OF_CENTRAL_DIR_MAGIC)
+    while position >= 0:
+        yield position
+        position = data.find(_END_OF_CENTRAL_DIR_MAGIC, position + 1)
+
+
+def _read_zip64_end(handle: BinaryIO, end_at: int, file_name: str) -> tuple[int, int, int, int, int, int] | None:
+    """(disk, directory's disk, entries here, entries, directory size, directory offset) from the zip64 end record
+    that zipfile would use (the one just before the locator just before the end record), or None."""
+    locator_at = end_at - _ZIP64_LOCATOR.size
+    if locator_at < 0:
+        return None
+    handle.seek(locator_at)
+    locator = handle.read(_ZIP64_LOCATOR.size)
+    if len(locator) != _ZIP64_LOCATOR.size or locator[:4] != _ZIP64_LOCATOR_MAGIC:
+        return None
+    _, record_disk, record_offset, disks = _ZIP64_LOCATOR.unpack(locator)
+    if record_disk != 0 or disks > 1:
+        raise _odd_zip(file_name, "it says it spans several disks (a split archive)")
+    record_at = locator_at - _ZIP64_END_RECORD.size
+    if record_at < 0:
+        return None
+    handle.seek(record_at)
+    record = handle.read(_ZIP64_END_RECORD.size)
+    if record[:4] != _ZIP64_END_MAGIC:
+        return None
+    if record_offset != record_at:
+        raise _odd_zip(
+            file_name, f"its zip64 locator points at byte {record_offset}, but the zip64 end record is at {record_at}"
+        )
+    fields = _ZIP64_END_RECORD.unpack(record)
+    return fields[4], fields[5], fields[6], fields[7], fields[8], fields[9]
+
+
+def _count_records(directory: bytes, file_name: str, limits: IngestLimits) -> int:
+    """Step over the records by their length fields alone; stop as soon as there are too many."""
+    position = records = 0
+    while position < len(directory):
+        if position + _CENTRAL_RECORD.size > len(directory):
+            raise _odd_zip(file_name, "its list of files ends in the middle of a record")
+        fields = _CENTRAL_RECORD.unpack_from(directory, position)
+        if fields[0] != _CENTRAL_RECORD_MAGIC:
+            raise _odd_zip(file_name, f"its list of files has something else than a file record at byte {position}")
+        position += _CENTRAL_RECORD.size + fields[10] + fields[11] + fields[12]  # name, extra field, comment
+        records += 1
+        if records > limits.max_entries:
+            raise DatasetError(
+                "too_many_entries",
+                f"The zip holds more than {limits.max_entries} entries (its end record claims fewer);"
+                f" the limit is {limits.max_entries}.",
+            )
+    if position != len(directory):
+        raise _odd_zip(file_name, "the last record of its list of files runs past the list's end")
+    return records
+
+
+def _odd_zip(file_name: str, reason: str) -> DatasetError:
+    return DatasetError("corrupt_zip", f"{file_name!r} is a damaged or forged zip: {reason}. Re-create the zip.")
 
 
 def _not_a_zip_error(file_name: str, head: bytes, tail: bytes, exc: Exception) -> DatasetError:
