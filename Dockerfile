@@ -5,7 +5,8 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY jobs ./jobs
 COPY storage ./storage
-RUN pip install --no-cache-dir --prefix=/install .
+# With PostgreSQL's driver (psycopg 3, its own libpq inside): DATABASE_URL may point at a server.
+RUN pip install --no-cache-dir --prefix=/install '.[postgres]'
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 lorabot && mkdir /data && chown lorabot /data

@@ -32,6 +32,7 @@ from jobs.catalog import load_catalog
 from jobs.cloud import AsyncCloud, connect
 from jobs.config import Settings
 from jobs.dataset import IngestLimits
+from jobs.leadership import Leadership
 from jobs.orchestrator import Orchestrator, OrchestratorConfig
 from jobs.presets import load_presets
 from jobs.prices import RUNPOD_ORIGIN, SANDBOX_ORIGIN, LivePriceProvider
@@ -170,6 +171,8 @@ class Runtime:
     async def stop(self) -> None:
         if getattr(self, "scheduler", None) is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        # After the scheduler: no new tick starts, the one in flight finishes, then a standby may take over at once.
+        await self.orchestrator.step_down()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -310,6 +313,8 @@ def _orchestrator(
         agent_bundle=build_agent(),
         clock=cloud.clock,
         model_token_env=model_tokens,
+        # Renewed every tick, so it must outlast a few of them whatever the operator set.
+        leadership=Leadership(sessions, lease_s=max(settings.lease_seconds, 3 * settings.tick_seconds)),
     )
 
 

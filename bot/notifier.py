@@ -118,7 +118,11 @@ class Notifier:
             self._wake.clear()
 
     async def drain(self) -> int:
-        """Send every due notice once; returns how many were sent. Stops a job's queue at its first failure."""
+        """Send every due notice once; returns how many were sent. Stops a job's queue at its first failure.
+        Only the process holding the orchestrator lease sends: a standby bot on the same database sends nothing."""
+        orchestrator = self.bot.runtime.orchestrator
+        if not orchestrator.is_leader():
+            return 0
         with session_scope(self.bot.runtime.sessions) as s:
             due = [
                 _Pending(n.id, n.job_id, n.kind, dict(n.payload_json or {}), n.attempts)
@@ -127,6 +131,8 @@ class Notifier:
         blocked: set[int | None] = set()
         sent = 0
         for notice in due:
+            if not orchestrator.is_leader():
+                break  # the lease ran out mid-pass: the new leader sends the rest
             if notice.job_id in blocked:
                 continue
             if await asyncio.to_thread(self._samples_pending, notice):

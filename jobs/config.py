@@ -195,6 +195,9 @@ class Settings(_Section):
     # Signs local artifact and upload-page URLs; generated into the data folder when unset.
     url_secret: SecretStr | None = None
     tick_seconds: float = Field(default=10.0, gt=0)
+    # How long the orchestrator lease lasts unrenewed (LORABOT_LEASE_SECONDS): a standby bot on the same database
+    # takes over this long (plus a tick) after the leader died. At least three ticks, so a live leader never loses it.
+    lease_seconds: float = Field(default=30.0, gt=0)
     # Simulated seconds per real second of the sandbox cloud (LORABOT_SANDBOX_TIME_SCALE).
     sandbox_time_scale: float = Field(default=60.0, gt=0, le=10_000)
     log_level: str = "INFO"

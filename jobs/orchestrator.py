@@ -40,6 +40,7 @@ from jobs.cloud import (
     PodRequest,
 )
 from jobs.config import Settings
+from jobs.leadership import Leadership
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
 from jobs.pods import Clock, PodKeeper, PodSeen
 from jobs.queue import JobPlan, ModelFileRef
@@ -206,6 +207,8 @@ class TickReport:
     advanced: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     reaped: list[str] = field(default_factory=list)
+    # True when another process holds the orchestrator lease and this tick did nothing.
+    standby: bool = False
 
 
 class Orchestrator:
@@ -220,8 +223,12 @@ class Orchestrator:
         agent_bundle: tuple[bytes, str],
         clock: Clock = lambda: dt.datetime.now(dt.UTC),
         model_token_env: dict[str, str] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.sessions = sessions
+        # The database lease that lets one process act when several share the database (None: always act, as
+        # tests, benches and one-off tools that own their database do).
+        self.leadership = leadership
         self.cloud = cloud
         self.store = store
         self.config = config
@@ -248,6 +255,9 @@ class Orchestrator:
         """Advance every active job by one step, then clean up pods of finished jobs. Never runs twice at once."""
         report = TickReport()
         async with self._lock:
+            if self.leadership is not None and not self.leadership.hold():
+                report.standby = True
+                return report
             with session_scope(self.sessions) as s:
                 active = [(job.id, job.status) for job in list_active_jobs(s)]
             # Queued jobs start oldest first, as many as there are free slots; the rest wait without a look
@@ -263,6 +273,10 @@ class Orchestrator:
                     free_slots -= 1
                 job_ids.append(job_id)
             for job_id in job_ids:
+                # A leader whose lease ran out while it worked (a hung call, a paused host) stops before the next step.
+                if self.leadership is not None and not self.leadership.ensure():
+                    report.standby = True
+                    return report
                 try:
                     await self._advance(job_id)
                     report.advanced.append(f"j{job_id}")
@@ -307,13 +321,28 @@ class Orchestrator:
             if not job.status.is_terminal() and job.status is not JobStatus.CANCELLING:
                 transition(s, job_id, JobStatus.CANCELLING, now=now, reason=f"cancelled by {by}", notify=False)
         async with self._lock:
-            await self._advance(job_id)
+            # A standby only records the request: the leader's next tick stops the pods.
+            if self.is_leader():
+                await self._advance(job_id)
         with session_scope(self.sessions) as s:
             return _require_job(s, job_id)
 
     async def reap(self) -> list[str]:
-        """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one."""
+        """Terminate every `lorabot-*` pod at RunPod that no live job owns; report each one (the leader only)."""
+        if self.leadership is not None and not self.leadership.ensure():
+            return []
         return await self.pods.reap()
+
+    def is_leader(self) -> bool:
+        """Whether this process may act on jobs now (holds the lease, or runs without one)."""
+        return self.leadership is None or self.leadership.is_held()
+
+    async def step_down(self) -> None:
+        """A clean stop: let a tick in flight finish, then give the lease up so another process takes over now."""
+        if self.leadership is None:
+            return
+        async with self._lock:
+            self.leadership.release()
 
     # -- one job -----------------------------------------------------------------------------------------------
 

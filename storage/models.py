@@ -333,3 +333,20 @@ TEAM_SUBJECT = "team"
 def budget_subject(user_id: int | None) -> str:
     """The ``budgets.subject`` of a user, or of the team when ``user_id`` is None."""
     return TEAM_SUBJECT if user_id is None else str(user_id)
+
+
+class Lease(Base):
+    """Who may act on the jobs: one row per lease (``orchestrator``), held by one bot process until it expires.
+
+    The holder renews it every tick; a process that stops renewing (killed, hung, cut off from the database) loses
+    it once ``expires_at`` passes, and the next process that asks takes it. See ``storage.lease``.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # ``host:pid:random`` of the process holding it (a restarted process is a new holder).
+    holder: Mapped[str] = mapped_column(String(200))
+    # When this holder took it (kept across renewals), and until when it holds it without renewing.
+    acquired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

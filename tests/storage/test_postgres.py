@@ -15,6 +15,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,10 +26,13 @@ from storage.queries import pending_notices
 from storage.transitions import InvalidTransition, add_notice, transition
 from tests.world.fixtures_db import T0, new_job
 
-HEAD = "0003"
+# The newest revision and the one before it, from the migrations folder (other work adds revisions too).
+_SCRIPTS = ScriptDirectory.from_config(alembic_config("sqlite://"))
+HEAD = str(_SCRIPTS.get_current_head())
+PREVIOUS = str(_SCRIPTS.get_revision(HEAD).down_revision)
 TABLES = {
     "jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets", "runpod_bills",
-    "runpod_bill_syncs",
+    "runpod_bill_syncs", "leases",
 }  # fmt: skip
 
 
@@ -63,8 +67,8 @@ def test_migrate_builds_the_models_schema_on_an_empty_postgresql_database(empty_
 
 
 def test_a_postgresql_database_at_the_previous_revision_upgrades_and_keeps_its_rows(empty_postgres_url: str) -> None:
-    """0002 → head on a server with rows in it: old pods read NULL disk, old cost items 0 µ$ of disk."""
-    command.upgrade(alembic_config(empty_postgres_url), "0002")
+    """The revision before the newest → head on a server with rows in it: the rows stay, the lease table is empty."""
+    command.upgrade(alembic_config(empty_postgres_url), PREVIOUS)
     engine = make_engine(empty_postgres_url)
     try:
         with engine.begin() as connection:
@@ -104,6 +108,7 @@ def test_a_postgresql_database_at_the_previous_revision_upgrades_and_keeps_its_r
                 ("lorabot-j1-gpu", None)
             ]
             assert connection.execute(text("SELECT amount_micros, disk_micros FROM cost_items")).all() == [(690_000, 0)]
+            assert connection.execute(text("SELECT count(*) FROM leases")).scalar_one() == 0
     finally:
         engine.dispose()
 
@@ -111,8 +116,8 @@ def test_a_postgresql_database_at_the_previous_revision_upgrades_and_keeps_its_r
 def test_the_newest_migration_downgrades_and_upgrades_again_on_postgresql(empty_postgres_url: str) -> None:
     config = alembic_config(empty_postgres_url)
     command.upgrade(config, "head")
-    command.downgrade(config, "0002")
-    assert _version(empty_postgres_url) == "0002"
+    command.downgrade(config, PREVIOUS)
+    assert _version(empty_postgres_url) == PREVIOUS
     command.upgrade(config, "head")
     assert _version(empty_postgres_url) == HEAD
 
