@@ -34,6 +34,7 @@ from jobs.config import Settings
 from jobs.dataset import IngestLimits
 from jobs.leadership import Leadership
 from jobs.orchestrator import Orchestrator, OrchestratorConfig
+from jobs.pick import pinned_by_picks
 from jobs.presets import load_presets
 from jobs.prices import RUNPOD_ORIGIN, SANDBOX_ORIGIN, LivePriceProvider
 from jobs.queue import JobPlan
@@ -160,8 +161,9 @@ class Runtime:
             callback()
 
     async def retention(self) -> None:
-        policy = retention_policy(self.settings, {})
         try:
+            # A picked epoch is its job's result: its checkpoint stays however old it is.
+            policy = retention_policy(self.settings, await asyncio.to_thread(pinned_by_picks, self.sessions))
             report = await asyncio.to_thread(self.store.cleanup_expired, self.clock(), policy)
         except Exception:
             log.exception("retention clean-up failed")

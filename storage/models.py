@@ -186,6 +186,13 @@ class Job(Base):
     estimate_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     cancel_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # The epoch its owner (or an admin) chose as the result ("Use epoch N"); None: the final LoRA (last epoch).
+    # The retention never deletes this epoch's checkpoint.
+    picked_epoch: Mapped[int | None] = mapped_column(Integer)
+    picked_by_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    picked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The thread's contact-sheet messages, one per sheet in order: refreshed by editing them, never re-posted.
+    contact_sheet_message_ids: Mapped[list[int] | None] = mapped_column(JSON)
 
     @property
     def public_id(self) -> str:

@@ -37,7 +37,7 @@ def test_migrate_creates_every_table_on_an_empty_sqlite_file(tmp_path: Path) -> 
     migrate(f"sqlite:///{path}")
     assert _tables(path) == TABLES | {"alembic_version"}
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
 
 
 def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_pa
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
         rows = connection.execute("SELECT name, create_requested_at FROM pods").fetchall()
     assert rows == [("lorabot-j1-gpu", None)]
 
@@ -75,7 +75,7 @@ def test_a_database_at_0002_upgrades_with_no_disk_on_old_pods_and_no_disk_in_old
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
         assert connection.execute("SELECT name, container_disk_gb FROM pods").fetchall() == [("lorabot-j1-gpu", None)]
         assert connection.execute("SELECT amount_micros, disk_micros FROM cost_items").fetchall() == [(690_000, 0)]
         assert connection.execute("SELECT count(*) FROM runpod_bills").fetchall() == [(0,)]
@@ -89,6 +89,31 @@ def test_0003_downgrades_to_0002_and_upgrades_again(tmp_path: Path) -> None:
     assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs", "leases"} | {"alembic_version"}
     command.upgrade(config, "head")
     assert _tables(path) == TABLES | {"alembic_version"}
+
+
+def test_0006_gives_old_jobs_no_pick_and_no_contact_sheet_and_downgrades(tmp_path: Path) -> None:
+    """0005 → 0006: a job from before has no picked epoch (its result stays the final LoRA) and no sheet messages."""
+    path = tmp_path / "lorabot.db"
+    config = alembic_config(f"sqlite:///{path}")
+    command.upgrade(config, "0005")
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO jobs (id, user_id, name, output_name, status, state_version, spec_json, plan_json,"
+            " dataset_sha256, dataset_size, base_model, gpu_spot, attempts, created_at, queued_at, last_status_seq,"
+            " last_epoch_notified, estimate_micros, updated_at) VALUES (1, 5, 'kana', 'kana', 'succeeded', 3, '{}',"
+            " '{}', 'ab', 1, 'sd15', 0, 1, '2026-11-24 12:00:00', '2026-11-24 12:00:00', 0, 3, 0,"
+            " '2026-11-24 12:00:00')"
+        )
+    command.upgrade(config, "head")
+    with sqlite3.connect(path) as connection:
+        row = connection.execute(
+            "SELECT name, picked_epoch, picked_by_user_id, picked_at, contact_sheet_message_ids FROM jobs"
+        ).fetchall()
+    assert row == [("kana", None, None, None, None)]
+    command.downgrade(config, "0005")
+    with sqlite3.connect(path) as connection:
+        columns = {r[1] for r in connection.execute("PRAGMA table_info(jobs)").fetchall()}
+    assert "picked_epoch" not in columns and "name" in columns
 
 
 def test_migrate_twice_is_a_no_op_and_keeps_the_data(tmp_path: Path) -> None:
