@@ -15,12 +15,13 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from jobs.dataset_images import IMAGE_EXTENSIONS, inspect_image, sniff_format
+from jobs.dataset_images import IMAGE_EXTENSIONS, ImageHeader, decode_image, read_header, sniff_format
 from jobs.dataset_limits import DatasetError, IngestLimits, name_some
 from jobs.dataset_report import Concept, DatasetReport, ImageRecord, build_report
 from jobs.zipsafe import CHUNK_BYTES, ByteBudget, SafeEntry, list_entries, open_zip
@@ -367,33 +368,63 @@ def _write_images(
     limits: IngestLimits,
     generated_caption: str,
 ) -> list[ImageRecord]:
-    records: list[ImageRecord] = []
-    incoming = staging / ".incoming"
+    # First every image is copied and its header read, so the dataset's decode cost is known (and a cost bomb
+    # refused) before a single pixel is decoded; then the images are decoded one at a time, against a clock.
+    copied: list[tuple[_ConceptPlan, _File, Path, str, ImageHeader]] = []
     for plan in plans:
         folder = staging / plan.concept.folder
         folder.mkdir()
         for number, image in enumerate(plan.images, start=1):
+            incoming = folder / f"{number:04d}.incoming"
             with incoming.open("wb") as target:
                 sha256 = budget.copy(image.entry, target)
-            facts = inspect_image(incoming, image.entry.name, limits)
-            stem = f"{number:04d}"
-            incoming.rename(folder / f"{stem}{facts.extension}")
-            caption = captions[image.entry.name]
-            text = caption if caption is not None else generated_caption
-            (folder / f"{stem}{OUTPUT_CAPTION_EXTENSION}").write_text(text + "\n", encoding="utf-8")
-            records.append(
-                ImageRecord(
-                    source=image.entry.name,
-                    output=f"{plan.concept.folder}/{stem}{facts.extension}",
-                    width=facts.width,
-                    height=facts.height,
-                    sha256=sha256,
-                    caption=text,
-                    had_caption=caption is not None,
-                    exif_rotated=facts.exif_rotated,
-                )
+            header = read_header(incoming, image.entry.name, limits)
+            copied.append((plan, image, incoming, sha256, header))
+    total_pixels = sum(header.decoded_pixels for *_, header in copied)
+    if total_pixels > limits.max_total_pixels:
+        raise _over_pixel_budget(
+            total_pixels, [(image.entry.name, header) for _, image, _, _, header in copied], limits
+        )
+    records: list[ImageRecord] = []
+    started = time.monotonic()
+    for done, (plan, image, incoming, sha256, header) in enumerate(copied):
+        if done and time.monotonic() - started > limits.max_decode_seconds:
+            raise DatasetError(
+                "decode_too_slow",
+                f"Checking the images took over {limits.max_decode_seconds:g} s ({done} of {len(copied)} done);"
+                f" the limit is {limits.max_decode_seconds:g} s per dataset. Downscale the images or re-save them"
+                " as plain (baseline) JPEG or PNG.",
             )
+        facts = decode_image(incoming, image.entry.name, header, limits)
+        output = incoming.with_suffix(facts.extension)
+        incoming.rename(output)
+        caption = captions[image.entry.name]
+        text = caption if caption is not None else generated_caption
+        output.with_suffix(OUTPUT_CAPTION_EXTENSION).write_text(text + "\n", encoding="utf-8")
+        records.append(
+            ImageRecord(
+                source=image.entry.name,
+                output=f"{plan.concept.folder}/{output.name}",
+                width=facts.width,
+                height=facts.height,
+                sha256=sha256,
+                caption=text,
+                had_caption=caption is not None,
+                exif_rotated=facts.exif_rotated,
+            )
+        )
     return records
+
+
+def _over_pixel_budget(total: int, images: list[tuple[str, ImageHeader]], limits: IngestLimits) -> DatasetError:
+    largest = sorted(images, key=lambda item: -item[1].decoded_pixels)
+    return DatasetError(
+        "too_many_pixels",
+        f"Checking these images means decoding {total / 1e6:,.0f} MP (PNG and WEBP in full, JPEG at 1/8 scale);"
+        f" the limit is {limits.max_total_pixels / 1e6:,.0f} MP per dataset. The largest:"
+        f" {name_some([f'{name} ({header.width}x{header.height})' for name, header in largest])}."
+        " Downscale them: sd-scripts trains at about 1 MP per image.",
+    )
 
 
 def _caption_text(entry: SafeEntry, budget: ByteBudget, limits: IngestLimits) -> tuple[str, bool]:

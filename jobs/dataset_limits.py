@@ -21,6 +21,15 @@ class IngestLimits:
     # Uncompressed/compressed, per entry and for the whole zip: the zip-bomb guard.
     max_ratio: float = 100.0
     max_image_pixels: int = 64_000_000
+    # Pixels decoded to check the whole dataset (a JPEG counts at the 1/8 scale it is checked at): bounds the
+    # time a tiny zip of huge solid images can cost. 1000 PNGs of 1024x1024 fit.
+    max_total_pixels: int = 1_200_000_000
+    # Memory one image's check may take (its pixels times what its decoder holds per pixel), so one ingest's
+    # peak stays flat: a PNG of 64 MP fits, a WEBP (16 bytes per pixel in libwebp + Pillow) up to 16 MP.
+    max_decode_bytes: int = 256 * 1024**2
+    # Wall time for decoding all images: the backstop for images whose cost is not in their pixel count
+    # (a progressive JPEG with thousands of scans). 2000 1024x1024 JPEGs take about 16 s here.
+    max_decode_seconds: float = 180.0
     max_images: int = 2000
     # Small entries (a caption of repeated spaces) legitimately compress 1000:1; the ratio
     # guard only bites once an entry (or the whole zip) has produced this many bytes.
