@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from jobs.dataset_images import IMAGE_EXTENSIONS, ImageHeader, decode_image, read_header, sniff_format
-from jobs.dataset_limits import DatasetError, IngestLimits, name_some
+from jobs.dataset_limits import DatasetError, IngestLimits, first_control_character, name_some
 from jobs.dataset_report import Concept, DatasetReport, ImageRecord, build_report
 from jobs.zipsafe import CHUNK_BYTES, ByteBudget, SafeEntry, list_entries, open_zip
 
@@ -439,6 +439,17 @@ def _caption_text(entry: SafeEntry, budget: ByteBudget, limits: IngestLimits) ->
         raise DatasetError(
             "caption_encoding", f"The caption {entry.name!r} is not UTF-8 text; save it as UTF-8."
         ) from None
+    # Refused, not stripped, as control characters in file names are: what trains is exactly what the user wrote,
+    # and nothing invisible reaches sd-scripts, a terminal or Discord. Tabs and line breaks are ordinary spacing.
+    found = first_control_character(text, allowed="\t\n\r")
+    if found is not None:
+        position, char = found
+        hint = " (NUL bytes: is it UTF-16? Save it as UTF-8)" if char == "\x00" else ""
+        raise DatasetError(
+            "caption_control_character",
+            f"The caption {entry.name!r} holds the control character U+{ord(char):04X} at character {position + 1}"
+            f"{hint}; captions with control or text-direction characters are refused, not cleaned. Remove it.",
+        )
     lines = [" ".join(line.split()) for line in text.splitlines()]
     lines = [line for line in lines if line]
     joined = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from jobs.errors import UserFacingError
@@ -46,3 +47,19 @@ def name_some(items: list[str], limit: int = 3) -> str:
     shown = ", ".join(repr(item) for item in items[:limit])
     rest = len(items) - limit
     return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+# Characters that change how text shows instead of showing: bidi embeddings, overrides, isolates and marks (the
+# "Trojan Source" set). With the C0/C1 controls they would reach training captions and be echoed to terminals.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def first_control_character(text: str, allowed: str = "") -> tuple[int, str] | None:
+    """(position, character) of the first control character (C0, DEL, C1), bidi control or lone surrogate in
+    `text` that is not in `allowed`, or None. Zero-width joiners stay legal: emoji and several scripts need them."""
+    for position, char in enumerate(text):
+        if char in allowed:
+            continue
+        if char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Cs"):
+            return position, char
+    return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from jobs.dataset_limits import DatasetError, IngestLimits
+from jobs.dataset_limits import DatasetError, IngestLimits, first_control_character
 
 CHUNK_BYTES = 256 * 1024  # bounds memory per copy; larger chunks bought no speed in bench/ingest.py
 _LOCAL_HEADER_MAGIC = b"PK\x03\x04"
@@ -180,7 +180,7 @@ class ByteBudget:
 
 def _check_name(raw: str) -> tuple[str, ...]:
     # orig_filename keeps what zipfile's ZipInfo cuts at a NUL byte (an old malware trick).
-    if any(ord(char) < 32 or ord(char) == 127 for char in raw):
+    if first_control_character(raw) is not None:
         raise DatasetError("bad_name", f"{raw!r} has control characters in its name.")
     if "\\" in raw:
         raise DatasetError(
