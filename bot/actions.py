@@ -26,6 +26,7 @@ from bot.views import plan_view
 from jobs.dataset import DatasetError
 from jobs.ledger import format_usd, job_cost, month_of, usd_to_micros, would_exceed
 from jobs.manifest import JobKeys
+from jobs.pick import PickRefused, job_result, pick_epoch
 from jobs.queue import JobPlan, submit
 from jobs.rules import PlanRefused
 from jobs.spec import UserOptions
@@ -431,7 +432,14 @@ def lora_link_text(bot: LorabotBot, job_id: int, epoch: int | None) -> str:
     keys = JobKeys(f"j{job_id}", facts.output_name)
     store = bot.runtime.store
     if epoch is None:
-        key, what = keys.final, "the final LoRA"
+        # The job's result: the epoch its owner picked, else the final LoRA.
+        with session_scope(bot.runtime.sessions) as s:
+            job = get_job(s, job_id)
+            result = job_result(job) if job is not None else None
+        if result is not None and result.picked:
+            key, what = result.key, result.describe()
+        else:
+            key, what = keys.final, "the final LoRA"
     else:
         if not 1 <= epoch <= max(facts.epochs, 1):
             raise Refused(f"`j{job_id}` has epochs 1 to {facts.epochs}; there is no epoch {epoch}.")
@@ -446,6 +454,50 @@ def lora_link_text(bot: LorabotBot, job_id: int, epoch: int | None) -> str:
         f"**{what} of `j{job_id}`** ({render.size(info.size)}): [download]({link})\nThe link expires {expires}.",
         render.CONTENT_MAX,
     )
+
+
+# -- picking the result ------------------------------------------------------------------------------------------
+
+
+async def pick_from_discord(bot: LorabotBot, interaction: discord.Interaction[Any], job_id: int, choice: str) -> None:
+    """The final message's "Use epoch N" menu (and /pick): refusals are ephemeral; a pick is announced in the thread
+    and the final message is redrawn for it."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        text = await pick_job_epoch(bot, job_id, choice, interaction.user)
+    except (Refused, PickRefused) as exc:
+        await interaction.followup.send(str(exc), ephemeral=True)
+        return
+    await interaction.followup.send(text, ephemeral=True)
+
+
+async def pick_job_epoch(bot: LorabotBot, job_id: int, choice: str, user: discord.abc.User) -> str:
+    """Make epoch `choice` the job's result; returns the confirmation for the one who picked."""
+    if not choice.strip().isdigit() or len(choice.strip()) > 6:
+        raise Refused(f"{render.truncate(choice, 20)!r} is not an epoch number.")
+    epoch = int(choice)
+    facts = await asyncio.to_thread(job_facts, bot, job_id)
+    if owner_or_admin_refusal(facts.user_id, user.id, role_names(user), bot.settings.discord):
+        raise Refused(f"Only the person who started `j{job_id}` (or an admin) can pick its result epoch.")
+    result = await asyncio.to_thread(_pick, bot, job_id, epoch, user.id)
+    bot.notifier.wake()
+    return f"Epoch {epoch} is now the result of `j{job_id}` ({result.describe()}); the thread says so."
+
+
+def _pick(bot: LorabotBot, job_id: int, epoch: int, user_id: int) -> Any:
+    """The pick and its announcement in one transaction: the thread hears of every pick, once (blocking)."""
+    now = bot.runtime.clock()
+    with session_scope(bot.runtime.sessions) as s:
+        result = pick_epoch(s, bot.runtime.store, job_id, epoch, user_id=user_id, now=now)
+        add_notice(
+            s,
+            job_id=job_id,
+            kind=NoticeKind.PICKED,
+            key=f"j{job_id}:pick:{epoch}:{user_id}:{int(now.timestamp() * 1000)}",
+            now=now,
+            payload={"epoch": epoch, "user_id": user_id},
+        )
+        return result
 
 
 __all__ = [

@@ -65,6 +65,8 @@ class LorabotBot(commands.Bot):
         self.notifier = Notifier(self, poll_s=notifier_poll_s, clock=runtime.clock)
         self.session: aiohttp.ClientSession | None = None
         self.loaded_cogs: list[str] = []
+        # Each guild's upload limit as its last interaction reported it (boosts raise it): what a sheet may weigh.
+        self.attachment_limits: dict[int, int] = {}
 
     async def setup_hook(self) -> None:
         self.session = aiohttp.ClientSession()
@@ -78,6 +80,10 @@ class LorabotBot(commands.Bot):
         await self.sync_commands()
         self.runtime.after_tick.append(self.notifier.wake)
         self.notifier.start()
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.guild_id is not None and interaction.filesize_limit:
+            self.attachment_limits[interaction.guild_id] = interaction.filesize_limit
 
     async def sync_commands(self) -> None:
         guild_ids = self.settings.discord.guild_ids

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import render
+from bot import render, results
 from bot.views import job_view
 from jobs.config import redact
 from jobs.states import NoticeKind
@@ -63,6 +63,7 @@ class Outgoing:
     embeds: list[discord.Embed] = field(default_factory=list)
     files: list[discord.File] = field(default_factory=list)
     view: discord.ui.View | None = None
+    allowed_mentions: discord.AllowedMentions | None = None
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Notifier:
             return False
         with session_scope(self.bot.runtime.sessions) as s:
             mark_notice_sent(s, notice.id, discord_message_id=message_id, now=self.clock())
+            results.queue_sheet_refresh(s, notice.job_id, notice.kind, notice.payload, now=self.clock())
         return True
 
     async def _deliver(self, notice: _Pending) -> int | None:
@@ -170,6 +172,11 @@ class Notifier:
         if thread is None:
             log.warning("job j%s has no channel to post in; notice %s dropped", notice.job_id, notice.id)
             return None
+        if notice.kind is NoticeKind.CONTACT_SHEET:
+            return await results.refresh_sheets(self.bot, notice.id, notice.job_id, thread)
+        if notice.kind is NoticeKind.PICKED:
+            # The summary first (an edit, safe to repeat), then the line that says who picked what.
+            await results.refresh_final_message(self.bot, notice.job_id, thread)
         outgoing = await self.render(notice)
         message = await thread.send(
             content=outgoing.content,
@@ -177,6 +184,7 @@ class Notifier:
             files=outgoing.files,
             view=outgoing.view or discord.utils.MISSING,
             nonce=nonce_for(notice.id),
+            allowed_mentions=outgoing.allowed_mentions or discord.utils.MISSING,
         )
         return message.id
 
@@ -249,13 +257,12 @@ class Notifier:
                 view=job_view(job_id, epochs=(int(payload.get("epoch") or 0),), cancel=True),
             )
         if notice.kind is NoticeKind.SUCCEEDED:
-            final_key = (payload.get("final") or {}).get("key") or ""
-            link = await asyncio.to_thread(self.bot.runtime.store.public_link, final_key)
-            epochs = [int(e["epoch"]) for e in payload.get("epochs") or [] if e.get("epoch")]
+            embeds, view = await results.final_message(self.bot, job_id, payload)
+            return Outgoing(content=f"<@{await self._owner(job_id)}> your LoRA is ready.", embeds=embeds, view=view)
+        if notice.kind is NoticeKind.PICKED:
             return Outgoing(
-                content=f"<@{await self._owner(job_id)}> your LoRA is ready.",
-                embeds=[render.succeeded_embed(public_id, payload, final_url=link, epoch_count=len(epochs))],
-                view=job_view(job_id, epochs=tuple(epochs), cancel=False),
+                content=render.picked_text(public_id, int(payload.get("epoch") or 0), int(payload.get("user_id") or 0)),
+                allowed_mentions=discord.AllowedMentions.none(),  # names the picker without pinging anyone
             )
         if notice.kind is NoticeKind.FAILED:
             return Outgoing(embeds=[render.failed_embed(public_id, payload)])

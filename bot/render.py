@@ -15,6 +15,7 @@ import discord
 
 from jobs.billing_sync import JobBill
 from jobs.ledger import CostBreakdown, VolumesMonth, format_usd
+from jobs.pick import JobResult
 from jobs.planning import Plan
 from jobs.prices import PriceTable
 
@@ -342,18 +343,43 @@ def epoch_embed(job_public_id: str, payload: Mapping[str, Any], *, now: dt.datet
 
 
 def succeeded_embed(
-    job_public_id: str, payload: Mapping[str, Any], *, final_url: str, epoch_count: int
+    job_public_id: str,
+    payload: Mapping[str, Any],
+    *,
+    final_url: str,
+    epoch_count: int,
+    result: JobResult | None = None,
 ) -> discord.Embed:
+    """The thread's summary. `final_url` links the job's result: the final LoRA, or the epoch its owner picked (then
+    its size and sha256 are that checkpoint's, from the epochs the job reported)."""
     final = payload.get("final") or {}
+    if result is not None and result.picked:
+        final = next((e for e in payload.get("epochs") or [] if e.get("epoch") == result.epoch), {})
     lines = [
         f"**[Download the LoRA]({final_url})** ({size(final.get('size'))})",
         f"sha256 `{final.get('sha256') or '?'}`",
     ]
+    if result is not None:
+        lines.append(f"Result: {result.describe()}")
     if epoch_count > 1:
-        lines.append("Any epoch: the buttons below, or `/lora job epoch`.")
+        lines.append("Any epoch: the buttons below, or `/lora job epoch`; make one the result with the menu.")
     builder = EmbedBuilder(f"{job_public_id} · done", "\n".join(lines), COLOUR_OK)
     builder.field("Cost", cost_table(payload.get("cost") or {}))
     return builder.build()
+
+
+def picked_text(job_public_id: str, epoch: int, user_id: int) -> str:
+    """The thread's line for a pick (sent without pinging: the mention only names the picker)."""
+    return (
+        f"📌 <@{user_id}> chose **epoch {epoch}** as the result of `{job_public_id}`: the download link above, "
+        f"`/lora {job_public_id}` and `/cost {job_public_id}` now give that epoch."
+    )
+
+
+def contact_sheet_text(job_public_id: str, number: int, count: int, seed: int | None) -> str:
+    sheet = f" ({number}/{count})" if count > 1 else ""
+    same_seed = f", seed {seed} throughout" if seed is not None else ""
+    return f"🗂️ `{job_public_id}` contact sheet{sheet}: rows are the sample prompts, columns the epochs{same_seed}."
 
 
 def failed_embed(job_public_id: str, payload: Mapping[str, Any]) -> discord.Embed:

@@ -2,6 +2,7 @@
 
 lorabot:job:<id>:cancel        Cancel the job (owner or admin)
 lorabot:job:<id>:epoch:<n>     An ephemeral link to epoch n's LoRA (anyone in the channel)
+lorabot:job:<id>:pick          "Use epoch N": make an epoch the job's result (owner or admin; select menu)
 lorabot:plan:<token>:confirm   Queue the planned job (the planner only; plans live in memory for 30 min)
 lorabot:plan:<token>:cancel    Drop the plan
 """
@@ -16,7 +17,9 @@ import discord
 if TYPE_CHECKING:
     from bot.client import LorabotBot
 
-MAX_EPOCH_BUTTONS = 20  # 4 rows of 5; a 5th row holds Cancel
+MAX_EPOCH_BUTTONS = 20  # 4 rows of 5; a 5th row holds Cancel (or, on the final message, the pick menu)
+# Discord's cap on a select menu's options; a longer job offers its latest epochs (and /pick takes any).
+MAX_PICK_OPTIONS = 25
 
 
 def _bot(interaction: discord.Interaction[Any]) -> LorabotBot:
@@ -72,6 +75,38 @@ class JobEpochButton(
         from bot import actions
 
         await actions.send_lora_link(_bot(interaction), interaction, self.job_id, self.epoch)
+
+
+class JobPickSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"lorabot:job:(?P<job_id>\d+):pick"):
+    """The final message's "Use epoch N" menu. Its options are the epochs on offer; the choice lives in the DB."""
+
+    def __init__(self, job_id: int, epochs: Sequence[int], picked: int | None = None) -> None:
+        offered = sorted(set(epochs))[-MAX_PICK_OPTIONS:]
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"lorabot:job:{job_id}:pick",
+                placeholder="Use epoch N as the result" if picked is None else f"Result: epoch {picked}",
+                options=[
+                    discord.SelectOption(label=f"Use epoch {epoch}", value=str(epoch), default=epoch == picked)
+                    for epoch in offered
+                ],
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> JobPickSelect:
+        options = item.options if isinstance(item, discord.ui.Select) else []
+        return cls(int(match["job_id"]), [int(o.value) for o in options if o.value.isdigit()])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot import actions
+
+        values = self.item.values
+        choice = values[0] if values else ""
+        await actions.pick_from_discord(_bot(interaction), interaction, self.job_id, choice)
 
 
 class PlanButton(
@@ -138,6 +173,7 @@ class DatasetPlanButton(
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     JobCancelButton,
     JobEpochButton,
+    JobPickSelect,
     PlanButton,
     DatasetPlanButton,
 )
@@ -150,8 +186,16 @@ def plan_view(token: str) -> discord.ui.View:
     return view
 
 
-def job_view(job_id: int, *, epochs: Sequence[int], cancel: bool = True) -> discord.ui.View | None:
-    """Cancel (while the job may run) and one "Get epoch N" per epoch; None when there is nothing to press."""
+def job_view(
+    job_id: int,
+    *,
+    epochs: Sequence[int],
+    cancel: bool = True,
+    pick: bool = False,
+    picked: int | None = None,
+) -> discord.ui.View | None:
+    """Cancel (while the job may run), one "Get epoch N" per epoch and, on the final message, the "Use epoch N"
+    menu (in Cancel's row: a finished job has nothing to cancel); None when there is nothing to press."""
     view = discord.ui.View(timeout=None)
     shown = list(epochs)[-MAX_EPOCH_BUTTONS:]
     for index, epoch in enumerate(shown):
@@ -162,4 +206,8 @@ def job_view(job_id: int, *, epochs: Sequence[int], cancel: bool = True) -> disc
         cancel_button = JobCancelButton(job_id)
         cancel_button.row = 4
         view.add_item(cancel_button)
+    elif pick and len(epochs) > 1:
+        menu = JobPickSelect(job_id, epochs, picked)
+        menu.row = 4
+        view.add_item(menu)
     return view if view.children else None

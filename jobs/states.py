@@ -159,6 +159,11 @@ class NoticeKind(enum.StrEnum):
     INTERRUPTED = "interrupted"
     # Anything else worth a line in the thread (queued again, training started, collecting...).
     INFO = "info"
+    # Its owner or an admin picked an epoch as the job's result: say so, and redraw the final message for it.
+    PICKED = "picked"
+    # Refresh the job's contact sheets (queued by the notifier once an epoch's gallery or the final message is out):
+    # the sheet messages are edited, or posted the first time.
+    CONTACT_SHEET = "contact_sheet"
 
 
 class CostKind(enum.StrEnum):

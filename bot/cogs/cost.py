@@ -23,6 +23,8 @@ from jobs.ledger import (
     user_month_cost,
     volumes_month_cost,
 )
+from jobs.pick import job_result
+from jobs.states import JobStatus
 from storage.db import session_scope
 from storage.queries import get_job
 
@@ -75,6 +77,9 @@ class Cost(commands.Cog):
                     raise Refused(f"there is no job `j{job_id}`.")
                 cost = job_cost(s, job_id, now=now)
                 text = render.job_cost_text(cost, job_bill(s, job_id, cost))
+                if row.status is JobStatus.SUCCEEDED:
+                    # What the money bought: the final LoRA, or the epoch its owner picked.
+                    text = f"{text}\nResult: {job_result(row).describe()}"
                 title = f"Cost of j{job_id} · {row.name}{sandbox}"
                 return render.EmbedBuilder(title, text).footer(row.status.value).build()
             month = check_month(month_text, now)

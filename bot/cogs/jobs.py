@@ -10,10 +10,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.actions import Refused, cancel_job, job_facts, lora_link_text, parse_job
+from bot.actions import Refused, cancel_job, job_facts, lora_link_text, parse_job, pick_job_epoch
 from bot.permissions import DM_REFUSAL, owner_or_admin_refusal, role_names
 from jobs.catalog import load_catalog
 from jobs.ledger import format_usd, job_cost
+from jobs.pick import PickRefused
 from jobs.states import JobStatus
 from storage.db import session_scope
 from storage.queries import get_job, list_active_jobs, list_jobs_by_user
@@ -133,7 +134,7 @@ class Jobs(commands.Cog):
         return f"`j{job_id}` is queued again; the epochs already saved in the store are kept."
 
     @app_commands.command(name="lora", description="Download links for a job's LoRA, or any epoch's")
-    @app_commands.describe(job="job id, like j42", epoch="an epoch number (default: the final LoRA)")
+    @app_commands.describe(job="job id, like j42", epoch="an epoch number (default: the job's result)")
     async def lora(
         self, interaction: discord.Interaction[Any], job: str, epoch: app_commands.Range[int, 1, 1000] | None = None
     ) -> None:
@@ -141,6 +142,22 @@ class Jobs(commands.Cog):
         try:
             text = await asyncio.to_thread(lora_link_text, self.bot, parse_job(job), epoch)
         except Refused as exc:
+            text = str(exc)
+        await interaction.followup.send(text, ephemeral=True)
+
+    @app_commands.command(name="pick", description="Make one epoch the result of a finished job (owner or admin)")
+    @app_commands.describe(job="job id, like j42", epoch="the epoch whose LoRA becomes the job's result")
+    async def pick(
+        self, interaction: discord.Interaction[Any], job: str, epoch: app_commands.Range[int, 1, 1000]
+    ) -> None:
+        # The final message's menu offers at most 25 epochs; this takes any, with the same checks.
+        if interaction.guild is None:
+            await interaction.response.send_message(DM_REFUSAL, ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            text = await pick_job_epoch(self.bot, parse_job(job), str(epoch), interaction.user)
+        except (Refused, PickRefused) as exc:
             text = str(exc)
         await interaction.followup.send(text, ephemeral=True)
 
