@@ -217,15 +217,16 @@ def lora_params(spec: TrainSpec) -> int:
 
 
 def job_output_bytes(spec: TrainSpec) -> int:
-    """What one job leaves in its output folder on the volume: a LoRA per epoch at the save precision, and (the
-    args always ask for --save_state) a state folder per epoch, fp32 weights + optimizer moments. sd-scripts removes
-    none of them (no --save_last_n_epochs[_state]), and nothing else does, so all of them count.
-    SDXL dim 32 with its text encoders, AdamW8bit, 10 epochs: 10 x 228 MB + 10 x 684 MB = 9.1 GB."""
+    """The most one job has in its output folder on the volume at once: a LoRA per epoch at the save precision,
+    and two state folders (fp32 weights + optimizer moments): with --save_last_n_epochs_state=1 sd-scripts writes
+    epoch E's state before it removes E-1's, and at train end `<name>-state` joins the last numbered one (one
+    state only for a 1-epoch job). The agent removes all of it once the uploads are confirmed.
+    SDXL dim 32 with its text encoders, AdamW8bit, 10 epochs: 10 x 228 MB + 2 x 684 MB = 3.6 GB."""
     params = lora_params(spec)
     lora = params * (4 if spec.save_precision in ("fp32", "float") else 2)
     optimizer = OPTIMIZER_BYTES_PER_PARAM.get(spec.optimizer.lower(), DEFAULT_OPTIMIZER_BYTES_PER_PARAM)
     state = params * (4 + optimizer)
-    return spec.epochs * (lora + state)
+    return spec.epochs * lora + min(spec.epochs, 2) * state
 
 
 def volume_size_gb(model_bytes: int, stages: StageFigures, outputs_bytes: int = 0) -> int:

@@ -78,6 +78,8 @@ def tokenizer_manifest(script: str, endpoint: str = HUB_ENDPOINT) -> list[dict[s
         }
         for repo in TOKENIZERS.get(script, ())
     ]
+
+
 DATASET_TOML = "dataset.toml"
 SAMPLE_PROMPTS_TXT = "sample_prompts.txt"
 # How the agent launches the script (docs/CONTRACTS.md manifest `env.launcher`), for the displayed command only.
@@ -140,7 +142,12 @@ def build_args(spec: TrainSpec, model: CatalogModel) -> list[str]:
     if spec.lr_warmup_steps:
         args.append(f"--lr_warmup_steps={spec.lr_warmup_steps}")
     # Every epoch saved with its state: the agent uploads each checkpoint and a new pod resumes from the last state.
-    args += ["--save_every_n_epochs=1", "--save_model_as=safetensors", "--save_state"]
+    # A resume needs only the newest state (jobs/agent/artifacts.py latest_complete_state), so sd-scripts keeps one:
+    # save_and_remove_state_on_epoch_end (library/train_util.py @48d368fa) removes epoch E-1's folder only after
+    # accelerator.save_state has written epoch E's, so a complete state is on the volume at every moment. It does
+    # not touch `{output_name}-state`, which --save_state always adds at train end (the agent removes both once
+    # the job's uploads are confirmed).
+    args += ["--save_every_n_epochs=1", "--save_model_as=safetensors", "--save_state", "--save_last_n_epochs_state=1"]
     args += [
         f"--sample_prompts={{job_dir}}/{SAMPLE_PROMPTS_TXT}",
         f"--sample_every_n_epochs={spec.sample_every_n_epochs}",

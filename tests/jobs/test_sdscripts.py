@@ -83,6 +83,8 @@ def test_every_emitted_flag_exists_in_that_scripts_parser_with_a_value_of_its_ki
 def test_every_run_saves_each_epoch_with_its_state_for_resume_and_upload() -> None:
     for _, plan in _plans():
         assert {"--save_state", "--save_every_n_epochs=1", "--save_model_as=safetensors"} <= set(plan.args)
+        # Only the newest epoch state stays on the volume: a resume needs nothing older.
+        assert "--save_last_n_epochs_state=1" in plan.args
         assert f"--output_name={plan.spec.output_name}" in plan.args
 
 

@@ -175,6 +175,25 @@ def test_save_state_writes_accelerate_folders_with_train_state(job: Job) -> None
     load_file(state / "model.safetensors")
 
 
+def test_save_last_n_epochs_state_keeps_only_the_newest_epoch_state_as_sd_scripts_does(job: Job) -> None:
+    run = job.run("sdxl_train_network.py", job.args("--save_state", "--save_last_n_epochs_state=1", epochs=4))
+
+    assert run.returncode == 0, run.stderr
+    states = sorted(p.name for p in job.output.iterdir() if p.name.endswith("-state"))
+    # Epoch 3's state replaced 1 and 2 (each removed after the next one was written); the last epoch saves only
+    # the train-end state, so epoch 3's numbered one stays beside it.
+    assert states == ["kana-000003-state", "kana-state"]
+    assert re.findall(r"removing old state: (\S+)", run.stderr) == [
+        str(job.output / "kana-000001-state"),
+        str(job.output / "kana-000002-state"),
+    ]
+    assert run.stderr.index("save train state to " + str(job.output / "kana-000002-state")) < run.stderr.index(
+        "removing old state: " + str(job.output / "kana-000001-state")
+    )
+    # Checkpoints are --save_last_n_epochs' business, not the state's.
+    assert all((job.output / f"kana-{epoch:06d}.safetensors").exists() for epoch in (1, 2, 3))
+
+
 def test_resume_trains_only_the_remaining_epochs(job: Job) -> None:
     first = job.run("sdxl_train_network.py", job.args("--save_state", epochs=5), fault="crash@50")
     assert first.returncode == 1

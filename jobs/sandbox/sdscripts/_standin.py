@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from typing import Any
@@ -385,6 +386,7 @@ class Trainer:
                     self.log("INFO", "")
                     self.log("INFO", f"saving state at epoch {epoch + 1}")
                     self.save_state(f"{name}-state", epoch + 1, global_step)
+                    self.remove_old_state(epoch + 1)
             self.fault.before_samples(epoch + 1)
             self.sample_images(epoch + 1, global_step)
             # progress_bar.unpause() after the epoch's saves and samples: none of it shows in the bar's time
@@ -490,6 +492,20 @@ class Trainer:
         if remove_no >= 0 and os.path.exists(old):
             self.console.print(f"removing old checkpoint: {old}")
             os.remove(old)
+
+    def remove_old_state(self, epoch_no: int) -> None:
+        """train_util.save_and_remove_state_on_epoch_end: after the new state is written (never before), the state
+        `save_every_n_epochs x N` epochs older goes, N = --save_last_n_epochs_state, else --save_last_n_epochs.
+        Only that one folder: an older one (left by an earlier run) stays, as does `<name>-state`."""
+        args = self.args
+        last_n = args.save_last_n_epochs_state if args.save_last_n_epochs_state else args.save_last_n_epochs
+        if last_n is None:
+            return
+        remove_no = epoch_no - args.save_every_n_epochs * last_n
+        old = os.path.join(args.output_dir, f"{default_if_none(args.output_name, 'epoch')}-{remove_no:06d}-state")
+        if os.path.exists(old):
+            self.log("INFO", f"removing old state: {old}")
+            shutil.rmtree(old)
 
     def save_state(self, dir_name: str, current_epoch: int, current_step: int) -> None:
         state_dir = os.path.join(self.args.output_dir, dir_name)
