@@ -3,7 +3,8 @@
 - forged-count zip: one real entry, but a central directory of 1,000,000 records (57 MB) under an end record that
   says the zip holds 1 entry; the old check trusted that count and handed the file to `zipfile`, which parses
   every record into a `ZipInfo`.
-- pixel bomb: twenty 8000x8000 solid WEBPs with captions (a ~80 KB zip) that decode to 1.28 gigapixels.
+- pixel bombs: twenty 8000x8000 solid WEBPs with captions (a 54 KB zip), and eighty 4000x4000 ones (each
+  under the per-image caps), both 1.28 gigapixels to decode.
 
 Each ingest runs in a fresh child process that reports its own peak RSS (`VmHWM`) and the refusal's code.
 `--code-root DIR` makes the child import `jobs` from DIR instead, to measure another version of the ingest,
