@@ -133,3 +133,37 @@ async def test_sheet_cells_and_picking_epoch_two_through_a_restart(bot_world: Bo
     assert "Epoch 2 is now the result" in await _pick(bw, final, job_id, "2")
     assert bw.world.job(job_id).picked_epoch == 2
     assert len(_sheet_messages(bw, thread)) == 1
+
+
+async def test_sheets_stay_under_the_guilds_attachment_limit(bot_world: BotWorld) -> None:
+    """A guild whose interactions report a small upload limit gets sheets under it: lossy, smaller or split, never
+    over the limit and never under the readable cell size."""
+    bw = bot_world
+    plan = await bw.train(
+        dataset_zip(12, size=512), name="tight", epochs=4, repeats=1, trigger="kana", class_word="1girl"
+    )
+    thread = await bw.confirm(plan)
+    job_id = bw.latest_job_id()
+    limit = 800_000  # the epoch galleries (two 512 px PNGs) still fit; a 4-epoch PNG sheet does not
+    bw.fake.set_attachment_size_limit(limit)
+    await _ask(bw, "status", {"job": f"j{job_id}"})  # an interaction tells the bot the guild's new limit
+    await bw.wait_for_status(job_id, lambda s: s.is_terminal(), timeout=150)
+    await _sheets_settled(bw, job_id)
+
+    sheets = _sheet_messages(bw, thread)
+    assert sheets and bw.world.job(job_id).contact_sheet_message_ids == [m.id for m in sheets]
+    heights: list[int] = []
+    formats: list[str | None] = []
+    for message in sheets:
+        [upload] = message.files
+        data = upload.read_bytes()
+        assert len(data) <= limit
+        image = Image.open(io.BytesIO(data))
+        assert max(image.size) <= 4096
+        heights.append(image.size[1])
+        formats.append(image.format)
+    # Two prompt rows of at least the floor each (plus labels): the sheet was split, not shrunk into thumbnails.
+    assert min(heights) >= 2 * CELL_FLOOR
+    assert "PNG" not in formats, "a PNG of 4 epochs is over the limit: a lossy encoding had to be chosen"
+    shown = [re.search(r"contact sheet(?: \((\d+)/(\d+)\))?", m.content) for m in sheets]
+    assert all(s is not None for s in shown)
