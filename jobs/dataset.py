@@ -24,6 +24,7 @@ from typing import Literal
 from jobs.dataset_images import IMAGE_EXTENSIONS, ImageHeader, decode_image, read_header, sniff_format
 from jobs.dataset_limits import DatasetError, IngestLimits, first_control_character, name_some
 from jobs.dataset_report import Concept, DatasetReport, ImageRecord, build_report
+from jobs.usertext import shown
 from jobs.zipsafe import CHUNK_BYTES, ByteBudget, SafeEntry, list_entries, open_zip
 
 __all__ = [
@@ -91,7 +92,7 @@ def ingest_zip(
             "Generating missing captions needs both a trigger and a class word (they become 'TRIGGER, CLASS').",
         )
     if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
-        raise DatasetError("dest_exists", f"The destination {dest_dir.name!r} already exists and is not empty.")
+        raise DatasetError("dest_exists", f"The destination {shown(dest_dir.name)} already exists and is not empty.")
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".ingest", dir=dest_dir.parent))
     try:
@@ -134,7 +135,7 @@ def pack_dataset(dataset_root: Path, out_zip: Path) -> tuple[str, int]:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
             for name, path in files:
                 if path.is_symlink() or not path.is_file():
-                    raise DatasetError("special_file", f"{name!r} in the dataset folder is not a regular file.")
+                    raise DatasetError("special_file", f"{shown(name)} in the dataset folder is not a regular file.")
                 info = zipfile.ZipInfo(name, date_time=_PACK_DATE_TIME)
                 info.compress_type = zipfile.ZIP_STORED
                 info.create_system = 3
@@ -224,7 +225,7 @@ def _refuse_name_clashes(files: list[_File]) -> None:
         if lowered in seen_paths:
             raise DatasetError(
                 "duplicate_name",
-                f"{seen_paths[lowered]!r} and {file.entry.name!r} differ only in letter case;"
+                f"{shown(seen_paths[lowered])} and {shown(file.entry.name)} differ only in letter case;"
                 " rename one (they would collide on many disks).",
             )
         seen_paths[lowered] = file.entry.name
@@ -233,7 +234,7 @@ def _refuse_name_clashes(files: list[_File]) -> None:
             if stem_key in seen_stems:
                 raise DatasetError(
                     "duplicate_name",
-                    f"{seen_stems[stem_key]!r} and {file.entry.name!r} share a name; a caption file could"
+                    f"{shown(seen_stems[stem_key])} and {shown(file.entry.name)} share a name; a caption file could"
                     " not tell them apart. Rename one.",
                 )
             seen_stems[stem_key] = file.entry.name
@@ -278,13 +279,13 @@ def _plan_concepts(
             # Our call: refuse rather than warn, since sd-scripts would silently train without these images.
             raise DatasetError(
                 "folder_without_repeats",
-                f"The folder {folder!r} has no repeats prefix; sd-scripts would skip it ('ignore directory"
+                f"The folder {shown(folder)} has no repeats prefix; sd-scripts would skip it ('ignore directory"
                 f" without repeats'). Rename it like '10_{folder}'.",
             )
         repeats = int(match.group(1))
         if not 1 <= repeats <= _MAX_REPEATS:
             raise DatasetError(
-                "bad_repeats", f"The folder {folder!r} asks for {repeats} repeats; use 1 to {_MAX_REPEATS}."
+                "bad_repeats", f"The folder {shown(folder)} asks for {repeats} repeats; use 1 to {_MAX_REPEATS}."
             )
         name = match.group(2).strip() or folder
         slug = _unique(_slug(name, len(plans) + 1), used_slugs)
@@ -327,7 +328,8 @@ def _read_captions(
             if len(set(texts.values())) > 1:
                 raise DatasetError(
                     "caption_conflict",
-                    f"{image.entry.name!r} has several captions that disagree: {name_some(list(texts))}. Keep one.",
+                    f"{shown(image.entry.name)} has several captions that disagree: {name_some(list(texts))}."
+                    " Keep one.",
                 )
             captions[image.entry.name] = next(iter(texts.values()), None)
     for file in files:
@@ -430,14 +432,14 @@ def _over_pixel_budget(total: int, images: list[tuple[str, ImageHeader]], limits
 def _caption_text(entry: SafeEntry, budget: ByteBudget, limits: IngestLimits) -> tuple[str, bool]:
     too_large = DatasetError(
         "caption_too_large",
-        f"The caption {entry.name!r} is over {limits.max_caption_bytes // 1024} KiB; a caption is one short line.",
+        f"The caption {shown(entry.name)} is over {limits.max_caption_bytes // 1024} KiB; a caption is one short line.",
     )
     raw = budget.read_small(entry, limits.max_caption_bytes, too_large)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DatasetError(
-            "caption_encoding", f"The caption {entry.name!r} is not UTF-8 text; save it as UTF-8."
+            "caption_encoding", f"The caption {shown(entry.name)} is not UTF-8 text; save it as UTF-8."
         ) from None
     # Refused, not stripped, as control characters in file names are: what trains is exactly what the user wrote,
     # and nothing invisible reaches sd-scripts, a terminal or Discord. Tabs and line breaks are ordinary spacing.
@@ -447,7 +449,7 @@ def _caption_text(entry: SafeEntry, budget: ByteBudget, limits: IngestLimits) ->
         hint = " (NUL bytes: is it UTF-16? Save it as UTF-8)" if char == "\x00" else ""
         raise DatasetError(
             "caption_control_character",
-            f"The caption {entry.name!r} holds the control character U+{ord(char):04X} at character {position + 1}"
+            f"The caption {shown(entry.name)} holds the control character U+{ord(char):04X} at character {position + 1}"
             f"{hint}; captions with control or text-direction characters are refused, not cleaned. Remove it.",
         )
     lines = [" ".join(line.split()) for line in text.splitlines()]
@@ -499,6 +501,6 @@ def _check_caption_extension(extension: str | None) -> str | None:
     if not _CAPTION_EXTENSION.match(normalised) or normalised in IMAGE_EXTENSIONS:
         raise DatasetError(
             "bad_option",
-            f"The caption extension {extension!r} is not usable; give something like '.txt' or '.caption'.",
+            f"The caption extension {shown(extension)} is not usable; give something like '.txt' or '.caption'.",
         )
     return normalised

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from jobs.dataset_limits import DatasetError, IngestLimits
+from jobs.usertext import clipped, shown
 
 # Pillow format name -> the extension the normalised layout uses. MPO is what Pillow calls the JPEG
 # files phones write with a second (depth/preview) frame: still a JPEG to every trainer.
@@ -71,7 +72,7 @@ def unsupported_format_error(name: str, image_format: str) -> DatasetError:
     )
     return DatasetError(
         "unsupported_image",
-        f"{name!r} is a {image_format} image; only JPEG, PNG and WEBP are accepted (convert it to PNG or JPEG"
+        f"{shown(name)} is a {image_format} image; only JPEG, PNG and WEBP are accepted (convert it to PNG or JPEG"
         f"{animation}).",
     )
 
@@ -162,20 +163,20 @@ def _image_errors(name: str, limits: IngestLimits) -> Iterator[None]:
         pixels = f"{int(claimed.group(1)) / 1e6:.3g} MP" if claimed else "too many pixels"
         raise DatasetError(
             "image_too_large",
-            f"{name!r} claims {pixels}; the limit is {limits.max_image_pixels / 1e6:.3g} MP per image.",
+            f"{shown(name)} claims {pixels}; the limit is {limits.max_image_pixels / 1e6:.3g} MP per image.",
         ) from None
     except UnidentifiedImageError:
-        raise DatasetError("bad_image", f"{name!r} is not a valid JPEG, PNG or WEBP image.") from None
+        raise DatasetError("bad_image", f"{shown(name)} is not a valid JPEG, PNG or WEBP image.") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
         raise DatasetError(
-            "bad_image", f"{name!r} is not a valid JPEG, PNG or WEBP image: it is damaged ({exc})."
+            "bad_image", f"{shown(name)} is not a valid JPEG, PNG or WEBP image: it is damaged ({clipped(exc)})."
         ) from None
 
 
 def _too_many_pixels(name: str, width: int, height: int, limits: IngestLimits) -> DatasetError:
     return DatasetError(
         "image_too_large",
-        f"{name!r} is {width}x{height} ({width * height / 1e6:.3g} MP); the limit is"
+        f"{shown(name)} is {width}x{height} ({width * height / 1e6:.3g} MP); the limit is"
         f" {limits.max_image_pixels / 1e6:.3g} MP per image. Downscale it first.",
     )
 
@@ -185,7 +186,7 @@ def _too_costly(name: str, header: ImageHeader, limits: IngestLimits) -> Dataset
     largest = limits.max_decode_bytes / per_pixel * (64 if header.format in _DRAFT_FORMATS else 1)
     return DatasetError(
         "image_too_costly",
-        f"{name!r} is {header.width}x{header.height}: checking a {header.format} that large takes about"
+        f"{shown(name)} is {header.width}x{header.height}: checking a {header.format} that large takes about"
         f" {header.decode_bytes / 1024**2:,.0f} MiB of memory, and the limit is"
         f" {limits.max_decode_bytes / 1024**2:,.0f} MiB ({header.format} images up to {largest / 1e6:.3g} MP)."
         " Downscale it: sd-scripts trains at about 1 MP per image.",
@@ -196,6 +197,6 @@ def _animated(name: str, image_format: str, frames: int) -> DatasetError:
     kind = "APNG" if image_format == "PNG" else image_format
     return DatasetError(
         "animated_image",
-        f"{name!r} is an animated {kind} ({frames} frames); sd-scripts would train on its first frame only, so"
+        f"{shown(name)} is an animated {kind} ({frames} frames); sd-scripts would train on its first frame only, so"
         " animated images are refused, as GIFs are. Save the frames you want as separate PNG or JPEG images.",
     )

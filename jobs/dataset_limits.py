@@ -6,6 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from jobs.errors import UserFacingError
+from jobs.usertext import shown
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class DatasetError(UserFacingError):
 
 def name_some(items: list[str], limit: int = 3) -> str:
     """'a', 'b', 'c' and 4 more: keeps user-facing messages short however many files are at fault."""
-    shown = ", ".join(repr(item) for item in items[:limit])
+    listed = ", ".join(shown(item) for item in items[:limit])
     rest = len(items) - limit
-    return f"{shown} and {rest} more" if rest > 0 else shown
+    return f"{listed} and {rest} more" if rest > 0 else listed
 
 
 # Characters that change how text shows instead of showing: bidi embeddings, overrides, isolates and marks (the

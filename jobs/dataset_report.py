@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.dataset_limits import name_some
+from jobs.usertext import shown
 
 FEW_IMAGES = 10
 MANY_IMAGES = 100
@@ -79,7 +80,7 @@ class DatasetReport:
             f" not square: {self.non_square_share:.0%}",
             f"Captions: {self.caption_coverage:.0%} provided, {self.generated_captions} generated"
             + (
-                f"; trigger {self.trigger!r} in {self.trigger_coverage:.0%}"
+                f"; trigger {shown(self.trigger)} in {self.trigger_coverage:.0%}"
                 if self.trigger is not None and self.trigger_coverage is not None
                 else ""
             ),
@@ -169,14 +170,14 @@ def _warnings(
         not_first = [r.source for r in records if caption_tags(r.caption)[:1] != [trigger.lower()]]
         if not_first:
             found.append(
-                f"{len(not_first)} of {count} captions do not start with the trigger {trigger!r}"
+                f"{len(not_first)} of {count} captions do not start with the trigger {shown(trigger)}"
                 f" (advised: '{trigger}, CLASS, …'), e.g. {name_some(not_first)}."
             )
     if class_word is not None:
         no_class = [r.source for r in records if not _mentions(r.caption, class_word)]
         if no_class:
             found.append(
-                f"{len(no_class)} of {count} captions do not mention the class {class_word!r},"
+                f"{len(no_class)} of {count} captions do not mention the class {shown(class_word)},"
                 f" e.g. {name_some(no_class)}."
             )
     rotated = [r.source for r in records if r.exif_rotated]

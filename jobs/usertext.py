@@ -32,6 +32,12 @@ def drawn(value: object, limit: int = DEFAULT_LIMIT) -> str:
     return "".join(_escape_invisible(ch) for ch in _shortened(str(value), limit))
 
 
+def clipped(value: object, limit: int = 3 * DEFAULT_LIMIT) -> str:
+    """Text that merely *contains* user text (a library's error message quoting a file name): shortened, with
+    invisible and control characters escaped and mentions and code spans disarmed, but not quoted itself."""
+    return "".join(_escape(ch) if ch not in "'\\" else ch for ch in _shortened(str(value), limit))
+
+
 def _shortened(text: str, limit: int) -> str:
     """At most ``limit`` characters: the start and the end, with an ellipsis between."""
     if len(text) <= limit:

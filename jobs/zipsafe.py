@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobs.dataset_limits import DatasetError, IngestLimits, first_control_character
+from jobs.usertext import clipped, shown
 
 CHUNK_BYTES = 256 * 1024  # bounds memory per copy; larger chunks bought no speed in bench/ingest.py
 _LOCAL_HEADER_MAGIC = b"PK\x03\x04"
@@ -59,9 +60,9 @@ def open_zip(zip_path: Path, limits: IngestLimits) -> zipfile.ZipFile:
     try:
         size = zip_path.stat().st_size
     except FileNotFoundError:
-        raise DatasetError("not_found", f"The dataset file {zip_path.name!r} does not exist.") from None
+        raise DatasetError("not_found", f"The dataset file {shown(zip_path.name)} does not exist.") from None
     if size == 0:
-        raise DatasetError("not_a_zip", f"{zip_path.name!r} is empty (0 bytes), not a zip.")
+        raise DatasetError("not_a_zip", f"{shown(zip_path.name)} is empty (0 bytes), not a zip.")
     if size > limits.max_zip_bytes:
         raise DatasetError(
             "zip_too_large",
@@ -81,7 +82,7 @@ def open_zip(zip_path: Path, limits: IngestLimits) -> zipfile.ZipFile:
         raise _not_a_zip_error(zip_path.name, head, tail, exc) from None
     except (OSError, EOFError, ValueError, NotImplementedError) as exc:
         # NotImplementedError: a record asking for a zip version zipfile does not know.
-        raise DatasetError("corrupt_zip", f"{zip_path.name!r} is a damaged zip ({exc}).") from None
+        raise DatasetError("corrupt_zip", f"{shown(zip_path.name)} is a damaged zip ({clipped(exc)}).") from None
     if len(archive.infolist()) > limits.max_entries:
         archive.close()
         raise _too_many_entries(len(archive.infolist()), limits)
@@ -98,23 +99,23 @@ def list_entries(archive: zipfile.ZipFile, zip_size: int, limits: IngestLimits) 
         name = "/".join(parts)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise DatasetError("symlink", f"{name!r} is a symbolic link; zips with links are refused.")
+            raise DatasetError("symlink", f"{shown(name)} is a symbolic link; zips with links are refused.")
         if info.is_dir() or stat.S_ISDIR(mode):
             continue
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-            raise DatasetError("special_file", f"{name!r} is not a regular file (device, pipe or socket).")
+            raise DatasetError("special_file", f"{shown(name)} is not a regular file (device, pipe or socket).")
         if info.flag_bits & 0x1:
             raise DatasetError(
-                "encrypted", f"{name!r} is encrypted (password-protected); zip the dataset without a password."
+                "encrypted", f"{shown(name)} is encrypted (password-protected); zip the dataset without a password."
             )
         if info.compress_type not in _SUPPORTED_COMPRESSION:
             raise DatasetError(
                 "unsupported_compression",
-                f"{name!r} uses compression method {info.compress_type}; re-create the zip with standard"
+                f"{shown(name)} uses compression method {info.compress_type}; re-create the zip with standard"
                 " (deflate) compression.",
             )
         if name in seen:
-            raise DatasetError("duplicate_entry", f"{name!r} appears twice in the zip.")
+            raise DatasetError("duplicate_entry", f"{shown(name)} appears twice in the zip.")
         seen.add(name)
         if info.file_size > limits.max_entry_bytes:
             raise _entry_too_large(name, info.file_size, limits, declared=True)
@@ -181,20 +182,20 @@ class ByteBudget:
 def _check_name(raw: str) -> tuple[str, ...]:
     # orig_filename keeps what zipfile's ZipInfo cuts at a NUL byte (an old malware trick).
     if first_control_character(raw) is not None:
-        raise DatasetError("bad_name", f"{raw!r} has control characters in its name.")
+        raise DatasetError("bad_name", f"{shown(raw)} has control characters in its name.")
     if "\\" in raw:
         raise DatasetError(
-            "backslash_path", f"{raw!r} uses backslashes in its path; re-create the zip with a standard tool."
+            "backslash_path", f"{shown(raw)} uses backslashes in its path; re-create the zip with a standard tool."
         )
     if raw.startswith("/"):
-        raise DatasetError("absolute_path", f"{raw!r} is an absolute path; zip entries must be relative.")
+        raise DatasetError("absolute_path", f"{shown(raw)} is an absolute path; zip entries must be relative.")
     if _DRIVE.match(raw):
-        raise DatasetError("drive_path", f"{raw!r} names a drive; zip entries must be relative.")
+        raise DatasetError("drive_path", f"{shown(raw)} names a drive; zip entries must be relative.")
     parts = tuple(part for part in raw.split("/") if part not in ("", "."))
     if ".." in parts:
-        raise DatasetError("path_escape", f"{raw!r} climbs out of the dataset with '..'.")
+        raise DatasetError("path_escape", f"{shown(raw)} climbs out of the dataset with '..'.")
     if not parts:
-        raise DatasetError("bad_name", f"{raw!r} is not a usable file name.")
+        raise DatasetError("bad_name", f"{shown(raw)} is not a usable file name.")
     return parts
 
 
@@ -326,25 +327,25 @@ def _count_records(directory: bytes, file_name: str, limits: IngestLimits) -> in
 
 
 def _odd_zip(file_name: str, reason: str) -> DatasetError:
-    return DatasetError("corrupt_zip", f"{file_name!r} is a damaged or forged zip: {reason}. Re-create the zip.")
+    return DatasetError("corrupt_zip", f"{shown(file_name)} is a damaged or forged zip: {reason}. Re-create the zip.")
 
 
 def _not_a_zip_error(file_name: str, head: bytes, tail: bytes, exc: Exception) -> DatasetError:
     if head.startswith(_LOCAL_HEADER_MAGIC) and _END_OF_CENTRAL_DIR_MAGIC not in tail:
         return DatasetError(
             "truncated_zip",
-            f"{file_name!r} starts like a zip but its end is missing: the upload or download was cut short.",
+            f"{shown(file_name)} starts like a zip but its end is missing: the upload or download was cut short.",
         )
     if _END_OF_CENTRAL_DIR_MAGIC in tail:
-        return DatasetError("corrupt_zip", f"{file_name!r} is a damaged zip ({exc}).")
+        return DatasetError("corrupt_zip", f"{shown(file_name)} is a damaged zip ({clipped(exc)}).")
     for magic, kind in _OTHER_ARCHIVES.items():
         if head.startswith(magic):
-            return DatasetError("not_a_zip", f"{file_name!r} is {kind}; only .zip is supported.")
+            return DatasetError("not_a_zip", f"{shown(file_name)} is {kind}; only .zip is supported.")
     if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
         return DatasetError(
-            "not_a_zip", f"{file_name!r} is a web page, not a zip (a share page instead of a download link?)."
+            "not_a_zip", f"{shown(file_name)} is a web page, not a zip (a share page instead of a download link?)."
         )
-    return DatasetError("not_a_zip", f"{file_name!r} is not a zip file.")
+    return DatasetError("not_a_zip", f"{shown(file_name)} is not a zip file.")
 
 
 def _ratio_exceeded(uncompressed: int, compressed: int, limits: IngestLimits) -> bool:
@@ -359,7 +360,7 @@ def _entry_too_large(name: str, size: int, limits: IngestLimits, *, declared: bo
     verb = "declares" if declared else "unpacks to more than"
     return DatasetError(
         "entry_too_large",
-        f"{name!r} {verb} {_mib(size)}; one file may be at most {_mib(limits.max_entry_bytes)}.",
+        f"{shown(name)} {verb} {_mib(size)}; one file may be at most {_mib(limits.max_entry_bytes)}.",
     )
 
 
@@ -374,7 +375,7 @@ def _total_too_large(size: int, limits: IngestLimits, *, declared: bool) -> Data
 def _entry_bomb(name: str, size: int, compressed: int, limits: IngestLimits) -> DatasetError:
     return DatasetError(
         "zip_bomb",
-        f"{name!r} expands {size // max(compressed, 1)}x ({_mib(size)} from {compressed} bytes);"
+        f"{shown(name)} expands {size // max(compressed, 1)}x ({_mib(size)} from {compressed} bytes);"
         f" more than {limits.max_ratio:g}x looks like a zip bomb.",
     )
 
@@ -388,7 +389,9 @@ def _zip_bomb(size: int, zip_size: int, limits: IngestLimits) -> DatasetError:
 
 
 def _corrupt_entry(name: str, exc: Exception) -> DatasetError:
-    return DatasetError("corrupt_entry", f"{name!r} is damaged inside the zip ({exc}); re-create the zip.")
+    return DatasetError(
+        "corrupt_entry", f"{shown(name)} is damaged inside the zip ({clipped(exc)}); re-create the zip."
+    )
 
 
 def _mib(size: int) -> str:

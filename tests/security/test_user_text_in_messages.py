@@ -4,12 +4,16 @@ thing that is actually wrong."""
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.actions import Refused
 from bot.cogs.train import parse_extra_options
+from jobs.dataset import ingest_zip
+from jobs.dataset_limits import DatasetError
 from jobs.rules import PlanRefused, apply_rules
 from jobs.usertext import DEFAULT_LIMIT, shown
 from tests.jobs.data.specs import CATALOG, PRICES, facts, spec
@@ -109,3 +113,31 @@ async def test_a_refusal_in_discord_keeps_its_reason_and_pings_nobody(bot_world:
     # and, for any message that quotes user text raw, Discord is told to ping only the users lorabot names itself
     assert bot_world.bot.allowed_mentions is not None
     assert bot_world.bot.allowed_mentions.to_dict()["parse"] == ["users"]
+
+
+def _zip_with(names: list[str], tmp_path: Path) -> Path:
+    path = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in names:
+            zf.writestr(name, b"not an image")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        (["../" + "a" * 60_000 + ".png"], "climbs out of the dataset"),
+        (["/" + "b" * 60_000 + ".png"], "is an absolute path"),
+        (["c" * 60_000 + ".png"], "have no caption file"),
+        (["folder\\" + "d" * 60_000 + ".png"], "uses backslashes"),
+    ],
+    ids=["escape", "absolute", "not an image", "backslash"],
+)
+def test_a_huge_entry_name_makes_a_short_refusal_that_still_says_why(
+    names: list[str], reason: str, tmp_path: Path
+) -> None:
+    with pytest.raises(DatasetError) as err:
+        ingest_zip(_zip_with(names, tmp_path), tmp_path / "out")
+    message = str(err.value)
+    assert reason in message and len(message) < 400, message[:300]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
