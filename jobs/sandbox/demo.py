@@ -10,7 +10,7 @@ the Discord thread would get are printed as they come, with a progress bar while
 
 Everything it leaves is under `<data-dir>/demo/` (replaced by the next demo; never the bot's own database):
 `lorabot.db` (the SQLite job store), `artifacts/` (the store), and `results/`: the final LoRA, every epoch's
-checkpoint and samples, `cost.md` and `cost.json`.
+checkpoint and samples, the contact sheets (`contact-sheet-1-of-1.png`: prompts by epochs), `cost.md` and `cost.json`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.catalog import load_catalog
 from jobs.config import load_settings
+from jobs.contact_sheet import SheetJob, render_sheets
 from jobs.dataset import DatasetError, ingest_zip, pack_dataset
 from jobs.manifest import JobKeys
 from jobs.orchestrator import Orchestrator
@@ -88,6 +89,7 @@ class DemoResult:
     final_lora: Path | None = None
     checkpoints: list[Path] = field(default_factory=list)
     samples: list[Path] = field(default_factory=list)
+    contact_sheets: list[Path] = field(default_factory=list)
     cost_table: Path | None = None
     wall_seconds: float = 0.0
     sim_seconds: int = 0
@@ -363,6 +365,7 @@ def _export(
                 sample = results / "samples" / f"epoch-{epoch:02d}-prompt-{index:02d}.png"
                 store.download(keys.sample(epoch, index), sample)
                 result.samples.append(sample)
+    result.contact_sheets = _contact_sheets(result, plan, store, results)
     rows = _cost_rows(sessions, result.job_id)
     bill = runtime.emulator.total_cost_micros()
     result.cost_table = results / "cost.md"
@@ -384,6 +387,29 @@ def _export(
         + "\n",
         encoding="utf-8",
     )
+
+
+def _contact_sheets(result: DemoResult, plan: Plan, store: LocalArtifactStore, results: Path) -> list[Path]:
+    """The sheets the job's thread would get (rows = sample prompts, columns = epochs), as files."""
+    keys = JobKeys(f"j{result.job_id}", plan.spec.output_name)
+    prompts = tuple(plan.spec.sample_prompts)
+    epochs = tuple(e for e in range(1, plan.spec.epochs + 1) if store.exists(keys.sample(e, 0)))
+    if not prompts or not epochs:
+        return []
+    job = SheetJob(
+        title=f"j{result.job_id} · demo",
+        prompts=prompts,
+        planned_epochs=epochs,
+        epochs=epochs,
+        seed=plan.spec.seed,
+        source_px=plan.spec.resolution,
+    )
+    paths = []
+    for sheet in render_sheets(job, lambda epoch, row: store.get_bytes(keys.sample(epoch, row), 16 * 1024 * 1024)):
+        path = results / sheet.filename
+        path.write_bytes(sheet.data)
+        paths.append(path)
+    return paths
 
 
 def _cost_rows(sessions: sessionmaker[Session], job_id: int) -> list[CostRow]:
@@ -414,6 +440,8 @@ def _summarise(result: DemoResult, say: _Printer) -> None:
         say.line(f"  LoRA:        {result.final_lora}")
         say.line(f"  checkpoints: {len(result.checkpoints)} in {result.final_lora.parent / 'epochs'}")
         say.line(f"  samples:     {len(result.samples)} in {result.final_lora.parent / 'samples'}")
+        for sheet in result.contact_sheets:
+            say.line(f"  sheet:       {sheet}")
     if result.cost_table is not None:
         say.line(f"  cost table:  {result.cost_table}")
         say.line("")

@@ -50,6 +50,11 @@ def test_lorabot_demo_trains_a_lora_with_samples_and_a_cost_table(tmp_path: Path
     assert len(samples) == 3 * 2  # every epoch samples the preset's two default prompts
     with Image.open(samples[0]) as image:
         assert image.format == "PNG"
+    # The thread's contact sheet lands in the results too: one image, rows = the 2 prompts, columns = the 3 epochs.
+    [sheet] = sorted(results.glob("contact-sheet-*"))
+    with Image.open(sheet) as image:
+        assert sheet.name == "contact-sheet-1-of-1.png" and image.format == "PNG"
+        assert image.width > 3 * 256 and image.height > 2 * 256
     cost = (results / "cost.md").read_text()
     assert "| **Total** |" in cost and "$0 real money" in cost
     figures = json.loads((results / "cost.json").read_text())
