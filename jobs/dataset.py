@@ -485,9 +485,15 @@ def _check_word(value: str | None, label: str) -> str | None:
     cleaned = value.strip()
     if not cleaned:
         raise DatasetError("bad_option", f"The {label} is empty.")
-    if "," in cleaned or any(ord(char) < 32 for char in cleaned) or len(cleaned) > 64:
+    if "," in cleaned or len(cleaned) > 64:
         raise DatasetError(
             "bad_option", f"The {label} must be one short tag: no commas or line breaks, at most 64 characters."
+        )
+    found = first_control_character(cleaned)
+    if found is not None:
+        # It is written into every generated caption: the same characters a caption may not hold are refused here.
+        raise DatasetError(
+            "bad_option", f"The {label} holds the control character U+{ord(found[1]):04X}; write it without it."
         )
     return cleaned
 

@@ -141,3 +141,13 @@ def test_a_huge_entry_name_makes_a_short_refusal_that_still_says_why(
     message = str(err.value)
     assert reason in message and len(message) < 400, message[:300]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("word", ["kana\u202echan", "ka\x85na", "kana\nchan", "ka\x00na", "kana\u2066"])
+def test_a_trigger_for_generated_captions_with_a_control_character_is_refused(word: str, tmp_path: Path) -> None:
+    upload = tmp_path / "ok.zip"
+    upload.write_bytes(dataset_zip(2, size=64))
+    with pytest.raises(DatasetError) as err:
+        ingest_zip(upload, tmp_path / "out", trigger=word)
+    assert err.value.code == "bad_option"
+    assert "The trigger" in str(err.value) and word not in str(err.value)
