@@ -31,6 +31,7 @@ from jobs.queue import JobPlan, submit
 from jobs.rules import PlanRefused
 from jobs.spec import UserOptions
 from jobs.states import JobStatus, NoticeKind
+from jobs.usertext import shown
 from storage.db import session_scope
 from storage.queries import count_active_jobs_for_user, get_dataset, get_job
 from storage.transitions import add_notice
@@ -356,7 +357,7 @@ def parse_job(text: str) -> int:
     raw = text.strip().lstrip("#").lower()
     raw = raw[1:] if raw.startswith("j") else raw
     if not raw.isdigit() or len(raw) > 12:
-        raise Refused(f"{text[:40]!r} is not a job id; job ids look like `j42`.")
+        raise Refused(f"{shown(text, 40)} is not a job id; job ids look like `j42`.")
     return int(raw)
 
 
@@ -474,7 +475,7 @@ async def pick_from_discord(bot: LorabotBot, interaction: discord.Interaction[An
 async def pick_job_epoch(bot: LorabotBot, job_id: int, choice: str, user: discord.abc.User) -> str:
     """Make epoch `choice` the job's result; returns the confirmation for the one who picked."""
     if not choice.strip().isdigit() or len(choice.strip()) > 6:
-        raise Refused(f"{render.truncate(choice, 20)!r} is not an epoch number.")
+        raise Refused(f"{shown(choice, 20)} is not an epoch number.")
     epoch = int(choice)
     facts = await asyncio.to_thread(job_facts, bot, job_id)
     if owner_or_admin_refusal(facts.user_id, user.id, role_names(user), bot.settings.discord):

@@ -25,6 +25,7 @@ from jobs.ledger import (
 )
 from jobs.pick import job_result
 from jobs.states import JobStatus
+from jobs.usertext import shown
 from storage.db import session_scope
 from storage.queries import get_job
 
@@ -38,7 +39,7 @@ def check_month(text: str | None, now: dt.datetime) -> str:
     if text is None:
         return month_of(now)
     if not _MONTH.match(text.strip()):
-        raise Refused(f"{text[:20]!r} is not a month; write it like {month_of(now)}.")
+        raise Refused(f"{shown(text, 20)} is not a month; write it like {month_of(now)}.")
     return text.strip()
 
 

@@ -197,7 +197,7 @@ class Train(commands.Cog):
         planner = self.bot.runtime.planner
         if dataset is not None:
             if not dataset.filename.lower().endswith(".zip"):
-                raise Refused(f"`{dataset.filename[:80]}` is not a .zip; zip your images and captions first.")
+                raise Refused(f"{shown(dataset.filename)} is not a .zip; zip your images and captions first.")
             cap = upload_cap_bytes(self.bot.settings, interaction.filesize_limit)
             zip_path = workdir / "upload.zip"
             assert self.bot.session is not None
@@ -259,16 +259,16 @@ class Train(commands.Cog):
 
     async def _small_text(self, attachment: discord.Attachment) -> str:
         if attachment.size > SMALL_FILE_CAP:
-            raise Refused(f"`{attachment.filename[:80]}` is over {SMALL_FILE_CAP // 1024} KiB; that is not a config.")
+            raise Refused(f"{shown(attachment.filename)} is over {SMALL_FILE_CAP // 1024} KiB; that is not a config.")
         assert self.bot.session is not None
         async with self.bot.session.get(attachment.url) as response:
             data = await response.content.read(SMALL_FILE_CAP + 1)
         if len(data) > SMALL_FILE_CAP:
-            raise Refused(f"`{attachment.filename[:80]}` is over {SMALL_FILE_CAP // 1024} KiB.")
+            raise Refused(f"{shown(attachment.filename)} is over {SMALL_FILE_CAP // 1024} KiB.")
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            raise Refused(f"`{attachment.filename[:80]}` is not UTF-8 text.") from None
+            raise Refused(f"{shown(attachment.filename)} is not UTF-8 text.") from None
 
     @train.autocomplete("base_model")
     async def base_model_choices(
