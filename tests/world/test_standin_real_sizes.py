@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from jobs.agent.artifacts import safetensors_complete, state_complete
+from tests.agent.world import standin_hub
 
 SDSCRIPTS = Path(__file__).resolve().parents[2] / "jobs" / "sandbox" / "sdscripts"
 MB = 1_000_000
@@ -35,7 +36,13 @@ def test_an_sd15_dim_32_lora_is_38_mb_and_its_adamw8bit_state_115_mb(tmp_path: P
         "--optimizer_type=AdamW8bit",
         "--save_state",
     ]
-    env = {**os.environ, "LORABOT_TIME_SCALE": "2000", "LORABOT_STANDIN_REAL_SIZES": "1"}
+    # No --tokenizer_cache_dir: the stand-in, like sd-scripts, asks the Hub for CLIP's tokenizer (a stand-in one).
+    env = {
+        **os.environ,
+        "LORABOT_TIME_SCALE": "2000",
+        "LORABOT_STANDIN_REAL_SIZES": "1",
+        "HF_ENDPOINT": standin_hub().url,
+    }
     done = subprocess.run(
         [sys.executable, str(SDSCRIPTS / "train_network.py"), *args], capture_output=True, env=env, timeout=60
     )

@@ -17,7 +17,7 @@ CLIP_L = "openai/clip-vit-large-patch14"
 CLIP_G = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
 T5_XXL = "google/t5-v1_1-xxl"
 # strategy_sd.TOKENIZER_ID; strategy_sdxl.TOKENIZER1_PATH / TOKENIZER2_PATH; strategy_flux CLIP_L / T5_XXL ids.
-TOKENIZERS = {"sd15": (CLIP_L,), "sdxl": (CLIP_L, CLIP_G), "flux": (CLIP_L, T5_XXL)}
+TOKENIZERS = {"sd": (CLIP_L,), "sdxl": (CLIP_L, CLIP_G), "flux": (CLIP_L, T5_XXL)}
 # The file without which from_pretrained(folder) cannot build the repo's tokenizer class.
 NEEDED = {CLIP_L: "vocab.json", CLIP_G: "vocab.json", T5_XXL: "spiece.model"}
 CLASS = {CLIP_L: "CLIPTokenizer", CLIP_G: "CLIPTokenizer", T5_XXL: "T5TokenizerFast"}
