@@ -11,7 +11,10 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 
 from .artifacts import StableSizes, checkpoint_path, format_complete, latest_complete_state, sample_files
 from .context import Context, Interrupted, StageFailed, run_logged
-from .fsutil import fsync_tree, sha256_file
+from .fsutil import fsync_dir, fsync_tree, sha256_file
 from .ledger import Ledger
 from .net import HttpFailure, Stopped
 from .report import Reporter, log_tail
@@ -35,6 +38,16 @@ TRAINER_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
 # The recipe's `gpu_check` exits with this when torch imports but CUDA is not available (docs/CONTRACTS.md).
 GPU_CHECK_NO_CUDA = 3
+# The trainer's console width. sd-scripts logs through rich (library/utils.py setup_logging @48d368fa: a
+# RichHandler installed when library.utils is imported, so --console_log_simple, read only later in train(),
+# cannot cover every line), and rich wraps each record to the console width, 80 columns when the output is not a
+# terminal: "resume training from local state: <path>" came out over four lines, and the failure classifier and
+# the log tail read lines. rich takes the width from COLUMNS and pads every record to it (time, level, message,
+# source file), so it is wide enough for a message of ~340 characters and no wider. tqdm's bar ignores it when
+# its output is a file.
+TRAINER_COLUMNS = "400"
+# In the job folder: every upload of the finished job is confirmed, its LoRAs and states may go (or are gone).
+UPLOADED_MARKER = "UPLOADED"
 
 
 def _die_with_parent() -> None:
@@ -154,6 +167,7 @@ class Train:
         layout.output_dir.mkdir(parents=True, exist_ok=True)
         env = self.ctx.child_env()
         env["PYTHONUNBUFFERED"] = "1"
+        env["COLUMNS"] = TRAINER_COLUMNS
         # Nothing is fetched on GPU time: the CPU stage put the tokenizers on the volume (`--tokenizer_cache_dir`),
         # so the Hub is offline for the trainer and a missing file fails at once instead of downloading.
         env.update(HF_HOME=str(layout.hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -367,6 +381,10 @@ class Train:
             )
             return
         self.rep.step("final_upload", state="done", cached=False)
+        self.remove_uploaded_outputs()
+        self.succeed()
+
+    def succeed(self) -> None:
         self.refresh_epochs()
         self.rep.status["progress"] = self.parser.snapshot()
         self.rep.status["eta_seconds"] = 0.0
@@ -387,10 +405,69 @@ class Train:
         self.rep.publish(quick=True)
         self.upload_logs(quick=True)
 
+    # --- the volume after a finished job ------------------------------------------------------------------
+    def missing_uploads(self) -> list[str]:
+        """Ledger keys of every file the bot asked for that is not confirmed in the bucket (a sample recorded as
+        lost counts as settled: it will never exist)."""
+        m, missing = self.m, []
+        for epoch in range(1, m.epochs + 1):
+            if m.upload_url("checkpoints", str(epoch)) and not self.ledger.has(f"checkpoint/{epoch}"):
+                missing.append(f"checkpoint/{epoch}")
+            lost = (self.ledger.get(f"samples_lost/{epoch}") or {}).get("indices", [])
+            for index in range(len(m.uploads.get("samples", {}).get(str(epoch), []) or [])):
+                key = f"sample/{epoch}/{index}"
+                if m.upload_url("samples", str(epoch), str(index)) and not self.ledger.has(key) and index not in lost:
+                    missing.append(key)
+        if m.upload_url("final") and not self.ledger.has("final"):
+            missing.append("final")
+        return missing
+
+    def remove_uploaded_outputs(self) -> None:
+        """Free the volume of this job's LoRAs and states once every upload is confirmed (they are in the bucket).
+
+        One volume per data center serves every job, and nothing else deletes a job's outputs (an SDXL job leaves
+        GBs). Only after success: an interrupted or failed run keeps them, a resume needs its state. UPLOADED is
+        written first, so an agent stopped half-way leaves a job that the next run finishes removing and reports
+        as succeeded (finished_before) instead of training again without its files. Samples, logs, the ledger and
+        the markers stay (small, and what a later look at the job reads)."""
+        missing = self.missing_uploads()
+        if missing:
+            self.rep.log(f"keeping the outputs on the volume: not confirmed in the bucket: {', '.join(missing)}")
+            return
+        layout, name = self.layout, re.escape(self.m.output_name)
+        uploaded = layout.job_dir / UPLOADED_MARKER
+        if not uploaded.is_file():
+            uploaded.write_text(json.dumps({"at": self.ctx.clock.iso()}))
+            fsync_dir(layout.job_dir)
+        heavy = re.compile(rf"^{name}(?:-\d{{6}})?(?:\.safetensors|-state)$")
+        freed, removed = 0, []
+        for path in sorted(layout.output_dir.iterdir()) if layout.output_dir.is_dir() else []:
+            if not heavy.match(path.name) or path.is_symlink():
+                continue
+            if path.is_dir():
+                freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                shutil.rmtree(path)
+            else:
+                freed += path.stat().st_size
+                path.unlink()
+            removed.append(path.name)
+        if removed:
+            fsync_dir(layout.output_dir)
+            self.rep.log(f"every upload is confirmed: removed {len(removed)} outputs ({freed} bytes) from the volume")
+
     def finished_before(self) -> bool:
         """A run whose trainer already exited cleanly is not trained again; only missing uploads are sent."""
         final = self.layout.output_dir / f"{self.m.output_name}.safetensors"
-        if not (self.layout.job_dir / "TRAINED").is_file() or not self.sizes.complete(final, settled=True):
+        if not (self.layout.job_dir / "TRAINED").is_file():
+            return False
+        if (self.layout.job_dir / UPLOADED_MARKER).is_file():
+            self.rep.log("this job was trained and every upload confirmed before: nothing to train or send")
+            self.rep.step("training", state="skipped", cached=True)
+            self.rep.step("final_upload", state="skipped", cached=True)
+            self.remove_uploaded_outputs()  # what an agent stopped half-way through left
+            self.succeed()
+            return True
+        if not self.sizes.complete(final, settled=True):
             return False
         self.rep.log("this job was trained before: uploading what is missing, not training again")
         self.rep.step("training", state="skipped", cached=True)

@@ -56,9 +56,12 @@ class Job:
             *extra,
         ]
 
-    def run(self, script: str, args: list[str], fault: str = "", timeout: float = 20) -> Run:
+    def run(self, script: str, args: list[str], fault: str = "", timeout: float = 20, columns: int | None = 400) -> Run:
+        """`columns`: the console width its rich-style log lines fold to (COLUMNS, wide as the agent sets it;
+        None = unset: 80, as rich without a terminal)."""
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "COLUMNS"},
+            **({"COLUMNS": str(columns)} if columns else {}),
             "LORABOT_TIME_SCALE": "2000",
             "LORABOT_STANDIN_STEPS_PER_SECOND": "2.0",
             "LORABOT_STANDIN_FAULT": fault,
@@ -192,6 +195,21 @@ def test_save_last_n_epochs_state_keeps_only_the_newest_epoch_state_as_sd_script
     )
     # Checkpoints are --save_last_n_epochs' business, not the state's.
     assert all((job.output / f"kana-{epoch:06d}.safetensors").exists() for epoch in (1, 2, 3))
+
+
+def test_log_lines_fold_at_80_columns_without_a_terminal_and_stay_whole_on_a_wide_console(job: Job) -> None:
+    """rich's RichHandler (sd-scripts' logger) folds each message to the console width: the agent widens it."""
+    args = job.args("--save_state", epochs=2)
+    folded = job.run("sdxl_train_network.py", args, columns=None).stderr
+    state = job.output / "kana-000001-state"
+    assert f"save train state to {state}/train_state.json" not in folded  # 80 columns: the path breaks
+    # rich puts the source file at the right of the record's first row, the message's rest goes below
+    unbroken = re.sub(r"\s+", "", f"save train state to {state}/train_state.json")
+    assert unbroken in re.sub(r"\s+|sdxl_train_network\.py", "", folded)
+
+    whole = job.run("sdxl_train_network.py", args, columns=400).stderr
+    line = next(line for line in whole.splitlines() if f"save train state to {state}/" in line)
+    assert re.sub(r"\s+", " ", line).endswith("at epoch 1 step 20 sdxl_train_network.py")
 
 
 def test_resume_trains_only_the_remaining_epochs(job: Job) -> None:

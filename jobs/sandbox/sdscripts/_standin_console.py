@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import time
 
 
@@ -35,6 +36,12 @@ class Clock:
             time.sleep(sim_seconds / self.scale)
 
 
+def _console_width() -> int:
+    """rich's Console width without a terminal: COLUMNS when it is a number, else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() else 80
+
+
 class Console:
     def __init__(self, clock: Clock, script: str) -> None:
         self.clock = clock
@@ -46,13 +53,22 @@ class Console:
         print(text, flush=True)
 
     def log(self, level: str, message: str, where: str | None = None) -> None:
-        """A RichHandler line: time, level padded to 8, message, source file (no wrapping here).
+        """A RichHandler line: time, level padded to 8, message, source file.
 
+        Like rich without a terminal, the message column is folded to fit the console width (COLUMNS, else 80): a
+        long message continues on the next lines under its first (rich wraps at spaces and folds longer words;
+        this breaks at spaces and then anywhere). Rich's padding to the full width is left out.
         Like rich, it does not start a fresh line after a tqdm bar: sd-scripts logs "" first where it cares.
         """
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.clock.now()))
-        suffix = f"    {where}" if where else ""
-        sys.stderr.write(f"{stamp} {level:<8} {message}{suffix}\n")
+        suffix = f" {where}" if where else ""
+        lead = len(stamp) + 1 + 9
+        room = max(10, _console_width() - lead - len(suffix))
+        lines = textwrap.wrap(message, room, break_on_hyphens=False) or [""]
+        text = f"{stamp} {level:<8} {lines[0]:<{room}}{suffix}".rstrip()
+        for more in lines[1:]:
+            text += "\n" + " " * lead + more
+        sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
     def _break_bar(self) -> None:
