@@ -25,6 +25,8 @@ import discord
 from bot import render, results
 from bot.views import job_view
 from jobs.config import redact
+from jobs.contact_sheet import DEFAULT_SIZE_LIMIT
+from jobs.gallery_fit import fit_gallery
 from jobs.states import NoticeKind
 from storage.db import session_scope
 from storage.models import Job
@@ -177,7 +179,7 @@ class Notifier:
         if notice.kind is NoticeKind.PICKED:
             # The summary first (an edit, safe to repeat), then the line that says who picked what.
             await results.refresh_final_message(self.bot, notice.job_id, thread)
-        outgoing = await self.render(notice)
+        outgoing = await self.render(notice, size_limit=results.attachment_limit(self.bot, thread))
         message = await thread.send(
             content=outgoing.content,
             embeds=outgoing.embeds,
@@ -238,7 +240,8 @@ class Notifier:
                 return thread
         return None
 
-    async def render(self, notice: _Pending) -> Outgoing:
+    async def render(self, notice: _Pending, *, size_limit: int = DEFAULT_SIZE_LIMIT) -> Outgoing:
+        """The message for a notice; an epoch's samples are fitted to ``size_limit`` (the server's upload limit)."""
         assert notice.job_id is not None
         job_id, payload = notice.job_id, notice.payload
         public_id = f"j{job_id}"
@@ -250,10 +253,16 @@ class Notifier:
             )
         if notice.kind is NoticeKind.EPOCH:
             keys = await asyncio.to_thread(self._sample_keys, job_id, payload)
-            files = await self._sample_files(keys, int(payload.get("epoch") or 0))
+            epoch = int(payload.get("epoch") or 0)
+            samples = await self._samples(keys, epoch)
+            fitted = await asyncio.to_thread(fit_gallery, samples, size_limit)
+            embed = render.epoch_embed(public_id, payload, now=self.clock())
+            note = fitted.note(size_limit)
+            if note is not None:
+                embed.add_field(name="Samples", value=note, inline=False)
             return Outgoing(
-                embeds=[render.epoch_embed(public_id, payload, now=self.clock())],
-                files=files,
+                embeds=[embed],
+                files=[discord.File(io.BytesIO(data), filename=name) for name, data in fitted.files],
                 view=job_view(job_id, epochs=(int(payload.get("epoch") or 0),), cancel=True),
             )
         if notice.kind is NoticeKind.SUCCEEDED:
@@ -297,14 +306,15 @@ class Notifier:
         expected -= int(notice.payload.get("samples_lost") or 0)  # never drawn: nothing to wait for
         return len(self._sample_keys(notice.job_id, notice.payload)) < expected
 
-    async def _sample_files(self, keys: Sequence[str], epoch: int) -> list[discord.File]:
-        files = []
+    async def _samples(self, keys: Sequence[str], epoch: int) -> list[tuple[str, bytes]]:
+        """(name without extension, bytes) of the epoch's samples, at most a message's worth."""
+        samples = []
         for index, key in enumerate(keys[:MAX_FILES]):
             data = await asyncio.to_thread(self.bot.runtime.store.get_bytes, key, SAMPLE_MAX_BYTES)
             if data is None:
                 continue
-            files.append(discord.File(io.BytesIO(data), filename=f"epoch{epoch:02d}-sample{index:02d}.png"))
-        return files
+            samples.append((f"epoch{epoch:02d}-sample{index:02d}", data))
+        return samples
 
 
 __all__ = ["Notifier", "backoff_seconds", "nonce_for"]
