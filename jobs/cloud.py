@@ -198,6 +198,8 @@ class CloudApi(Protocol):
 
     async def create_volume(self, name: str, size_gb: int, data_center_id: str) -> VolumeInfo: ...
 
+    async def resize_volume(self, volume_id: str, size_gb: int) -> VolumeInfo: ...
+
     async def pod_billing(self, pod_id: str) -> list[BillingRecord]: ...
 
     async def close(self) -> None: ...
@@ -289,6 +291,10 @@ class AsyncCloud:
         return await self._retrying(
             "create_volume", lambda: self.client.create_volume(name, size_gb, data_center_id), transient_ok=False
         )
+
+    async def resize_volume(self, volume_id: str, size_gb: int) -> VolumeInfo:
+        # Retried: asking twice for the same size leaves the volume as asking once does.
+        return await self._retrying("resize_volume", lambda: self.client.resize_volume(volume_id, size_gb))
 
     async def pod_billing(self, pod_id: str) -> list[BillingRecord]:
         return await self._retrying("pod_billing", lambda: self.client.pod_billing(pod_id))

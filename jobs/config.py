@@ -85,6 +85,9 @@ class RunpodSettings(_Section):
     api_url: str | None = None
     data_centers: list[str] = Field(default_factory=lambda: ["EU-RO-1"], min_length=1)
     volume_size_gb: int = Field(default=30, ge=10, le=4000)
+    # A job whose estimated need (jobs/estimate.py volume_size_gb) exceeds the volume grows it up to this; above it
+    # the job is refused before any pod (RunPod's largest Network Volume is 4096 GB).
+    volume_max_gb: int = Field(default=500, ge=10, le=4096)
     volume_mount_path: str = "/workspace"
     # Seed 000's CPU pod: 2 vCPU / 8 GB at $0.08/h is the cpu3g flavor (4 GB per vCPU) with 2 vCPUs.
     cpu_flavor: str = Field(default="cpu3g", pattern=r"^[a-z0-9]{2,16}$")

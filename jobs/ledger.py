@@ -15,6 +15,8 @@ Rules (they are the contract behind every figure the bot shows):
   started hour counts as a whole one (an upper bound: RunPod's billing page now says "per second", which can only
   be lower, by less than one hour of volume, ~$0.003 for 30 GB). A job pays for its volume from its first pod's
   creation to its last pod's end; idle hours between jobs belong to no job: ``volumes_month_cost`` shows them.
+  A volume grown at RunPod (``volume_resizes``) costs its new size from that moment: each started hour of a window
+  is billed at the largest size the volume had in that hour (``resized_volume_cost_micros``).
 - **Months** are UTC calendar months; a job's whole cost belongs to the month it was created in (a job lasts
   hours, and a budget check needs one month to charge the estimate to).
 - **Budgets** count a running job at the larger of its cost so far and its estimate (it is expected to spend it),
@@ -37,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from jobs.names import job_public_id
 from jobs.states import CostKind, PodRole
-from storage.models import CostItem, Job, Pod, Volume
+from storage.models import CostItem, Job, Pod, Volume, VolumeResize
 from storage.queries import get_budget_limit
 
 MICROS_PER_USD = 1_000_000
@@ -113,6 +115,57 @@ def volume_cost_micros(
     if size_gb < 0 or hours < 0 or price_micros_per_gb_month < 0:
         raise ValueError(f"size, hours and price must be ≥ 0, got {size_gb} GB, {hours} h, {price_micros_per_gb_month}")
     return size_gb * price_micros_per_gb_month * hours // HOURS_PER_BILLING_MONTH
+
+
+def resized_volume_cost_micros(
+    sizes: Sequence[tuple[dt.datetime, int]],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+) -> int:
+    """A volume's cost over ``start``..``end`` when its size changed: ``sizes`` is (since, GB), oldest first, the
+    first one in force from before ``start``. Each started hour from ``start`` is billed at the largest size in
+    force during it, the GB-hours summed and priced once (floored): with one size, ``volume_cost_micros``."""
+    if not sizes:
+        raise ValueError("a volume has at least one size")
+    gb_hours = 0
+    for hour in range(volume_billed_hours(start, end)):
+        slot_start = start + dt.timedelta(hours=hour)
+        slot_end = slot_start + dt.timedelta(hours=1)
+        in_force = [size for since, size in sizes if since < slot_end]
+        before = [size for since, size in sizes if since <= slot_start]
+        # the size at the slot's start (the last change before it), and every change inside the slot
+        gb_hours += max([before[-1] if before else sizes[0][1], *in_force[len(before) :]])
+    return volume_cost_micros(1, gb_hours, price_micros_per_gb_month=price_micros_per_gb_month)
+
+
+def volume_sizes(session: Session, volume: Volume) -> list[tuple[dt.datetime, int]]:
+    """(since, GB) of every size the volume has had, oldest first: its size at creation, then each resize."""
+    resizes = (
+        session.execute(
+            select(VolumeResize)
+            .where(VolumeResize.volume_id == volume.id)
+            .order_by(VolumeResize.resized_at, VolumeResize.id)
+        )
+        .scalars()
+        .all()
+    )
+    first = resizes[0].from_gb if resizes else volume.size_gb
+    return [(volume.created_at, first), *((r.resized_at, r.to_gb) for r in resizes)]
+
+
+def volume_window_cost_micros(
+    session: Session,
+    volume: Volume,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+) -> int:
+    return resized_volume_cost_micros(
+        volume_sizes(session, volume), start, end, price_micros_per_gb_month=price_micros_per_gb_month
+    )
 
 
 def volume_rate_micros_per_hour(
@@ -317,6 +370,10 @@ def close_volume_cost(
     if window is None:
         return None
     hours = volume_billed_hours(*window)
+    sizes = volume_sizes(session, volume)
+    # the size at the window's start, then each size it grew to inside the window
+    at_start = [size for since, size in sizes if since <= window[0]][-1:] or [sizes[0][1]]
+    grown = list(dict.fromkeys([*at_start, *(size for since, size in sizes if window[0] < since < window[1])]))
     item = CostItem(
         job_id=job.id,
         pod_id=None,
@@ -326,9 +383,12 @@ def close_volume_cost(
         rate_micros_per_hour=volume_rate_micros_per_hour(
             volume.size_gb, price_micros_per_gb_month=price_micros_per_gb_month
         ),
-        amount_micros=volume_cost_micros(volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month),
+        amount_micros=volume_window_cost_micros(
+            session, volume, *window, price_micros_per_gb_month=price_micros_per_gb_month
+        ),
         final=True,
-        note=f"{volume.size_gb} GB × {format_usd(price_micros_per_gb_month)}/GB/month, {hours} started hour(s)",
+        note=f"{' → '.join(f'{gb} GB' for gb in grown)} × {format_usd(price_micros_per_gb_month)}/GB/month, "
+        f"{hours} started hour(s)",
     )
     session.add(item)
     session.flush()
@@ -362,9 +422,8 @@ def job_cost(
     if volume is not None and not any(item.kind is CostKind.VOLUME for item in items):
         window = job_volume_window(pods, now)
         if window is not None:
-            hours = volume_billed_hours(*window)
-            amounts[CostKind.VOLUME] += volume_cost_micros(
-                volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month
+            amounts[CostKind.VOLUME] += volume_window_cost_micros(
+                session, volume, *window, price_micros_per_gb_month=price_micros_per_gb_month
             )
     return CostBreakdown(
         volume_micros=amounts[CostKind.VOLUME],
@@ -464,8 +523,9 @@ def volumes_month_cost(
         lived_to = min(volume.deleted_at or now, end, now)
         if lived_to <= lived_from:
             continue
-        hours = volume_billed_hours(lived_from, lived_to)
-        kept += volume_cost_micros(volume.size_gb, hours, price_micros_per_gb_month=price_micros_per_gb_month)
+        kept += volume_window_cost_micros(
+            session, volume, lived_from, lived_to, price_micros_per_gb_month=price_micros_per_gb_month
+        )
         gb += volume.size_gb
     if jobs_share_micros is None:
         jobs_share_micros = sum(

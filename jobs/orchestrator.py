@@ -42,7 +42,9 @@ from jobs.cloud import (
 from jobs.config import Settings
 from jobs.leadership import Leadership
 from jobs.manifest import JobKeys, ModelSource, agent_key, build_manifest, recipe_hash, start_command
+from jobs.placement import Placement, Site, cold_cpu_stage_micros, place
 from jobs.pods import Clock, PodKeeper, PodSeen
+from jobs.prices import built_in_table
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, tokenizer_manifest
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
@@ -59,6 +61,7 @@ from storage.queries import (
     list_pods_for_job,
     mark_cache_ready,
     record_volume,
+    record_volume_resize,
 )
 from storage.transitions import (
     InvalidTransition,
@@ -135,7 +138,11 @@ class GpuChoice:
 @dataclass(frozen=True)
 class OrchestratorConfig:
     data_center_id: str = "EU-RO-1"
+    # The data centers jobs may run in, in the operator's order (runpod.data_centers), one Network Volume each;
+    # empty: data_center_id alone.
+    data_centers: tuple[str, ...] = ()
     volume_size_gb: int = 30
+    volume_max_gb: int = 500
     volume_mount_path: str = "/workspace"
     cpu_image: str = "runpod/base:1.0.2-ubuntu2204"
     gpu_image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
@@ -168,6 +175,12 @@ class OrchestratorConfig:
     pod_env: tuple[tuple[str, str], ...] = ()
     # Where the CPU stage fetches tokenizers (a stand-in Hub in the sandbox and the test world).
     hub_endpoint: str = HUB_ENDPOINT
+    # A CPU-stage job checks its data center's GPU stock this often (one catalog call), to move before it is too late.
+    stock_check_s: int = 60
+
+    @property
+    def placement_data_centers(self) -> tuple[str, ...]:
+        return self.data_centers or (self.data_center_id,)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OrchestratorConfig:
@@ -178,7 +191,9 @@ class OrchestratorConfig:
 
         return cls(
             data_center_id=rp.data_centers[0],
+            data_centers=tuple(rp.data_centers),
             volume_size_gb=rp.volume_size_gb,
+            volume_max_gb=rp.volume_max_gb,
             volume_mount_path=rp.volume_mount_path,
             cpu_image=rp.cpu_image,
             gpu_image=rp.gpu_image,
@@ -248,6 +263,10 @@ class Orchestrator:
         # sign of life. Kept in memory: after a restart the silence counts again from the first look (later, never
         # wrongly, given up).
         self._status_seen: dict[int, tuple[int, dt.datetime]] = {}
+        # Job id -> when this process last checked the GPU stock of the data center its CPU stage runs in.
+        self._stock_checked: dict[int, dt.datetime] = {}
+        # The CPU pod's hourly price from RunPod's catalog, read once (placement prices a cold CPU stage with it).
+        self._cpu_hourly_micros: int | None = None
 
     # -- the tick ----------------------------------------------------------------------------------------------
 
@@ -407,17 +426,32 @@ class Orchestrator:
         if refusal is not None:
             await self._fail(job_id, JobStatus.FAILED_BUDGET, refusal)
             return
-        volume = await self._ensure_volume()
+        with session_scope(self.sessions) as s:
+            planned = JobPlan.from_json(_require_job(s, job_id).plan_json)
+        placement = await self._place(planned)
+        volume = await self._ensure_volume(placement.data_center_id)
+        with session_scope(self.sessions) as s:
+            need_gb = JobPlan.from_json(_require_job(s, job_id).plan_json).volume_gb
+        if need_gb > volume.size_gb:
+            if need_gb > self.config.volume_max_gb:
+                await self._fail(
+                    job_id,
+                    JobStatus.FAILED_INTERNAL,
+                    f"this job needs about {need_gb} GB on the Network Volume (environment, model, its LoRAs and "
+                    f"states), more than the {self.config.volume_max_gb} GB lorabot may grow it to "
+                    f"(runpod.volume_max_gb); nothing was started",
+                )
+                return
+            volume = await self._grow_volume(job_id, volume, need_gb)
         self._ensure_agent_uploaded()
         with session_scope(self.sessions) as s:
             job = _require_job(s, job_id)
             plan = JobPlan.from_json(job.plan_json)
             # The wall-time limit counts from the start, not from the time spent waiting in the queue.
             deadline = now + (job.deadline_at - job.queued_at) if job.deadline_at is not None else None
-            warm = is_cache_ready(s, volume.id, CacheKind.ENV, self.env_hash) and is_cache_ready(
-                s, volume.id, CacheKind.MODEL, _model_cache_key(plan)
-            )
+            warm = self._volume_warm(s, volume.id, plan)
         self._write_manifest(job_id, plan, stages=["prepare", "train"] if warm else ["train"])
+        where = f"{placement.reason}. " if placement.reason else ""
         with session_scope(self.sessions) as s:
             transition(
                 s,
@@ -434,13 +468,28 @@ class Orchestrator:
                     NoticeKind.PREPARING,
                     {
                         "warm": warm,
-                        "text": "the volume already holds the environment and the model: straight to the GPU"
-                        if warm
-                        else "renting a CPU pod to build the environment and fetch the model and dataset",
+                        "data_center": volume.data_center_id,
+                        "text": where
+                        + (
+                            "the volume already holds the environment and the model: straight to the GPU"
+                            if warm
+                            else "renting a CPU pod to build the environment and fetch the model and dataset"
+                        ),
                     },
                 ),
             )
         await self._preparing(job_id)
+
+    async def _grow_volume(self, job_id: int, volume: Volume, size_gb: int) -> Volume:
+        """Grow the data center's volume to what the job needs before any pod writes to it (RunPod grows a volume
+        in place, files kept, and bills the new size from then on; the ledger follows from this moment)."""
+        assert volume.runpod_volume_id is not None
+        info = await self.cloud.resize_volume(volume.runpod_volume_id, size_gb)
+        log.info(
+            "volume %s grown from %s to %s GB for j%s", volume.runpod_volume_id, volume.size_gb, info.size_gb, job_id
+        )
+        with session_scope(self.sessions) as s:
+            return record_volume_resize(s, volume.id, size_gb=max(info.size_gb, size_gb), now=self.clock())
 
     def _budget_refusal(self, s: Session, job: Job, now: dt.datetime) -> str | None:
         """Checked before any money is spent: the month's spending, this job's estimate included, within budget?"""
@@ -495,6 +544,8 @@ class Orchestrator:
                     return
         gpu = self._current_gpu_pod(job_id)
         if gpu is None:
+            if cpu_needed and not ready and await self._moved_for_stock(job_id, plan):
+                return
             if ready or self._should_reserve_gpu(prepare):
                 await self._reserve_gpu(job_id)
             return
@@ -702,8 +753,10 @@ class Orchestrator:
     ) -> None:
         await self.pods.terminate(cpu.id, reason=trouble)
         self._status_seen.pop(cpu.id, None)
-        if attempt >= self.config.max_cpu_attempts:
-            await self._give_up_on_agent(job_id, trouble, status, stage="prepare", role="CPU", pods=attempt)
+        # Counted in the job's data center: a CPU pod left behind by a move to another one was not a failure.
+        here = self._cpu_pods_here(job_id)
+        if here >= self.config.max_cpu_attempts:
+            await self._give_up_on_agent(job_id, trouble, status, stage="prepare", role="CPU", pods=here)
             return
         with session_scope(self.sessions) as s:
             add_notice(
@@ -816,8 +869,20 @@ class Orchestrator:
         RunPod's createPod places one GPU type and never falls back, so the list is tried in order: a 400 (not
         placeable now) or a 403 (no access to that pool) moves on to the next candidate; a 402 stops them all.
         """
-        offers = await self.cloud.list_gpu_offers(self.config.data_center_id, clouds=("SECURE",))
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            dc, status = job.data_center_id or self.config.data_center_id, job.status
+            plan = JobPlan.from_json(job.plan_json)
+        offers = await self.cloud.list_gpu_offers(dc, clouds=("SECURE",))
         candidates = self._candidates(offers)
+        # Nothing trained yet: another data center with stock may take the job (its CPU stage runs there).
+        if (
+            not candidates
+            and status is JobStatus.PREPARING
+            and self._gpu_pods_started(job_id) == 0
+            and await self._move(job_id, plan, why=f"no suitable GPU is in stock in {dc} any more")
+        ):
+            return False
         for offer in candidates:
             attempt = self._next_gpu_attempt(job_id)
             try:
@@ -846,6 +911,118 @@ class Orchestrator:
             return True
         await self._no_capacity(job_id, [f"{c.gpu_type_id} ({c.cloud.lower()})" for c in self.config.gpu_fallback])
         return False
+
+    # -- data centers ------------------------------------------------------------------------------------------
+
+    async def _place(self, plan: JobPlan, *, exclude: tuple[str, ...] = ()) -> Placement:
+        """Where the job runs (jobs/placement.py's rule), from the live catalog of each listed data center and the
+        warmth of its volume. With one data center there is nothing to choose and the catalog is not asked."""
+        centers = [dc for dc in self.config.placement_data_centers if dc not in exclude]
+        if len(centers) == 1 and not exclude:
+            with session_scope(self.sessions) as s:
+                volume = get_volume_for_data_center(s, centers[0])
+                warm = volume is not None and self._volume_warm(s, volume.id, plan)
+            return Placement(centers[0], None, warm, 0, "")
+        sites = [await self._site(dc, plan) for dc in centers]
+        if not sites:
+            return Placement("", None, False, 0, "no other data center is listed")
+        gpu_seconds = plan.training_seconds + self.config.gpu_startup_guess_s
+        return place(sites, gpu_seconds=gpu_seconds, cpu_stage_micros=await self._cpu_stage_micros(plan))
+
+    async def _site(self, dc: str, plan: JobPlan) -> Site:
+        offers = await self.cloud.list_gpu_offers(dc, clouds=("SECURE",))
+        candidates = self._candidates(offers)
+        with session_scope(self.sessions) as s:
+            volume = get_volume_for_data_center(s, dc)
+            warm = volume is not None and self._volume_warm(s, volume.id, plan)
+        return Site(dc, candidates[0] if candidates else None, warm)
+
+    def _volume_warm(self, s: Session, volume_id: int, plan: JobPlan) -> bool:
+        """The volume holds this job's environment and model (and tokenizers): no CPU stage needed."""
+        return is_cache_ready(s, volume_id, CacheKind.ENV, self.env_hash) and is_cache_ready(
+            s, volume_id, CacheKind.MODEL, _model_cache_key(plan)
+        )
+
+    async def _cpu_stage_micros(self, plan: JobPlan) -> int:
+        """What a cold CPU stage costs, at the CPU pod's catalog price (the built-in price when RunPod cannot say)."""
+        if self._cpu_hourly_micros is None:
+            try:
+                flavors = {f.id: f for f in await self.cloud.list_cpu_flavors()}
+            except CloudError as exc:
+                log.warning("CPU prices unavailable, pricing the CPU stage at the built-in rate: %s", exc)
+                flavors = {}
+            flavor = flavors.get(self.config.cpu_flavor)
+            self._cpu_hourly_micros = (
+                flavor.price_micros_per_vcpu_hr * self.config.cpu_vcpus
+                if flavor is not None
+                else built_in_table().cpu_pod_hourly_micros
+            )
+        model_bytes = sum(f.size or 0 for f in (plan.model, *plan.model.extra_files))
+        return cold_cpu_stage_micros(model_bytes, self._cpu_hourly_micros)
+
+    async def _moved_for_stock(self, job_id: int, plan: JobPlan) -> bool:
+        """During the CPU stage, at most once per stock_check_s: has the job's data center lost every suitable GPU?
+        Then it moves where one is in stock (before any GPU pod: nothing has trained, only the CPU stage is lost)."""
+        if len(self.config.placement_data_centers) < 2 or self._gpu_pods_started(job_id) > 0:
+            return False
+        now = self.clock()
+        last = self._stock_checked.get(job_id)
+        if last is not None and (now - last).total_seconds() < self.config.stock_check_s:
+            return False
+        self._stock_checked[job_id] = now
+        with session_scope(self.sessions) as s:
+            dc = _require_job(s, job_id).data_center_id or self.config.data_center_id
+        if (await self._site(dc, plan)).offer is not None:
+            return False
+        return await self._move(job_id, plan, why=f"no suitable GPU is in stock in {dc} any more")
+
+    async def _move(self, job_id: int, plan: JobPlan, *, why: str) -> bool:
+        """Move a job that has not trained to another data center with stock: its CPU pod there prepares that
+        data center's volume (none when it is warm), the thread is told why and what the job now costs. False
+        (and nothing changed) when no other data center has a suitable GPU in stock now."""
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            here = job.data_center_id or self.config.data_center_id
+        placement = await self._place(plan, exclude=(here,))
+        if placement.offer is None:
+            return False
+        for pod in self._live_pods(job_id, PodRole.CPU):
+            self._status_seen.pop(pod.id, None)
+            await self.pods.terminate(pod.id, reason=f"the job moved to {placement.data_center_id}: {why}")
+        volume = await self._ensure_volume(placement.data_center_id)
+        if 0 < plan.volume_gb <= self.config.volume_max_gb and plan.volume_gb > volume.size_gb:
+            volume = await self._grow_volume(job_id, volume, plan.volume_gb)
+        with session_scope(self.sessions) as s:
+            warm = self._volume_warm(s, volume.id, plan)
+        self._write_manifest(job_id, plan, stages=["prepare", "train"] if warm else ["train"])
+        now = self.clock()
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            spent = ledger.job_cost(s, job_id, now=now).total_micros
+            was = job.estimate_micros
+            job.volume_id, job.data_center_id, job.cpu_needed = volume.id, volume.data_center_id, not warm
+            # The budgets reserve the estimate: it now holds what was spent plus what the new data center costs.
+            job.estimate_micros = spent + placement.cost_micros
+            moves = s.execute(
+                select(Notice.id).where(Notice.job_id == job_id, Notice.idempotency_key.startswith(f"j{job_id}:moved:"))
+            ).all()
+            stage = "no CPU stage: its volume is warm" if warm else "the CPU stage runs again there"
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.INFO,
+                key=f"j{job_id}:moved:{len(moves) + 1}",
+                now=now,
+                payload={
+                    "text": f"moved to {placement.data_center_id} before training ({why}); {stage}. "
+                    f"{placement.reason}. Estimate now about {ledger.format_usd(job.estimate_micros)} "
+                    f"(was {ledger.format_usd(was)}): {ledger.format_usd(spent)} spent in {here} so far",
+                    "data_center": placement.data_center_id,
+                    "estimate_micros": job.estimate_micros,
+                },
+            )
+        log.info("job j%s moved from %s to %s: %s", job_id, here, placement.data_center_id, why)
+        return True
 
     # -- balance -----------------------------------------------------------------------------------------------
 
@@ -885,9 +1062,24 @@ class Orchestrator:
             )
 
     def _cpu_attempt(self, job_id: int) -> int:
-        """The CPU pod attempt in use: the newest row's (1 before any)."""
+        """The CPU pod attempt in use: the newest row's (1 before any); the next one when the job moved to another
+        data center since (that pod prepares the other volume)."""
         with session_scope(self.sessions) as s:
-            return max((p.attempt for p in list_pods_for_job(s, job_id) if p.role is PodRole.CPU), default=1)
+            job = _require_job(s, job_id)
+            cpus = [p for p in list_pods_for_job(s, job_id) if p.role is PodRole.CPU]
+            if not cpus:
+                return 1
+            newest = max(cpus, key=lambda p: p.attempt)
+            return newest.attempt + 1 if newest.data_center_id != job.data_center_id else newest.attempt
+
+    def _cpu_pods_here(self, job_id: int) -> int:
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            return sum(
+                1
+                for p in list_pods_for_job(s, job_id)
+                if p.role is PodRole.CPU and p.data_center_id == job.data_center_id
+            )
 
     def _next_gpu_attempt(self, job_id: int) -> int:
         """Attempt numbers are never reused: a create refused for lack of stock keeps its row as a record.
@@ -1054,10 +1246,10 @@ class Orchestrator:
 
     # -- volume, agent, manifest, status ----------------------------------------------------------------------
 
-    async def _ensure_volume(self) -> Volume:
+    async def _ensure_volume(self, dc: str) -> Volume:
         """The data center's volume: from the DB, checked once per process against RunPod (a volume deleted by
-        hand, or the sandbox's volumes after a restart, must not send pods to a volume that is gone)."""
-        dc = self.config.data_center_id
+        hand, or the sandbox's volumes after a restart, must not send pods to a volume that is gone); created on
+        the first job placed there."""
         with session_scope(self.sessions) as s:
             volume = get_volume_for_data_center(s, dc)
         if volume is not None and volume.runpod_volume_id is not None:

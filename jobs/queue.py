@@ -59,6 +59,8 @@ class JobPlan:
     total_steps: int
     training_seconds: int
     summary: str = ""
+    # What the job needs on the volume (GB: environment, model, its outputs, headroom); 0 in plans made before.
+    volume_gb: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +95,7 @@ def job_plan_of(plan: Plan) -> JobPlan:
         estimate_micros={cost.cloud: cost.total_micros for cost in plan.estimate.costs},
         total_steps=plan.steps.total,
         training_seconds=plan.estimate.durations.train_s,
+        volume_gb=plan.estimate.volume_gb,
         summary=f"{spec.preset} · {plan.model.name} · {spec.epochs} epochs · {plan.steps.total} steps",
     )
 

@@ -196,6 +196,16 @@ class GraphqlClient:
             v["id"], v.get("name") or name, int(v.get("size") or size_gb), v.get("dataCenterId") or data_center_id
         )
 
+    async def resize_volume(self, volume_id: str, size_gb: int) -> VolumeInfo:
+        query = f"""
+        mutation {{
+          updateNetworkVolume(input: {{id: {_q(volume_id)}, size: {int(size_gb)}}}) {{ id name size dataCenterId }}
+        }}"""
+        v = (await self._graphql(query)).get("updateNetworkVolume")
+        if not v or not v.get("id"):
+            raise CloudTransientError(f"RunPod answered the resize of volume {volume_id} without the volume")
+        return VolumeInfo(v["id"], v.get("name") or "", int(v.get("size") or size_gb), v.get("dataCenterId") or "")
+
     async def pod_billing(self, pod_id: str) -> list[BillingRecord]:
         return []
 

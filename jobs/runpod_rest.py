@@ -165,6 +165,16 @@ class RestClient:
         raw = await self._request("POST", "/v2/network-volumes", operation="createNetworkVolume", body=body)
         return _volume(_object(raw, "createNetworkVolume"))
 
+    async def resize_volume(self, volume_id: str, size_gb: int) -> VolumeInfo:
+        """updateNetworkVolume: RunPod only grows a volume (a smaller size is a 400)."""
+        raw = await self._request(
+            "PATCH",
+            f"/v2/network-volumes/{_segment(volume_id)}",
+            operation="updateNetworkVolume",
+            body={"size": int(size_gb)},
+        )
+        return _volume(_object(raw, "updateNetworkVolume"))
+
     # --- billing ----------------------------------------------------------------------------------------------
     async def pod_billing(self, pod_id: str) -> list[BillingRecord]:
         raw = await self._request(

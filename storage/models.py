@@ -112,6 +112,19 @@ class Volume(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class VolumeResize(Base):
+    """A Network Volume grown at RunPod (``volumes.size_gb`` holds the size after the last one): the ledger bills
+    each hour at the size the volume had then."""
+
+    __tablename__ = "volume_resizes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id", ondelete="CASCADE"), index=True)
+    from_gb: Mapped[int] = mapped_column(Integer)
+    to_gb: Mapped[int] = mapped_column(Integer)
+    resized_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class VolumeCacheEntry(Base):
     """One thing the agent finished on a volume (``COMPLETE`` marker): an env recipe, a base model, a dataset."""
 

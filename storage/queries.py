@@ -23,6 +23,7 @@ from storage.models import (
     RunpodBillSync,
     Volume,
     VolumeCacheEntry,
+    VolumeResize,
     budget_subject,
 )
 
@@ -178,6 +179,20 @@ def record_volume(
     volume = Volume(data_center_id=data_center_id, size_gb=size_gb, created_at=now, runpod_volume_id=runpod_volume_id)
     session.add(volume)
     session.flush()
+    return volume
+
+
+def record_volume_resize(session: Session, volume_id: int, *, size_gb: int, now: dt.datetime) -> Volume:
+    """The volume was grown at RunPod to ``size_gb``: its size from ``now`` on (a volume never shrinks)."""
+    volume = session.get(Volume, volume_id)
+    if volume is None:
+        raise LookupError(f"volume {volume_id} does not exist")
+    if size_gb < volume.size_gb:
+        raise ValueError(f"a Network Volume only grows: volume {volume_id} has {volume.size_gb} GB, not {size_gb}")
+    if size_gb > volume.size_gb:
+        session.add(VolumeResize(volume_id=volume_id, from_gb=volume.size_gb, to_gb=size_gb, resized_at=now))
+        volume.size_gb = size_gb
+        session.flush()
     return volume
 
 

@@ -34,6 +34,7 @@ OPERATIONS = (
     "createNetworkVolume",
     "listNetworkVolumes",
     "getNetworkVolume",
+    "updateNetworkVolume",
     "listGpuTypes",
     "listCpuTypes",
     "listDataCenters",

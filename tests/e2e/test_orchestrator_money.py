@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from jobs import ledger
+from jobs.queue import JobPlan
 from jobs.states import JobStatus, PodRole
 from storage.db import session_scope
+from storage.models import Volume, VolumeResize
 from tests.world.lorabot_world import RTX_3090, RTX_4090, LorabotWorld
 from tests.world.money import assert_ledger_matches_runpod
 
@@ -124,3 +126,40 @@ async def test_the_wall_time_limit_counts_from_the_start_not_from_the_queue(make
     assert abs((job.deadline_at - world.now()).total_seconds() - 6 * 3600) < 120
     await world.run_until(lambda: world.status(job_id).is_terminal(), orchestrator=started, timeout=60)
     assert world.status(job_id) is JobStatus.SUCCEEDED
+
+
+async def test_a_job_needing_more_than_the_volume_grows_it_first_and_pays_the_new_size(make_lorabot_world):
+    world = make_lorabot_world(volume_size_gb=10)
+    job_id = world.submit(images=3, epochs=2)
+    need = JobPlan.from_json(world.job(job_id).plan_json).volume_gb
+    assert need > 10
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90, what="the job")
+
+    assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
+    (volume,) = world.emulator.volumes()
+    assert volume.size_gb == need  # grown at RunPod (PATCH /v2/network-volumes/{id}, checked by the contract)
+    with session_scope(world.sessions) as s:
+        row = s.get_one(Volume, world.job(job_id).volume_id)
+        (resize,) = s.query(VolumeResize).all()
+        assert (row.size_gb, resize.from_gb, resize.to_gb) == (need, 10, need)
+        first_pod = min(p.api_created_at for p in world.pods(job_id) if p.api_created_at is not None)
+        assert resize.resized_at <= first_pod  # before the CPU stage wrote anything
+        cost = ledger.job_cost(s, job_id, now=world.now())
+        window = ledger.job_volume_window(world.pods(job_id), world.now())
+        assert window is not None
+        assert cost.volume_micros == ledger.volume_cost_micros(need, ledger.volume_billed_hours(*window))
+    assert_ledger_matches_emulator(world, job_id)
+
+
+async def test_a_job_needing_more_than_volume_max_gb_is_refused_before_any_pod(make_lorabot_world):
+    world = make_lorabot_world(volume_size_gb=10, volume_max_gb=20)
+    job_id = world.submit(images=3, epochs=1)
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=30, what="the refusal")
+
+    job = world.job(job_id)
+    assert job.status is JobStatus.FAILED_INTERNAL
+    assert "more than the 20 GB lorabot may grow it to (runpod.volume_max_gb); nothing was started" in (
+        job.failure_reason or ""
+    ), job.failure_reason
+    assert world.pods(job_id) == [] and world.emulator.all_pods() == []
+    assert [v.size_gb for v in world.emulator.volumes()] == [10]

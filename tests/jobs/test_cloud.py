@@ -148,6 +148,26 @@ async def test_volumes_are_created_and_found_again(cloud: AsyncCloud):
     assert created in await cloud.list_volumes()
 
 
+async def test_a_volume_grows_in_place_never_shrinks_and_is_billed_at_its_new_size_from_then_on(
+    cloud: AsyncCloud, emulator: RunpodEmulator
+):
+    created = await cloud.create_volume("lorabot-eu-ro-1", 30, "EU-RO-1")
+    grown = await cloud.resize_volume(created.id, 50)
+    assert (grown.id, grown.size_gb, grown.data_center_id) == (created.id, 50, "EU-RO-1")
+    assert grown in await cloud.list_volumes()
+    assert await cloud.resize_volume(created.id, 50) == grown  # asked twice: the same volume
+    with pytest.raises(CloudContractError):  # RunPod refuses a size under 10 GB (the request body's schema)
+        await cloud.resize_volume(created.id, 5)
+    with pytest.raises(Exception, match="only be increased"):
+        await cloud.resize_volume(created.id, 40)
+    with pytest.raises(Exception, match="not found"):
+        await cloud.resize_volume("nope", 60)
+    report = next(v for v in emulator.volumes() if v.id == created.id)
+    assert report.size_gb == 50
+    # within the first started hour: billed at the largest size of that hour
+    assert report.cost_micros == 50 * 70_000 // 720 + (1 if 50 * 70_000 % 720 >= 360 else 0)
+
+
 async def test_gpu_offers_carry_secure_prices_and_the_data_centers_stock(cloud: AsyncCloud, emulator: RunpodEmulator):
     emulator.set_stock(RTX_3090, "SECURE", 0, "EU-RO-1")
     offers = {o.gpu_type_id: o for o in await cloud.list_gpu_offers("EU-RO-1", clouds=("SECURE",))}

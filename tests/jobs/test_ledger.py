@@ -33,7 +33,7 @@ from jobs.ledger import (
 )
 from jobs.states import CostKind, JobStatus, PodRole
 from storage.models import Job, Pod
-from storage.queries import record_volume, set_budget
+from storage.queries import record_volume, record_volume_resize, set_budget
 from storage.transitions import record_pod_intent, set_pod_created, set_pod_seen, set_pod_terminated
 from tests.world.fixtures_db import T0, new_job
 
@@ -171,6 +171,30 @@ def test_volumes_bill_every_hour_they_exist_and_the_hours_between_jobs_are_shown
     october = volumes_month_cost(db_session, "2026-10", now=now)
     assert (october.kept_micros, october.jobs_share_micros, october.gb) == (19_444, 0, 50)  # 50 GB × 4 h
     assert volumes_month_cost(db_session, "2026-12", now=now).kept_micros == 0  # not yet
+
+
+def test_a_volume_grown_mid_job_costs_its_new_size_from_that_hour_on(db_session: Session) -> None:
+    """30 GB, grown to 50 GB 70 minutes into a 3-hour job: hour 1 at 30 GB, hours 2 and 3 at 50 GB (the hour in
+    which it grew is billed at the larger size); the month's bill follows the same sizes."""
+    volume = record_volume(db_session, data_center_id="EU-RO-1", size_gb=30, now=T0)
+    job_id = new_job(db_session)
+    db_session.get_one(Job, job_id).volume_id = volume.id
+    _pod(db_session, job_id, PodRole.CPU, start=T0, minutes=40, rate=CPU_RATE)
+    grown_at = T0 + 70 * MIN
+    record_volume_resize(db_session, volume.id, size_gb=50, now=grown_at)
+    _pod(db_session, job_id, PodRole.GPU, start=grown_at, minutes=110, rate=SECURE_4090)
+    assert volume.size_gb == 50
+    expected = (30 + 50 + 50) * 70_000 // 720  # 12,638.9 → floored once
+    assert job_cost(db_session, job_id, now=T0 + 4 * 60 * MIN).volume_micros == expected == 12_638
+    item = close_volume_cost(db_session, job_id, now=T0 + 4 * 60 * MIN)
+    assert item is not None and item.amount_micros == expected
+    assert item.note.startswith("30 GB → 50 GB × $0.07/GB/month, 3 started hour(s)")
+    # Without the resize the job would have paid 3 hours of 30 GB; a later job pays 50 GB throughout.
+    assert expected > volume_cost_micros(30, 3)
+    month = volumes_month_cost(db_session, "2026-11", now=T0 + 4 * 60 * MIN)
+    assert month.kept_micros == (30 + 50 + 50 + 50) * 70_000 // 720
+    with pytest.raises(ValueError, match="only grows"):
+        record_volume_resize(db_session, volume.id, size_gb=40, now=T0 + 5 * 60 * MIN)
 
 
 def test_closing_costs_writes_final_items_once_and_they_are_authoritative(db_session: Session) -> None:

@@ -19,7 +19,7 @@ from storage.models import Base
 
 TABLES = {
     "jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets", "runpod_bills",
-    "runpod_bill_syncs", "leases",
+    "runpod_bill_syncs", "leases", "volume_resizes",
 }  # fmt: skip
 
 
@@ -37,7 +37,7 @@ def test_migrate_creates_every_table_on_an_empty_sqlite_file(tmp_path: Path) -> 
     migrate(f"sqlite:///{path}")
     assert _tables(path) == TABLES | {"alembic_version"}
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
 
 
 def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_pa
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
         rows = connection.execute("SELECT name, create_requested_at FROM pods").fetchall()
     assert rows == [("lorabot-j1-gpu", None)]
 
@@ -75,7 +75,7 @@ def test_a_database_at_0002_upgrades_with_no_disk_on_old_pods_and_no_disk_in_old
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
         assert connection.execute("SELECT name, container_disk_gb FROM pods").fetchall() == [("lorabot-j1-gpu", None)]
         assert connection.execute("SELECT amount_micros, disk_micros FROM cost_items").fetchall() == [(690_000, 0)]
         assert connection.execute("SELECT count(*) FROM runpod_bills").fetchall() == [(0,)]
@@ -86,7 +86,7 @@ def test_0003_downgrades_to_0002_and_upgrades_again(tmp_path: Path) -> None:
     config = alembic_config(f"sqlite:///{path}")
     command.upgrade(config, "head")
     command.downgrade(config, "0002")
-    assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs", "leases"} | {"alembic_version"}
+    assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs", "leases", "volume_resizes"} | {"alembic_version"}
     command.upgrade(config, "head")
     assert _tables(path) == TABLES | {"alembic_version"}
 

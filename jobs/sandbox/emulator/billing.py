@@ -45,3 +45,18 @@ def volume_cost_micros(size_gb: int, lived_seconds: float) -> int:
     hours = math.ceil(max(0.0, lived_seconds) / SECONDS_PER_HOUR - 1e-9)
     value = Decimal(size_gb) * VOLUME_MICROS_PER_GB_MONTH * hours / HOURS_PER_MONTH
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def resized_volume_cost_micros(
+    first_size_gb: int, resizes: list[tuple[float, int]], created_at: float, end: float
+) -> int:
+    """A volume that grew while it lived: every started hour (counted from its creation) is billed at the largest
+    size it had in that hour. Without resizes, the same as `volume_cost_micros`."""
+    hours = math.ceil(max(0.0, end - created_at) / SECONDS_PER_HOUR - 1e-9)
+    gb_hours = 0
+    for hour in range(hours):
+        slot_end = created_at + (hour + 1) * SECONDS_PER_HOUR
+        sizes = [first_size_gb, *(size for at, size in resizes if at < slot_end)]
+        gb_hours += max(sizes)
+    value = Decimal(gb_hours) * VOLUME_MICROS_PER_GB_MONTH / HOURS_PER_MONTH
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))

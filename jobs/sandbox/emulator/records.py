@@ -47,6 +47,9 @@ class Volume:
     path: Path
     created_at: float
     deleted_at: float | None = None
+    # (sim time, new size in GB) of every resize (updateNetworkVolume), oldest first: billing follows them.
+    resizes: list[tuple[float, int]] = field(default_factory=list)
+    created_size_gb: int | None = None  # the size before the first resize
 
 
 @dataclass

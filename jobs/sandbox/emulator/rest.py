@@ -446,6 +446,18 @@ def _get_volume(account: Account, call: Call) -> Reply:
     return Reply(200, volume_view(volume))
 
 
+def _update_volume(account: Account, call: Call) -> Reply:
+    volume_id = call.path["id"]
+    if "size" in call.body:
+        account.resize_volume(volume_id, call.body["size"])
+    volume = account.volumes.get(volume_id)
+    if volume is None or volume.deleted_at is not None:
+        raise ApiError(f"Network volume {volume_id} not found.", code=NOT_FOUND)
+    if "name" in call.body:
+        volume.name = call.body["name"]
+    return Reply(200, volume_view(volume))
+
+
 def _list_gpus(account: Account, call: Call) -> Reply:
     query = call.query
     extra = ("count", "cloud", "countryCodes", "cudaVersions", "minCudaVersion")
@@ -548,6 +560,7 @@ OPERATIONS: dict[str, Operation] = {
     "createNetworkVolume": _create_volume,
     "listNetworkVolumes": _list_volumes,
     "getNetworkVolume": _get_volume,
+    "updateNetworkVolume": _update_volume,
     "listGpuTypes": _list_gpus,
     "listCpuTypes": _list_cpus,
     "listDataCenters": _list_data_centers,

@@ -174,6 +174,23 @@ class Account:
             self.volumes[volume_id] = volume
             return volume
 
+    def resize_volume(self, volume_id: str, size_gb: int) -> Volume:
+        """updateNetworkVolume's size: RunPod grows a volume in place (files kept) and refuses to shrink it."""
+        with self.lock:
+            volume = self.volumes.get(volume_id)
+            if volume is None or volume.deleted_at is not None:
+                raise ApiError(f"Network volume {volume_id} not found.", code=NOT_FOUND)
+            if size_gb < volume.size_gb:
+                raise ApiError(
+                    f"Network volume size can only be increased: {volume_id} has {volume.size_gb} GB, got {size_gb}."
+                )
+            if size_gb > volume.size_gb:
+                if volume.created_size_gb is None:
+                    volume.created_size_gb = volume.size_gb
+                volume.resizes.append((self.clock.now(), size_gb))
+                volume.size_gb = size_gb
+            return volume
+
     def delete_volume(self, volume_id: str) -> None:
         with self.lock:
             volume = self.volumes.get(volume_id)
@@ -860,7 +877,9 @@ class Account:
             volume.path,
             volume.created_at,
             volume.deleted_at,
-            billing.volume_cost_micros(volume.size_gb, end - volume.created_at),
+            billing.resized_volume_cost_micros(
+                volume.created_size_gb or volume.size_gb, volume.resizes, volume.created_at, end
+            ),
         )
 
     def kill_everything(self) -> None:
