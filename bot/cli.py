@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--clip-skip", type=_positive_int)
     plan.add_argument("--sample-prompt", action="append", default=[], help="a sample prompt (repeatable)")
     plan.add_argument("--generate-captions", action="store_true", help="write 'TRIGGER, CLASS' where none exists")
+    plan.add_argument(
+        "--captions",
+        choices=("keep", "auto", "off"),
+        help="auto-captioning on the CPU pod: keep (your captions; tag images without one), auto (tag every image),"
+        " off (no tagging: images without a caption train on the class tokens)",
+    )
     plan.add_argument("--gpu", help="GPU (e.g. 4090, 3090, a6000); every GPU pod runs in RunPod's Secure Cloud")
     plan.add_argument(
         "--built-in-prices",
@@ -226,6 +232,7 @@ def _plan(args: argparse.Namespace) -> int:
         sample_prompts=tuple(args.sample_prompt),
         gpu=args.gpu,
         extra_options=dict(args.extra),
+        captions=args.captions,
     )
     prices = _prices(args.built_in_prices)
     # The ingest lives in a temp dir that is always removed: planning leaves nothing on disk.
@@ -238,6 +245,8 @@ def _plan(args: argparse.Namespace) -> int:
                 trigger=args.trigger,
                 class_word=args.class_word,
                 generate_captions=args.generate_captions,
+                # As /train: "keep" unless the old --generate-captions asks for 'TRIGGER, CLASS' files instead.
+                captions=args.captions or (None if args.generate_captions else "keep"),
             )
             plan = make_plan(
                 dataset,

@@ -146,6 +146,9 @@ class Planner:
             limits=self.limits,
             trigger=options.trigger,
             class_word=options.class_word,
+            # The bot always ingests with a caption mode: images without a caption are tagged on the CPU pod (or,
+            # with "off", train on the class tokens) instead of being refused.
+            captions=options.captions or "keep",
         )
         plan = make_plan(dataset, options, presets=self.presets, catalog=self.catalog, prices=self.prices)
         packed = workdir / "normalised.zip"

@@ -24,6 +24,7 @@ from typing import Literal
 from jobs.dataset_images import IMAGE_EXTENSIONS, ImageHeader, decode_image, read_header, sniff_format
 from jobs.dataset_limits import DatasetError, IngestLimits, first_control_character, name_some
 from jobs.dataset_report import Concept, DatasetReport, ImageRecord, build_report
+from jobs.spec import CaptionMode
 from jobs.usertext import shown
 from jobs.zipsafe import CHUNK_BYTES, ByteBudget, SafeEntry, list_entries, open_zip
 
@@ -81,8 +82,13 @@ def ingest_zip(
     class_word: str | None = None,
     caption_extension: str | None = None,
     generate_captions: bool = False,
+    captions: CaptionMode | None = None,
 ) -> IngestedDataset:
-    """Validate `zip_path` and write the normalised dataset to `dest_dir` (absent or empty), or raise DatasetError."""
+    """Validate `zip_path` and write the normalised dataset to `dest_dir` (absent or empty), or raise DatasetError.
+
+    `captions` (jobs/captions.py): with any mode an image without a caption is kept and written without a caption
+    file (the CPU pod tags it, or with "off" sd-scripts trains it on the class tokens); "auto" also drops the user's
+    captions so that every image is tagged. None: a missing caption is refused unless `generate_captions`."""
     trigger = _check_word(trigger, "trigger")
     class_word = _check_word(class_word, "class word")
     user_extension = _check_caption_extension(caption_extension)
@@ -96,7 +102,9 @@ def ingest_zip(
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".ingest", dir=dest_dir.parent))
     try:
-        report = _ingest_into(zip_path, staging, limits, trigger, class_word, user_extension, generate_captions)
+        report = _ingest_into(
+            zip_path, staging, limits, trigger, class_word, user_extension, generate_captions, captions
+        )
         (staging / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         if dest_dir.exists():
             dest_dir.rmdir()
@@ -162,6 +170,7 @@ def _ingest_into(
     class_word: str | None,
     user_extension: str | None,
     generate_captions: bool,
+    caption_mode: CaptionMode | None = None,
 ) -> DatasetReport:
     caption_extensions = tuple(dict.fromkeys([e for e in (user_extension,) if e] + list(DEFAULT_CAPTION_EXTENSIONS)))
     with open_zip(zip_path, limits) as archive:
@@ -178,8 +187,15 @@ def _ingest_into(
         _refuse_name_clashes(files)
         plans = _plan_concepts(files, skipped, wrapper or trigger, limits)
         captions, notes = _read_captions(files, plans, caption_extensions, budget, limits, skipped)
-        _refuse_caption_gaps(plans, captions, generate_captions)
-        records = _write_images(plans, captions, staging, budget, limits, f"{trigger}, {class_word}")
+        if caption_mode == "auto":
+            dropped = sum(1 for text in captions.values() if text is not None)
+            captions = dict.fromkeys(captions, None)
+            if dropped:
+                notes.append(f"captions: auto: the {dropped} caption(s) in the zip are replaced by generated ones.")
+        _refuse_caption_gaps(plans, captions, generate_captions or caption_mode is not None)
+        # With a caption mode, an image without a caption gets no caption file (None), not 'TRIGGER, CLASS'.
+        generated = None if caption_mode is not None else f"{trigger}, {class_word}"
+        records = _write_images(plans, captions, staging, budget, limits, generated)
     return build_report(
         records,
         [plan.concept for plan in plans],
@@ -368,7 +384,7 @@ def _write_images(
     staging: Path,
     budget: ByteBudget,
     limits: IngestLimits,
-    generated_caption: str,
+    generated_caption: str | None,
 ) -> list[ImageRecord]:
     # First every image is copied and its header read, so the dataset's decode cost is known (and a cost bomb
     # refused) before a single pixel is decoded; then the images are decoded one at a time, against a clock.
@@ -402,7 +418,8 @@ def _write_images(
         incoming.rename(output)
         caption = captions[image.entry.name]
         text = caption if caption is not None else generated_caption
-        output.with_suffix(OUTPUT_CAPTION_EXTENSION).write_text(text + "\n", encoding="utf-8")
+        if text is not None:
+            output.with_suffix(OUTPUT_CAPTION_EXTENSION).write_text(text + "\n", encoding="utf-8")
         records.append(
             ImageRecord(
                 source=image.entry.name,
@@ -410,7 +427,7 @@ def _write_images(
                 width=facts.width,
                 height=facts.height,
                 sha256=sha256,
-                caption=text,
+                caption=text or "",
                 had_caption=caption is not None,
                 exif_rotated=facts.exif_rotated,
             )

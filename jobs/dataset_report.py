@@ -61,6 +61,8 @@ class DatasetReport:
     duplicates: list[list[str]]
     warnings: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Images written without a caption file (the `captions` option): tagged on the CPU pod, or class tokens only.
+    uncaptioned: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,7 +80,12 @@ class DatasetReport:
             f"Short side: min {self.short_side_min}, median {self.short_side_median}, max {self.short_side_max} px;"
             f" under 512: {self.share_under_512:.0%}, under 1024: {self.share_under_1024:.0%},"
             f" not square: {self.non_square_share:.0%}",
-            f"Captions: {self.caption_coverage:.0%} provided, {self.generated_captions} generated"
+            f"Captions: {self.caption_coverage:.0%} provided, "
+            + (
+                f"{self.uncaptioned} without a caption file"
+                if self.uncaptioned
+                else f"{self.generated_captions} generated"
+            )
             + (
                 f"; trigger {shown(self.trigger)} in {self.trigger_coverage:.0%}"
                 if self.trigger is not None and self.trigger_coverage is not None
@@ -117,6 +124,7 @@ def build_report(
     under_1024 = sum(1 for side in short_sides if side < 1024)
     non_square = sum(1 for r in records if r.width != r.height)
     captioned = sum(1 for r in records if r.had_caption)
+    uncaptioned = sum(1 for r in records if r.caption == "")
     tag_counts = Counter(tag for r in records for tag in dict.fromkeys(caption_tags(r.caption)))
     with_trigger = [r for r in records if trigger is not None and _mentions(r.caption, trigger)]
     duplicates = _duplicate_groups(records)
@@ -137,6 +145,7 @@ def build_report(
         top_tags=sorted(tag_counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TAG_COUNT],
         duplicates=duplicates,
         skipped=skipped,
+        uncaptioned=uncaptioned,
     )
     report.warnings = _warnings(records, report, under_512, under_1024, non_square, trigger, class_word) + notes
     return report
@@ -167,14 +176,15 @@ def _warnings(
     if non_square:
         found.append(f"{non_square} of {count} images are not square; 1:1 crops are advised.")
     if trigger is not None:
-        not_first = [r.source for r in records if caption_tags(r.caption)[:1] != [trigger.lower()]]
+        # An image without a caption file is captioned later (tagged on the CPU pod, or class tokens only).
+        not_first = [r.source for r in records if r.caption and caption_tags(r.caption)[:1] != [trigger.lower()]]
         if not_first:
             found.append(
                 f"{len(not_first)} of {count} captions do not start with the trigger {shown(trigger)}"
                 f" (advised: '{trigger}, CLASS, …'), e.g. {name_some(not_first)}."
             )
     if class_word is not None:
-        no_class = [r.source for r in records if not _mentions(r.caption, class_word)]
+        no_class = [r.source for r in records if r.caption and not _mentions(r.caption, class_word)]
         if no_class:
             found.append(
                 f"{len(no_class)} of {count} captions do not mention the class {shown(class_word)},"
@@ -190,8 +200,10 @@ def _warnings(
         copies = sum(len(group) - 1 for group in report.duplicates)
         examples = name_some([" = ".join(group) for group in report.duplicates], 2)
         found.append(f"{copies} duplicate image(s) (same bytes): {examples}; each copy trains as extra weight.")
-    if report.generated_captions:
-        found.append(f"{report.generated_captions} missing caption(s) were generated from the trigger and class.")
+    if report.generated_captions > report.uncaptioned:
+        found.append(
+            f"{report.generated_captions - report.uncaptioned} missing caption(s) were generated from the trigger and class."
+        )
     return found
 
 

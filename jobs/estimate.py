@@ -157,6 +157,7 @@ class Estimate:
     warm: bool
     costs: tuple[CloudCost, ...]
     prices_source: PriceSource
+    tagging_s: int = 0
 
     def cost(self, cloud: Cloud) -> CloudCost:
         for cost in self.costs:
@@ -173,7 +174,9 @@ class Estimate:
             + (f", Secure Cloud stock: {self.gpu.stock or 'none free now'}" if self.gpu.live else ""),
             f"Duration: training {_minutes(d.train_s)}, samples {_minutes(d.sampling_s)},"
             f" checkpoints {_minutes(d.checkpoint_s)}, GPU set-up {_minutes(d.gpu_startup_s + d.gpu_setup_s)};"
-            f" CPU stage {_minutes(d.cpu_stage_s)} ({'warm cache' if self.warm else 'cold: env + model download'});"
+            f" CPU stage {_minutes(d.cpu_stage_s)} ({'warm cache' if self.warm else 'cold: env + model download'}"
+            + (f", of which auto-captioning {_minutes(self.tagging_s)}" if self.tagging_s else "")
+            + ");"
             f" wall {_minutes(d.wall_s)}",
             "",
             "| Cloud | Volume | CPU pod | GPU pod | Total |",
@@ -246,7 +249,9 @@ def estimate(
     warm: bool = False,
     speeds: SpeedFigures | None = None,
     stages: StageFigures | None = None,
+    tagging_s: int = 0,
 ) -> Estimate:
+    """`tagging_s`: auto-captioning on the CPU pod (jobs.captions); it needs the CPU stage even on a warm volume."""
     speeds = speeds or SpeedFigures()
     stages = stages or StageFigures()
     step_s = speeds.step_seconds(spec.family, gpu.gpu_id, spec.resolution, spec.batch_size)
@@ -264,6 +269,7 @@ def estimate(
         cpu_stage_s = stages.warm_cpu_stage_s
     else:
         cpu_stage_s = stages.cpu_pod_start_s + stages.env_build_s + model_bytes // stages.download_bytes_per_s
+    cpu_stage_s += tagging_s
     durations = Durations(
         cpu_stage_s=cpu_stage_s,
         gpu_startup_s=stages.gpu_startup_s,
@@ -294,6 +300,7 @@ def estimate(
         warm=warm,
         costs=tuple(costs),
         prices_source=prices.source,
+        tagging_s=tagging_s,
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from jobs.captions import CaptionPlan, plan_captions
 from jobs.catalog import Catalog, CatalogModel
 from jobs.estimate import Estimate, StepCount, count_steps, estimate
 from jobs.presets import PresetBook, PresetError, merge
@@ -35,6 +36,8 @@ class ConceptLike(Protocol):
 
 class ReportLike(Protocol):
     def render_text(self) -> str: ...
+    @property
+    def uncaptioned(self) -> int: ...
 
 
 class DatasetLike(Protocol):
@@ -59,6 +62,7 @@ class Plan:
     estimate: Estimate
     dataset_report: str = ""
     inference_notes: tuple[str, ...] = field(default_factory=tuple)
+    captions: CaptionPlan | None = None
 
     @property
     def script(self) -> str:
@@ -94,6 +98,7 @@ class Plan:
             f"{spec.epochs} epochs at {spec.resolution}px, batch {spec.batch_size},"
             f" samples every {spec.sample_every_n_epochs} epoch(s)",
             "",
+            *(["== Captions", *self.captions.render_lines(), ""] if self.captions is not None else []),
             "== Notices",
             *([n.render() for n in self.notices] or ["(none)"]),
             "",
@@ -156,6 +161,10 @@ def make_plan(
         )
     else:
         notices = checked.notices
+    captions, caption_notices = plan_captions(
+        options.captions, spec, image_count=facts.image_count, uncaptioned=dataset.report.uncaptioned
+    )
+    notices = (*notices, *caption_notices)
     steps = count_steps(
         [(c.image_count, effective_repeats(spec, c)) for c in facts.concepts], spec.epochs, spec.batch_size
     )
@@ -174,9 +183,11 @@ def make_plan(
             gpu=checked.gpu,
             prices=table,
             warm=warm,
+            tagging_s=captions.tagging_seconds,
         ),
         dataset_report=dataset.report.render_text(),
         inference_notes=tuple(notes),
+        captions=captions,
     )
 
 

@@ -188,6 +188,9 @@ _OPTIONAL_FIELDS = frozenset(
         "repeats",
         "clip_skip",
         "lr_scheduler_num_cycles",
+        "caption_general_threshold",
+        "caption_character_threshold",
+        "caption_undesired_tags",
     }
 )
 

@@ -17,6 +17,8 @@ NoticeLevel = Literal["info", "fix", "warn"]
 # keep training the text encoder (turn caching off) or train the U-Net only (keep caching).
 TeCachePolicy = Literal["keep_te_training", "unet_only"]
 ExtraValue = bool | int | float | str
+# keep: the user's captions, tags only where none; auto: tags for every image; off: no tagging (jobs/captions.py).
+CaptionMode = Literal["keep", "auto", "off"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class UserOptions:
     seed: int | None = None
     gpu: str | None = None
     extra_options: Mapping[str, ExtraValue] = field(default_factory=dict)
+    # Auto-captioning mode (jobs/captions.py); None = "keep".
+    captions: CaptionMode | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,10 @@ class TrainSpec:
     model_prediction_type: str | None = None
     discrete_flow_shift: float | None = None
     extra_options: Mapping[str, ExtraValue] = field(default_factory=dict)
+    # Auto-captioning (jobs/captions.py): the WD14 tagger's thresholds and the tags the agent never writes.
+    caption_general_threshold: float = 0.35
+    caption_character_threshold: float = 0.35
+    caption_undesired_tags: tuple[str, ...] = ()
     # Things the user needs at inference time that training ignores (e.g. SDXL's clip_skip).
     inference_notes: tuple[str, ...] = ()
 

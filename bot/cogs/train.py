@@ -28,6 +28,7 @@ from bot.ingest import (
     upload_cap_bytes,
 )
 from bot.permissions import DM_REFUSAL, role_names, train_refusal
+from jobs.captions import CAPTION_MODES, caption_mode
 from jobs.catalog import load_catalog
 from jobs.dataset import DatasetError
 from jobs.presets import load_presets
@@ -101,8 +102,12 @@ class Train(commands.Cog):
         config="a .toml of extra sd-scripts options (allow-listed)",
         gpu="GPU (e.g. 4090, 3090); every GPU pod runs in RunPod's Secure Cloud",
         dry_run="only show the plan; no buttons, nothing is queued",
+        captions="keep: your captions, images without one are tagged; auto: tag every image; off: no tagging",
     )
-    @app_commands.choices(preset=[app_commands.Choice(name=p, value=p) for p in _PRESETS[:25]])
+    @app_commands.choices(
+        preset=[app_commands.Choice(name=p, value=p) for p in _PRESETS[:25]],
+        captions=[app_commands.Choice(name=mode, value=mode) for mode in CAPTION_MODES],
+    )
     async def train(
         self,
         interaction: discord.Interaction[Any],
@@ -127,6 +132,7 @@ class Train(commands.Cog):
         config: discord.Attachment | None = None,
         gpu: app_commands.Range[str, 1, 64] | None = None,
         dry_run: bool = False,
+        captions: str | None = None,
     ) -> None:
         # Refusals that need no I/O are answered at once, privately.
         if interaction.guild is None:
@@ -161,6 +167,7 @@ class Train(commands.Cog):
                 sample_prompts=tuple(p for p in prompts if p),
                 gpu=gpu,
                 extra_options=extra,
+                captions=caption_mode(captions),
             )
             # Live RunPod prices (at most a few minutes old) for the estimate; the built-in table if RunPod fails.
             await self.bot.runtime.planner.prices.refresh()

@@ -27,6 +27,7 @@ class FakeConcept:
 @dataclass(frozen=True)
 class FakeReport:
     text: str = "Dataset: stand-in report"
+    uncaptioned: int = 0
 
     def render_text(self) -> str:
         return self.text
