@@ -223,16 +223,20 @@ def job_cost_text(cost: CostBreakdown, bill: JobBill | None) -> str:
 
 def volume_month_table(volumes: VolumesMonth, team: CostBreakdown) -> str:
     """The volume's whole month next to the jobs' share: the hours between jobs are real money too."""
-    rows = [
-        ("Kept all month", volumes.kept_micros),
+    rows = [("Kept all month", volumes.kept_micros)]
+    # One volume per data center: each one's month, so an operator sees which data center's cache costs what.
+    if len(volumes.data_centers) > 1:
+        rows += [(f" {dc.data_center_id} {dc.gb} GB", dc.kept_micros) for dc in volumes.data_centers]
+    rows += [
         ("In jobs above", volumes.jobs_share_micros),
         ("Between jobs", volumes.between_jobs_micros),
     ]
+    label = max(16, *(len(name) + 1 for name, _ in rows))
     width = max(len(usd(v)) for _, v in [*rows, ("", team.total_micros + volumes.between_jobs_micros)])
-    lines = [f"{name:<16}{usd(value):>{width}}" for name, value in rows]
+    lines = [f"{name:<{label}}{usd(value):>{width}}" for name, value in rows]
     lines += [
-        "-" * (16 + width),
-        f"{'Team, all in':<16}{usd(team.total_micros + volumes.between_jobs_micros):>{width}}",
+        "-" * (label + width),
+        f"{'Team, all in':<{label}}{usd(team.total_micros + volumes.between_jobs_micros):>{width}}",
     ]
     return "```\n" + "\n".join(lines) + "\n```"
 

@@ -490,12 +490,23 @@ def month_cost_by_user(session: Session, month: str, *, now: dt.datetime) -> dic
 
 
 @dataclass(frozen=True)
+class DataCenterVolumes:
+    """One data center's share of a month's volume bill (lorabot keeps one volume per data center)."""
+
+    data_center_id: str
+    kept_micros: int
+    gb: int
+
+
+@dataclass(frozen=True)
 class VolumesMonth:
     """What the Network Volumes cost in a month, as RunPod bills them: every hour they exist, jobs or not."""
 
     kept_micros: int  # all volumes' hours inside the month (up to ``now``)
     jobs_share_micros: int  # the part already charged to the month's jobs (their volume lines)
     gb: int  # total size of the volumes that existed in the month
+    # The same month split by data center, in the order their volumes were made.
+    data_centers: tuple[DataCenterVolumes, ...] = ()
 
     @property
     def between_jobs_micros(self) -> int:
@@ -518,21 +529,32 @@ def volumes_month_cost(
     ``volume_micros``); without it they are summed here."""
     start, end = month_bounds(month)
     kept = gb = 0
+    # Data center -> [kept µ$, GB]: a volume replaced in the month (deleted by hand) adds to its data center's line.
+    by_center: dict[str, list[int]] = {}
     for volume in session.execute(select(Volume).order_by(Volume.id)).scalars():
         lived_from = max(volume.created_at, start)
         lived_to = min(volume.deleted_at or now, end, now)
         if lived_to <= lived_from:
             continue
-        kept += volume_window_cost_micros(
+        cost = volume_window_cost_micros(
             session, volume, lived_from, lived_to, price_micros_per_gb_month=price_micros_per_gb_month
         )
+        kept += cost
         gb += volume.size_gb
+        line = by_center.setdefault(volume.data_center_id, [0, 0])
+        line[0] += cost
+        line[1] += volume.size_gb
     if jobs_share_micros is None:
         jobs_share_micros = sum(
             job_cost(session, job.id, now=now, price_micros_per_gb_month=price_micros_per_gb_month).volume_micros
             for job in _jobs_of_month(session, month, None)
         )
-    return VolumesMonth(kept_micros=kept, jobs_share_micros=jobs_share_micros, gb=gb)
+    return VolumesMonth(
+        kept_micros=kept,
+        jobs_share_micros=jobs_share_micros,
+        gb=gb,
+        data_centers=tuple(DataCenterVolumes(dc, cost, size) for dc, (cost, size) in by_center.items()),
+    )
 
 
 def committed_micros(session: Session, month: str, *, now: dt.datetime, user_id: int | None) -> int:

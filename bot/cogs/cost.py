@@ -99,7 +99,9 @@ class Cost(commands.Cog):
         builder.field(f"{who.display_name}", render.cost_table(mine))
         builder.field("Team", render.cost_table(team))
         if volumes.kept_micros:
-            builder.field(f"Network Volume ({volumes.gb} GB)", render.volume_month_table(volumes, team))
+            centers = len(volumes.data_centers)
+            where = f", {centers} data centers" if centers > 1 else ""
+            builder.field(f"Network Volume ({volumes.gb} GB{where})", render.volume_month_table(volumes, team))
         left = [
             f"{who.display_name}: {render.usd(user_left) if user_left is not None else 'no limit'}",
             f"Team: {render.usd(team_left) if team_left is not None else 'no limit'}",

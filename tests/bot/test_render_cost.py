@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot import render
 from jobs.billing_sync import JobBill
-from jobs.ledger import CostBreakdown
+from jobs.ledger import CostBreakdown, DataCenterVolumes, VolumesMonth
 
 COST = CostBreakdown(volume_micros=2_916, cpu_pod_micros=55_184, gpu_pod_micros=692_777, disk_micros=4_628)
 LEDGER_PODS = 55_184 + 692_777
@@ -42,3 +42,19 @@ def test_a_bill_not_in_yet_or_never_in_is_said_and_a_running_job_has_no_bill_lin
     never = render.job_cost_text(COST, _bill(0, settled=1, given_up=1))
     assert "never came in; the figures above are lorabot's ledger" in never
     assert render.job_cost_text(COST, None) == render.cost_table(COST)
+
+
+def test_the_volumes_month_is_split_per_data_center_when_there_are_several() -> None:
+    """One volume per data center: each one's month under "Kept all month", and the lines still add up."""
+    volumes = VolumesMonth(
+        kept_micros=58_332,
+        jobs_share_micros=5_833,
+        gb=80,
+        data_centers=(DataCenterVolumes("EU-RO-1", 29_166, 30), DataCenterVolumes("US-KS-2", 29_166, 50)),
+    )
+    lines = render.volume_month_table(volumes, COST).strip("`\n").splitlines()
+    assert [line.split()[0] for line in lines[:5]] == ["Kept", "EU-RO-1", "US-KS-2", "In", "Between"]
+    assert lines[1].startswith(" EU-RO-1 30 GB") and lines[1].endswith("$0.03")
+    assert len({len(line) for line in lines}) == 1, lines
+    single = VolumesMonth(29_166, 5_833, 30, (DataCenterVolumes("EU-RO-1", 29_166, 30),))
+    assert "EU-RO-1" not in render.volume_month_table(single, COST)

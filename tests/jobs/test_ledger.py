@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from jobs.ledger import (
     CostBreakdown,
+    DataCenterVolumes,
     billed_seconds,
     close_pod_cost,
     close_volume_cost,
@@ -168,6 +169,11 @@ def test_volumes_bill_every_hour_they_exist_and_the_hours_between_jobs_are_shown
     # 30 GB × 10 h (29,166) + 50 GB × the 6 h it lived in November (29,166); the job paid 2 of the 30 GB hours.
     assert (november.kept_micros, november.jobs_share_micros, november.gb) == (58_332, 5_833, 80)
     assert november.between_jobs_micros == 52_499
+    # Split per data center (one volume each), as /cost shows it.
+    assert november.data_centers == (
+        DataCenterVolumes("EU-RO-1", 29_166, 30),
+        DataCenterVolumes("US-TX-3", 29_166, 50),
+    )
     october = volumes_month_cost(db_session, "2026-10", now=now)
     assert (october.kept_micros, october.jobs_share_micros, october.gb) == (19_444, 0, 50)  # 50 GB × 4 h
     assert volumes_month_cost(db_session, "2026-12", now=now).kept_micros == 0  # not yet
