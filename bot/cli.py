@@ -122,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     pods = sub.add_parser("pods", help="list lorabot's pods at RunPod and whether a live job owns each")
     reap = sub.add_parser("reap", help="terminate lorabot's pods at RunPod that no live job owns")
     reap.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)")
-    for ops in (doctor, pods, reap):
+    volumes = sub.add_parser(
+        "volumes", help="list the Network Volumes (one per data center), their cache and this month's cost"
+    )
+    volumes.add_argument(
+        "action", nargs="?", choices=("prune",), help="prune: forget stale cache entries (never one a live job uses)"
+    )
+    volumes.add_argument("--yes", action="store_true", help="prune without asking (needed without a terminal)")
+    for ops in (doctor, pods, reap, volumes):
         ops.add_argument("--config", help="a TOML settings file (environment variables win over it)")
     return parser
 
@@ -135,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words and words[0] in _DELEGATES:
         return _delegate(_DELEGATES[words[0]], words[1:])
     args = build_parser().parse_args(words)
-    if args.command in ("doctor", "pods", "reap"):
+    if args.command in ("doctor", "pods", "reap", "volumes"):
         return _ops(args)
     return _stoppable(_plan, args)
 
@@ -185,6 +192,8 @@ def _ops(args: argparse.Namespace) -> int:
         return ops.doctor_command(settings)
     if args.command == "pods":
         return ops.pods_command(settings)
+    if args.command == "volumes":
+        return ops.volumes_command(settings, prune=args.action == "prune", yes=args.yes)
     return ops.reap_command(settings, yes=args.yes)
 
 

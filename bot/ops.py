@@ -1,5 +1,6 @@
 """Operator tools: `lorabot doctor` (is this deployment ready for its first job?), `lorabot pods` (lorabot's pods at
-RunPod and who owns them) and `lorabot reap` (terminate the ones no live job owns).
+RunPod and who owns them), `lorabot reap` (terminate the ones no live job owns) and `lorabot volumes` (the volumes, one
+per data center, their cache and their month; `prune` forgets stale cache entries).
 
 The domain does the work (the cloud client, `jobs.pods`' reaper and its ownership rule, the artifact store); this
 module only asks and words the answers for a terminal. No line it prints carries a secret: every line goes through
@@ -30,6 +31,7 @@ from jobs.names import job_public_id, parse_pod_name
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from jobs.volumes import VolumeLine
     from storage.artifacts import ArtifactStore
 
 EXIT_OK = 0
@@ -454,6 +456,70 @@ def reap_command(settings: Settings, *, yes: bool, stdin: TextIO | None = None) 
     except CloudError as exc:
         print(redact(f"lorabot reap: {_cloud_problem(exc)}", settings.secret_values()), file=sys.stderr)
         return EXIT_PROBLEMS
+
+
+def render_volumes(lines: Sequence[VolumeLine], month: str) -> str:
+    """Each volume (one per data center) with its cache; a stale entry says so, one a live job uses says that."""
+    from jobs.ledger import format_usd
+
+    if not lines:
+        return "no Network Volumes yet: each data center's is made by the first job placed there\n"
+    out = []
+    for line in lines:
+        out.append(
+            f"{line.data_center_id}  {line.runpod_volume_id or '-'}  {line.size_gb} GB provisioned  "
+            f"{month}: {format_usd(line.month_micros)}\n"
+        )
+        if not line.cache:
+            out.append("  (no cache yet)\n")
+        for cache in line.cache:
+            used = f"last job {cache.last_used_at:%Y-%m-%d}" if cache.last_used_at else "no job recorded"
+            state = "in use by a live job" if cache.in_use else "stale" if cache.stale else "current"
+            out.append(f"  {cache.kind.value:<8}{cache.key}  ready {cache.ready_at:%Y-%m-%d}, {used}: {state}\n")
+    return "".join(out)
+
+
+def volumes_command(settings: Settings, *, prune: bool, yes: bool, stdin: TextIO | None = None) -> int:
+    """`lorabot volumes` lists; `lorabot volumes prune` forgets the stale cache entries (jobs.volumes says what
+    that does and does not do), after a confirmation or with `--yes`."""
+    from jobs.ledger import month_of
+    from jobs.manifest import recipe_hash
+    from jobs.recipe import runpod_recipe
+    from jobs.volumes import PRUNE_NOTE, forget_stale, list_volume_lines
+    from storage.db import make_engine, make_session_factory, migrate, session_scope
+
+    stdin = sys.stdin if stdin is None else stdin
+    if prune and not yes and not _interactive(stdin):
+        print(
+            "lorabot volumes prune: refused: no terminal to confirm on; run `lorabot volumes prune --yes`",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.effective_database_url)
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    now = dt.datetime.now(dt.UTC)
+    month = month_of(now)
+    env_hash = recipe_hash(runpod_recipe())
+    with session_scope(sessions) as s:
+        lines = list_volume_lines(s, env_hash=env_hash, now=now, month=month)
+    print(render_volumes(lines, month), end="")
+    if not prune:
+        return EXIT_OK
+    stale = sum(len(line.stale) for line in lines)
+    if not stale:
+        print("nothing stale to prune\n", end="")
+        return EXIT_OK
+    print(f"{PRUNE_NOTE}.\n", end="")
+    if not yes:
+        print(f"Forget these {stale} stale cache entr{'y' if stale == 1 else 'ies'}? [y/N] ", end="", flush=True)
+        if stdin.readline().strip().lower() not in ("y", "yes"):
+            print("nothing forgotten\n", end="")
+            return EXIT_PROBLEMS
+    with session_scope(sessions) as s:
+        forgotten = forget_stale(s, lines)
+    print(f"forgot {forgotten} stale cache entr{'y' if forgotten == 1 else 'ies'}\n", end="")
+    return EXIT_OK
 
 
 def _interactive(stdin: TextIO | None) -> bool:

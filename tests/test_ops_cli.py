@@ -17,8 +17,9 @@ from aiohttp import web
 from bot.cli import main
 from jobs.cloud import AsyncCloud, PodInfo, PodRequest
 from jobs.sandbox.emulator import RunpodEmulator
-from jobs.states import PodRole
+from jobs.states import CacheKind, PodRole
 from storage.db import make_engine, make_session_factory, migrate, session_scope
+from storage.queries import mark_cache_ready, record_volume
 from storage.transitions import record_pod_intent, set_pod_created
 from tests.world.fake_discord import FakeDiscord
 from tests.world.fixtures_db import new_job
@@ -350,3 +351,24 @@ def test_reap_asks_at_a_terminal_and_terminates_only_after_a_yes(
     assert "Terminate these 1 pod(s)? [y/N]" in out and orphan.name in out
     assert (account.state(orphan) == "TERMINATED") is terminated
     assert code == (0 if terminated else 1)
+
+
+def test_volumes_lists_each_data_centers_volume_and_prune_needs_a_terminal_or_yes(
+    account: RunPodAccount, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["volumes"]) == 0
+    assert "no Network Volumes yet" in capsys.readouterr().out
+    now = dt.datetime.now(dt.UTC)
+    with session_scope(account.sessions) as s:
+        volume = record_volume(s, data_center_id="US-KS-2", size_gb=40, now=now, runpod_volume_id="vol-ks")
+        mark_cache_ready(s, volume.id, CacheKind.ENV, "an-old-recipe", now=now)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["volumes", "prune"]) == 2
+    assert "no terminal to confirm on" in capsys.readouterr().err
+
+    assert main(["volumes", "prune", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "US-KS-2  vol-ks  40 GB provisioned" in out and "an-old-recipe" in out and ": stale" in out
+    assert "The files stay on the volume" in out and "forgot 1 stale cache entry" in out
+    assert main(["volumes"]) == 0
+    assert "(no cache yet)" in capsys.readouterr().out
