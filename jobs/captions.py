@@ -106,6 +106,7 @@ class CaptionPlan:
             "undesired_tags": list(self.undesired_tags),
             "batch_size": TAGGER_BATCH_SIZE,
             "expected_images": self.to_tag,
+            "expected_s": self.tagging_seconds,
         }
 
 

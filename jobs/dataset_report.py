@@ -202,7 +202,8 @@ def _warnings(
         found.append(f"{copies} duplicate image(s) (same bytes): {examples}; each copy trains as extra weight.")
     if report.generated_captions > report.uncaptioned:
         found.append(
-            f"{report.generated_captions - report.uncaptioned} missing caption(s) were generated from the trigger and class."
+            f"{report.generated_captions - report.uncaptioned} missing caption(s) were generated from the trigger"
+            " and class."
         )
     return found
 

@@ -82,6 +82,11 @@ class JobKeys:
     def final(self) -> str:
         return f"{self.prefix}final/{self.output_name}.safetensors"
 
+    @property
+    def captioned_dataset(self) -> str:
+        """The dataset the CPU pod captioned (its hash is known only then); the bot stores it as datasets/<sha>.zip."""
+        return f"{self.prefix}captions/dataset.zip"
+
 
 def agent_key(sha256: str) -> str:
     return f"agent/{sha256}.pyz"
@@ -139,15 +144,17 @@ def build_manifest(
     ready_timeout_s: int = 3600,
     trainer_silence_s: int = 1200,
     tokenizers: list[dict[str, Any]] | None = None,
+    captions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`tokenizers`: what the CPU stage fetches for the trainer's offline Hub (jobs.sdscripts.tokenizer_manifest)."""
+    """`tokenizers`: what the CPU stage fetches for the trainer's offline Hub (jobs.sdscripts.tokenizer_manifest).
+    `captions`: what the CPU stage tags (jobs.captions `CaptionPlan.manifest_section`), or None."""
     keys = JobKeys(job_id, output_name)
 
     def put(key: str) -> str:
         return store.presign_put(key, expires_s)
 
     stage_names = ("prepare", "train")
-    return {
+    manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "job_id": job_id,
         "output_name": output_name,
@@ -177,3 +184,7 @@ def build_manifest(
         "ready_timeout_s": ready_timeout_s,
         "trainer_silence_s": trainer_silence_s,
     }
+    if captions is not None:
+        manifest["captions"] = captions
+        manifest["uploads"]["captions"] = put(keys.captioned_dataset)
+    return manifest

@@ -39,6 +39,13 @@ BITSANDBYTES_PIN = "bitsandbytes==0.49.1"
 # above plus sd-scripts' requirements.txt for the GPU image's platform (never edited by hand). Its text is part of
 # the recipe (`files`), so a new lock is a new environment hash.
 CONSTRAINTS_PATH = Path(__file__).resolve().with_name("recipe_constraints.txt")
+# The CPU stage's auto-captioning (jobs/captions.py) runs sd-scripts' WD14 tagger with --onnx, which imports onnx
+# (to read the model's batch size) and onnxruntime (CPU); sd-scripts' requirements.txt has neither. They are their
+# own pinned step rather than part of the lock: regenerating the lock re-resolves torch and its CUDA wheels (GBs).
+# These pins are pip's resolution (`pip install --dry-run --report`, Linux x86_64, CPython 3.11, PyPI) of onnx and
+# onnxruntime under recipe_constraints.txt: everything else they need (numpy, protobuf, packaging,
+# typing_extensions) is already locked there; ml_dtypes and flatbuffers are not, so they are pinned here.
+TAGGER_PINS = ["onnx==1.23.2", "onnxruntime==1.31.1", "ml-dtypes==0.7.0", "flatbuffers==25.12.19"]
 CONSTRAINTS_FILE = "constraints.txt"
 CONSTRAIN = ["-c", "{env_dir}/" + CONSTRAINTS_FILE]
 # The first step on the GPU pod (after the agent's own interpreter check): exit 3 when torch imports but CUDA is not
@@ -88,6 +95,11 @@ def runpod_recipe() -> dict[str, Any]:
                 "name": "requirements",
                 "argv": ["{venv}/bin/pip", "install", "-r", "requirements.txt", *CONSTRAIN],
                 "cwd": "{sd_scripts}",
+            },
+            {
+                "name": "tagger",
+                "argv": ["{venv}/bin/pip", "install", *TAGGER_PINS, *CONSTRAIN],
+                "expected_s": 30,
             },
         ],
         "launcher": ["{venv}/bin/accelerate", "launch", "--num_cpu_threads_per_process", "1"],

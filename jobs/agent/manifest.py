@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .captions import CaptionSpec, parse_caption_spec
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PYTHON_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
@@ -131,6 +133,8 @@ class Manifest:
     ready_timeout_s: float
     # sd-scripts silent this long (no output at all) is taken as hung: stopped and reported, not billed for hours.
     trainer_silence_s: float = 1200.0
+    # Auto-captioning on the prepare stage (agent/captions.py); None = train on the dataset as it is.
+    captions: CaptionSpec | None = None
 
     def upload_url(self, *path: str) -> str | None:
         """uploads[path...] or None: a missing URL means the bot does not want that file."""
@@ -280,6 +284,10 @@ def parse_manifest(body: bytes) -> Manifest:
     if not isinstance(extras, list):
         raise ManifestError("manifest model.extra_files must be a list")
     extra_files = [_model_file(item, f"model.extra_files[{i}].") for i, item in enumerate(extras)]
+    try:
+        captions = parse_caption_spec(data.get("captions"))
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     if len({f.filename for f in [main_file, *extra_files]}) != 1 + len(extra_files):
         raise ManifestError("manifest model files must have distinct file names")
     return Manifest(
@@ -314,6 +322,7 @@ def parse_manifest(body: bytes) -> Manifest:
         status_interval_s=float(interval),
         ready_timeout_s=float(timeout),
         trainer_silence_s=_positive_seconds(data.get("trainer_silence_s", 1200), "trainer_silence_s"),
+        captions=captions,
     )
 
 
@@ -355,6 +364,20 @@ class Layout:
     @property
     def dataset_dir(self) -> Path:
         return self.root / "datasets" / self.manifest.dataset_sha256
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def tagger_models_dir(self) -> Path:
+        """The WD14 tagger's --model_dir: one folder per Hub repo inside, as the tagger names them."""
+        return self.models_dir / "wd14"
+
+    @property
+    def captioned_dir(self) -> Path:
+        """Pointers from (source dataset, caption settings) to the captioned dataset, and its zip."""
+        return self.root / "captioned"
 
     @property
     def hf_home(self) -> Path:

@@ -14,6 +14,7 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from . import captions as cap
 from .context import Context, Interrupted, StageFailed, file_lock, run_logged
 from .fsutil import atomic_write, fsync_dir, sha256_file, write_if_changed
 from .manifest import ModelFile, Tokenizer
@@ -24,7 +25,13 @@ from .venvcheck import interpreter_problem
 # Guesses for the ETA until the run has measured something better.
 DEFAULT_ENV_STEP_S = 60.0
 DEFAULT_BYTES_PER_S = 50e6
-PHASE_OF_STEP = {"job": "starting", "env": "building_env", "model": "downloading_model", "dataset": "fetching_dataset"}
+PHASE_OF_STEP = {
+    "job": "starting",
+    "env": "building_env",
+    "model": "downloading_model",
+    "dataset": "fetching_dataset",
+    "captions": "captioning",
+}
 MAX_ZIP_ENTRIES = 100_000
 # In `{data_dir}`: the sha256 of the dataset the view links to (sd-scripts globs images and captions, not this).
 DATASET_VIEW_MARKER = ".lorabot-dataset"
@@ -41,8 +48,12 @@ class Prepare:
         self.log_path = self.layout.logs_dir / "prepare.log"
         self.rate_bytes_per_s = DEFAULT_BYTES_PER_S
         self._env_step_started: float | None = None
+        # The dataset the job trains on: the uploaded one, or the captioned one the `captions` step makes from it.
+        self.data_sha256 = self.m.dataset_sha256
         for name in ("job", "env", "model", "dataset"):
             self.rep.step(name)
+        if self.m.captions is not None:
+            self.rep.step("captions")
 
     # --- ETA ------------------------------------------------------------------------------------------------
     def eta(self) -> float:
@@ -62,6 +73,8 @@ class Prepare:
             elif step["name"] in ("model", "dataset"):
                 left = max(0, (step["bytes_total"] or 0) - (step["bytes_done"] or 0))
                 total += left / self.rate_bytes_per_s
+            elif step["name"] == "captions" and self.m.captions is not None:
+                total += self.m.captions.expected_s
         return round(total, 1)
 
     def _publish(self, force: bool = False) -> None:
@@ -89,6 +102,7 @@ class Prepare:
         self.env()
         self.model()
         self.dataset()
+        self.captions()
         self.link_and_ready()
 
     def job_files(self) -> None:
@@ -278,6 +292,150 @@ class Prepare:
             part.unlink()
         self._done("dataset", started, cached=False)
 
+    # --- auto-captioning (agent/captions.py) ------------------------------------------------------------------
+    def captions(self) -> None:
+        """Tag the images that have no caption file, once per (dataset, settings) per volume; the job then trains on
+        the captioned dataset, which is uploaded for the bot to store under its own hash."""
+        spec = self.m.captions
+        if spec is None:
+            return
+        started = self._start("captions")
+        layout = self.layout
+        to_tag = cap.images_without_captions(layout.dataset_dir)
+        if not to_tag:
+            self.rep.log("captions: every image has a caption; nothing to tag")
+            self._done("captions", started, cached=True)
+            return
+        key = spec.cache_key(self.m.dataset_sha256)
+        pointer = layout.captioned_dir / f"{key}.json"
+        zip_path = layout.captioned_dir / f"{key}.zip"
+        with file_lock(layout.captioned_dir / f".{key}.lock"):
+            record = json.loads(pointer.read_text()) if pointer.is_file() else None
+            cached = (
+                record is not None
+                and zip_path.is_file()
+                and (layout.datasets_dir / record["sha256"] / "COMPLETE").is_file()
+            )
+            if not cached:
+                record = self._tag(spec, to_tag, zip_path)
+                cap.write_pointer(pointer, record)
+        assert record is not None
+        url = self.m.upload_url("captions")
+        if url is not None:
+            self.ctx.http.put_file(url, zip_path)
+        self.data_sha256 = record["sha256"]
+        self.rep.status["captions"] = {**record["summary"], "sha256": record["sha256"], "size": record["size"]}
+        self.rep.log(
+            f"captions: {record['summary']['tagged']} images tagged"
+            + (" (cached on the volume)" if cached else "")
+            + f"; dataset {record['sha256']}"
+        )
+        self._done("captions", started, cached=cached)
+
+    def _tag(self, spec: cap.CaptionSpec, to_tag: list[str], zip_path: Path) -> dict[str, object]:
+        layout = self.layout
+        source = layout.dataset_dir
+        model_dir = self._tagger_model(spec)
+        work = layout.job_dir / f".captions-{os.getpid()}"
+        if work.exists():
+            shutil.rmtree(work)
+        images = work / "images"
+        for rel in to_tag:
+            link = images / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(source / rel, link)  # the tagger writes its .txt beside the link, never beside the original
+        argv = cap.tagger_argv(spec, layout.venv / "bin" / "python", layout.sd_scripts / spec.script, images, model_dir)
+        env = self.ctx.child_env()
+        # Like the trainer: the Hub is offline (the model is on the volume), rich does not fold log records.
+        env.update(HF_HOME=str(layout.hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="400")
+        self.rep.log(f"captions: tagging {len(to_tag)} images: {' '.join(argv)}")
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        code = run_logged(argv, self.log_path, self.ctx.stop, env, cwd=layout.sd_scripts, on_poll=self._publish)
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            output = log.read().decode("utf-8", errors="replace")
+        if code != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            raise StageFailed(
+                "tagger", f"sd-scripts' WD14 tagger exited with code {code}: {cap.last_error_line(output)}"
+            )
+        unreadable = cap.unreadable_images(output, images)
+        tags: dict[str, list[str] | None] = {}
+        for rel in to_tag:
+            written = (images / rel).with_suffix(cap.CAPTION_SUFFIX)
+            if written.is_file() and rel not in unreadable:
+                tags[rel] = cap.split_tags(written.read_text(encoding="utf-8", errors="replace"))
+            else:
+                tags[rel] = None
+                unreadable.setdefault(rel, "the tagger wrote no caption for it")
+        captions, shared = cap.compose_captions(tags, spec)
+        staging = layout.datasets_dir / f".captioned.tmp-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        cap.copy_dataset(source, staging)
+        for rel, caption in captions.items():
+            (staging / rel).with_suffix(cap.CAPTION_SUFFIX).write_text(caption + "\n", encoding="utf-8")
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
+        sha, size = cap.pack(staging, zip_path)
+        final = layout.datasets_dir / sha
+        with file_lock(final.with_name(f".{final.name}.lock")):
+            if (final / "COMPLETE").is_file():
+                shutil.rmtree(staging)  # another job captioned the same images the same way
+            else:
+                (staging / "COMPLETE").write_text(sha)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staging, final)
+                fsync_dir(final.parent)
+        shutil.rmtree(work, ignore_errors=True)
+        summary = cap.summarise(captions, spec, shared, unreadable)
+        return {"sha256": sha, "size": size, "source_sha256": self.m.dataset_sha256, "summary": summary}
+
+    def _tagger_model(self, spec: cap.CaptionSpec) -> Path:
+        """The tagger's model files in `<model_dir>/<repo as _>/`, fetched once per volume and checked; the tagger
+        finds the folder and does not download (it would only when the folder is missing)."""
+        model_dir = self.layout.tagger_models_dir
+        target = model_dir / spec.model_folder
+        marker = target / cap.TAGGER_MARKER
+        wanted = json.dumps(
+            {"repo": spec.repo, "revision": spec.revision, "files": [[f.name, f.sha256] for f in spec.files]},
+            sort_keys=True,
+        )
+        with file_lock(model_dir / f".{target.name}.lock"):
+            if marker.is_file() and json.loads(marker.read_text()).get("wanted") == wanted:
+                return model_dir
+            staging = model_dir / f".{target.name}.tmp-{os.getpid()}"
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            arrived = {}
+            for file in spec.files:
+                try:
+                    self.ctx.http.download(file.url, staging / file.name)
+                except HttpFailure as exc:
+                    shutil.rmtree(staging)
+                    raise StageFailed(
+                        "model_download", f"tagger model {spec.repo}: {file.name} could not be fetched ({exc})"
+                    ) from None
+                digest = sha256_file(staging / file.name)
+                if file.sha256 is not None and digest != file.sha256:
+                    shutil.rmtree(staging)
+                    raise StageFailed(
+                        "model_download",
+                        f"tagger model {spec.repo}: {file.name} sha256 is {digest}, expected {file.sha256}",
+                    )
+                if (staging / file.name).stat().st_size == 0:
+                    shutil.rmtree(staging)
+                    raise StageFailed("model_download", f"tagger model {spec.repo}: {file.name} arrived empty")
+                arrived[file.name] = digest
+            atomic_write(staging / cap.TAGGER_MARKER, json.dumps({"wanted": wanted, "sha256": arrived}).encode())
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+            fsync_dir(model_dir)
+        self.rep.log(f"tagger model {spec.repo}: {', '.join(sorted(arrived))}")
+        return model_dir
+
     def link_and_ready(self) -> None:
         layout = self.layout
         self.dataset_view()
@@ -285,7 +443,7 @@ class Prepare:
             "job_id": self.m.job_id,
             "recipe_hash": self.m.recipe_hash,
             "model": {"filename": self.m.model_filename, "sha256": self.m.model_sha256},
-            "dataset_sha256": self.m.dataset_sha256,
+            "dataset_sha256": self.data_sha256,
         }
         write_if_changed(layout.ready, json.dumps(ready, sort_keys=True).encode())
         fsync_dir(layout.job_dir)
@@ -299,16 +457,17 @@ class Prepare:
         per-job view they land in `{job_dir}/data` and go with the job. A view already there (a rerun of this job)
         is kept with its latents: same job, same model."""
         layout = self.layout
+        source = layout.datasets_dir / self.data_sha256
         view, marker = layout.data_dir, layout.data_dir / DATASET_VIEW_MARKER
         fresh = view.is_dir() and not view.is_symlink() and marker.is_file()
-        if fresh and marker.read_text() == self.m.dataset_sha256:
+        if fresh and marker.read_text() == self.data_sha256:
             return
         staging = layout.job_dir / f".data.tmp-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)
-        for folder, dirs, files in os.walk(layout.dataset_dir):
+        for folder, dirs, files in os.walk(source):
             dirs.sort()
-            rel = Path(folder).relative_to(layout.dataset_dir)
+            rel = Path(folder).relative_to(source)
             (staging / rel).mkdir(parents=True, exist_ok=True)
             for name in sorted(files):
                 if rel == Path(".") and name == "COMPLETE":
@@ -316,7 +475,7 @@ class Prepare:
                 link = staging / rel / name
                 # Relative: the volume is mounted at another path on every pod (and a local folder in tests).
                 os.symlink(os.path.relpath(Path(folder) / name, link.parent), link)
-        (staging / DATASET_VIEW_MARKER).write_text(self.m.dataset_sha256)
+        (staging / DATASET_VIEW_MARKER).write_text(self.data_sha256)
         if view.is_symlink() or view.is_file():
             view.unlink()  # an older agent's link to the shared folder
         elif view.exists():

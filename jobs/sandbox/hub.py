@@ -1,4 +1,5 @@
-"""A stand-in Hugging Face Hub for the sandbox and the test world: the tokenizer files the trainers load.
+"""A stand-in Hugging Face Hub for the sandbox and the test world: the tokenizer files the trainers load and the
+WD14 tagger's model files the CPU stage captions with.
 
 It answers `GET /<org>/<repo>/resolve/<revision>/<file>` as the Hub does for the files lorabot fetches (200 with the
 bytes and `X-Repo-Commit`; 404 with `X-Error-Code: EntryNotFound` for a file the repo lacks; 404
@@ -31,6 +32,26 @@ def _clip_files(max_length: int) -> dict[str, bytes]:
     }
 
 
+# What the WD14 tagger reads with --onnx (jobs/captions.py WD14_FILES). The sandbox's model is an ONNX ModelProto
+# holding only ir_version and producer_name (the stand-in tagger reads no further; the tests serve a real tiny model
+# with the tagger's signature instead, tests/world/wd14_model.py). Tags: the CSV's columns and categories (9 rating,
+# 0 general, 4 character); a count of 1,000,000 or more makes the stand-in give the tag to every image.
+WD14_TAGS_CSV = (
+    b"tag_id,name,category,count\n"
+    b"9999999,general,9,800000\n9999998,sensitive,9,500000\n9999997,questionable,9,100000\n9999996,explicit,9,90000\n"
+    b"470575,1girl,0,4000000\n212816,solo,0,3500000\n1709,simple_background,0,1200000\n13197,long_hair,0,600000\n"
+    b"3389,smile,0,550000\n1821,looking_at_viewer,0,500000\n2373,open_mouth,0,300000\n5403,red_coat,0,20000\n"
+    b"2585,outdoors,0,200000\n4080,hat,0,150000\n11429,holding,0,140000\n1300281,upper_body,0,250000\n"
+    b"616,nose,0,20000\n1347,lips,0,30000\n"
+    b"8801,hatsune_miku,4,90000\n"
+)
+STANDIN_ONNX = b"\x08\x08" + b"\x12" + bytes([len(b"lorabot-standin")]) + b"lorabot-standin"
+
+
+def _wd14_files() -> dict[str, bytes]:
+    return {"model.onnx": STANDIN_ONNX, "selected_tags.csv": WD14_TAGS_CSV}
+
+
 # The repos sd-scripts' trainers load tokenizers from (jobs/sdscripts.py TOKENIZERS); like the real ones, the CLIP
 # repos have no added_tokens.json and google/t5-v1_1-xxl has no tokenizer.json.
 REPOS: dict[str, dict[str, bytes]] = {
@@ -41,6 +62,7 @@ REPOS: dict[str, dict[str, bytes]] = {
         "tokenizer_config.json": json.dumps({"model_max_length": 512, "extra_ids": 100}).encode(),
         "special_tokens_map.json": json.dumps({"eos_token": "</s>", "pad_token": "<pad>"}).encode(),
     },
+    "SmilingWolf/wd-v1-4-convnext-tagger-v2": _wd14_files(),
 }
 
 

@@ -52,12 +52,21 @@ def test_every_pip_step_installs_under_the_locked_constraints_and_only_from_pypi
     """PyPI's Linux torch 2.6.0 is the CUDA 12.4 build, so no other index is named; each pip step gets `-c`."""
     recipe = runpod_recipe()
     pip_steps = [step for step in recipe["steps"] if step["argv"][0] == "{venv}/bin/pip"]
-    assert [step["name"] for step in pip_steps] == ["torch", "xformers", "requirements"]
+    assert [step["name"] for step in pip_steps] == ["torch", "xformers", "requirements", "tagger"]
     for step in pip_steps:
         argv = step["argv"]
         assert argv[argv.index("-c") + 1] == "{env_dir}/" + CONSTRAINTS_FILE
         assert not any("index-url" in arg for arg in argv)
     assert recipe["files"] == {CONSTRAINTS_FILE: CONSTRAINTS_PATH.read_text()}
+
+
+def test_the_tagger_step_pins_every_package_the_lock_does_not():
+    """sd-scripts' WD14 tagger with --onnx imports onnx and onnxruntime; what the lock lacks is pinned in the step."""
+    [step] = [s for s in runpod_recipe()["steps"] if s["name"] == "tagger"]
+    packages = [arg for arg in step["argv"] if "==" in arg]
+    assert {p.split("==")[0] for p in packages} == {"onnx", "onnxruntime", "ml-dtypes", "flatbuffers"}
+    locked = {line.split("==")[0].lower() for line in CONSTRAINTS_PATH.read_text().splitlines() if "==" in line}
+    assert not {p.split("==")[0] for p in packages} & locked
 
 
 def test_the_constraints_file_is_part_of_the_cache_key():
