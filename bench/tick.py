@@ -1,21 +1,28 @@
 """How long one orchestrator tick takes with 1,000 jobs in the database.
 
-    python -m bench.tick [--jobs 1000] [--ticks 20]
+    python -m bench.tick [--jobs 1000] [--ticks 20] [--database-url postgresql+psycopg://...]
 
 The database holds `--jobs` jobs: 2 running (so the concurrency limit is reached), the rest split between finished
 jobs and jobs waiting in the queue. The cloud is the RunPod emulator through the real SDK. Prints p50/p95/max of the
-tick time and the part of it spent per waiting job.
+tick time and the part of it spent per waiting job. The database is a temporary SQLite file, or, with
+`--database-url`, a PostgreSQL server (e.g. `.ci/postgres start`'s URL) on which the bench makes a database of its
+own and drops it at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import sqlalchemy
 
 from jobs.agent_bundle import build_agent
 from jobs.cloud import connect
@@ -60,11 +67,29 @@ def fill(sessions, jobs: int) -> dict[str, int]:
     return counts
 
 
-async def measure(jobs: int, ticks: int) -> None:
+@contextlib.contextmanager
+def bench_database(server_url: str | None) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file in a temp folder, or a new database on the PostgreSQL server."""
+    if server_url is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"lorabot_bench_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield str(sqlalchemy.make_url(server_url).set(database=name).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+async def measure(jobs: int, ticks: int, server_url: str | None = None) -> None:
     emulator = RunpodEmulator(time_scale=1.0).start()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        with bench_database(server_url) as url:
             migrate(url)
             sessions = make_session_factory(make_engine(url))
             counts = fill(sessions, jobs)
@@ -94,8 +119,9 @@ async def measure(jobs: int, ticks: int) -> None:
             p50 = statistics.median(durations)
             p95 = durations[int(len(durations) * 0.95) - 1]
             waiting = counts["queued"] + 2
+            store = "SQLite" if url.startswith("sqlite") else "PostgreSQL"
             print(
-                f"{jobs} jobs in the DB ({waiting} waiting in the queue, {counts['finished']} finished), "
+                f"{store}: {jobs} jobs in the DB ({waiting} waiting in the queue, {counts['finished']} finished), "
                 f"{ticks} ticks: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {durations[-1] * 1000:.0f} ms "
                 f"({p50 / waiting * 1e6:.0f} µs per waiting job)"
             )
@@ -107,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument("--database-url", default=None, help="a PostgreSQL server's URL (default: a SQLite file)")
     args = parser.parse_args()
-    asyncio.run(measure(args.jobs, args.ticks))
+    asyncio.run(measure(args.jobs, args.ticks, args.database_url))
 
 
 if __name__ == "__main__":
