@@ -277,6 +277,8 @@ class Notifier:
             return Outgoing(embeds=[render.failed_embed(public_id, payload)])
         if notice.kind is NoticeKind.CANCELLED:
             return Outgoing(embeds=[render.cancelled_embed(public_id, payload)])
+        if notice.kind is NoticeKind.CAPTIONS:
+            return Outgoing(embeds=[render.captions_embed(public_id, payload)])
         return Outgoing(content=render.info_text(public_id, notice.kind.value, payload))
 
     async def _owner(self, job_id: int) -> int:

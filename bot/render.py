@@ -256,6 +256,14 @@ def plan_summary(plan: Plan, *, job_name: str, sandbox: bool, report_text: str) 
         f"GPU {est.gpu.display_name} (Secure Cloud) · about {duration(est.durations.wall_s)} wall time",
         f"Prices: {est.prices_source.describe()}",
     ]
+    captions = plan.captions
+    if captions is not None and captions.to_tag:
+        lines.append(
+            f"Captions {captions.mode}: {captions.to_tag} image(s) will be tagged on the CPU pod (WD14), about"
+            f" {duration(captions.tagging_seconds)} more CPU stage; the thread shows them before training"
+        )
+    elif captions is not None and captions.mode == "off" and captions.uncaptioned:
+        lines.append(f"Captions off: {captions.uncaptioned} image(s) without a caption train on class tokens only")
     if sandbox:
         lines.append("**Sandbox**: simulated pods, nothing is billed ($0).")
     return {
@@ -408,6 +416,44 @@ def failure_hint(reason: str) -> str | None:
 def cancelled_embed(job_public_id: str, payload: Mapping[str, Any]) -> discord.Embed:
     builder = EmbedBuilder(f"{job_public_id} · cancelled", "Every pod of this job is terminated.", COLOUR_WARN)
     builder.field("Final cost", cost_table(payload.get("cost") or {}))
+    return builder.build()
+
+
+def captions_embed(job_public_id: str, payload: Mapping[str, Any]) -> discord.Embed:
+    """What the CPU pod wrote (jobs/captioned.py), before training starts: tag frequencies, five examples, images
+    the tagger could not read, what was pruned, and the captioned zip. Captions and tags sit in code blocks (they
+    hold the user's trigger and the tagger's vocabulary, which may look like markdown)."""
+    tagged, images = int(payload.get("tagged") or 0), int(payload.get("images") or 0)
+    builder = EmbedBuilder(
+        f"{job_public_id} · captions written",
+        f"The CPU pod tagged {tagged} of {images} image(s) with sd-scripts' WD14 tagger; training uses these captions.",
+        COLOUR_INFO,
+    )
+    top = [f"{tag} ({count})" for tag, count in payload.get("top_tags") or []]
+    builder.field("Tag frequencies", code_block(", ".join(top) or "(no tags above the thresholds)", 1000))
+    examples = [f"{e.get('image')}: {e.get('caption')}" for e in payload.get("examples") or []]
+    if examples:
+        builder.field("Examples", code_block("\n".join(examples), FIELD_VALUE_MAX))
+    pruned = list(payload.get("shared_removed") or [])
+    undesired = list(payload.get("undesired") or [])
+    builder.field(
+        "Removed",
+        code_block(
+            f"in every image: {', '.join(pruned) or '(none)'}\nundesired: {', '.join(undesired) or '(none)'}", 1000
+        ),
+    )
+    unreadable = payload.get("unreadable") or []
+    if unreadable:
+        builder.field(
+            f"Not readable by the tagger ({len(unreadable)}, captioned 'TRIGGER, CLASS')",
+            code_block("\n".join(f"{u.get('image')}: {u.get('error')}" for u in unreadable), 1000),
+        )
+    url = str(payload.get("url") or "")
+    if url:
+        builder.field(
+            "Captioned dataset",
+            f"[download the zip]({url}) · train on it again: `/train dataset_from:sha256:{payload.get('sha256')}`",
+        )
     return builder.build()
 
 

@@ -86,28 +86,41 @@ class CaptionPlan:
         ]
         return lines
 
-    def manifest_section(self, spec: TrainSpec, hub_endpoint: str) -> dict[str, Any] | None:
-        """The manifest's `captions`: what the agent needs to tag, or None when nothing is tagged."""
+    def job_settings(self, spec: TrainSpec) -> dict[str, Any] | None:
+        """What the queued job keeps (JobPlan.captions) to write the manifest section later, or None: no tagging."""
         if self.to_tag == 0:
             return None
-        base = hub_endpoint.rstrip("/")
         return {
-            "script": TAGGER_SCRIPT,
-            "repo": WD14_REPO,
-            "revision": WD14_REVISION,
-            "files": [
-                {"name": name, "url": f"{base}/{WD14_REPO}/resolve/{WD14_REVISION}/{name}", "sha256": None}
-                for name in WD14_FILES
-            ],
             "trigger": spec.trigger,
             "class_word": spec.class_word,
             "general_threshold": self.general_threshold,
             "character_threshold": self.character_threshold,
             "undesired_tags": list(self.undesired_tags),
-            "batch_size": TAGGER_BATCH_SIZE,
             "expected_images": self.to_tag,
             "expected_s": self.tagging_seconds,
         }
+
+    def manifest_section(self, spec: TrainSpec, hub_endpoint: str) -> dict[str, Any] | None:
+        """The manifest's `captions`: what the agent needs to tag, or None when nothing is tagged."""
+        settings = self.job_settings(spec)
+        return None if settings is None else manifest_section(settings, hub_endpoint)
+
+
+def manifest_section(settings: dict[str, Any], hub_endpoint: str) -> dict[str, Any]:
+    """The manifest's `captions` from a job's settings: the tagger's model comes from the same Hub endpoint as the
+    trainer's tokenizers (HF_ENDPOINT's meaning; the stand-in Hub in the sandbox and tests)."""
+    base = hub_endpoint.rstrip("/")
+    return {
+        **settings,
+        "script": TAGGER_SCRIPT,
+        "repo": WD14_REPO,
+        "revision": WD14_REVISION,
+        "files": [
+            {"name": name, "url": f"{base}/{WD14_REPO}/resolve/{WD14_REVISION}/{name}", "sha256": None}
+            for name in WD14_FILES
+        ],
+        "batch_size": TAGGER_BATCH_SIZE,
+    }
 
 
 def caption_mode(value: str | None) -> CaptionMode | None:

@@ -22,12 +22,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import billing_sync, ledger
+from jobs.captioned import captions_noticed, store_captioned
+from jobs.captions import manifest_section as caption_manifest
 from jobs.cloud import (
     AsyncCloud,
     CandidateForbidden,
@@ -84,6 +87,8 @@ _TRAINER_HINTS = {
     "trainer_crash": "sd-scripts crashed; the log tail is in the bucket",
     "no_gpu": "the pod had no usable GPU (CUDA not available); the job can be retried on another pod",
     "hang": "sd-scripts stopped making progress; /retry resumes from the last saved epoch",
+    "tagger": "sd-scripts' WD14 tagger failed on the CPU pod while captioning; caption the images yourself, or train "
+    "with captions: off",
 }
 # The cached environment on the volume does not work (jobs/agent/train.py check_gpu): the operator's to fix, so the
 # job fails as internal, with what to do.
@@ -99,7 +104,7 @@ _ENV_HINTS = {
 # Agent error kinds that are the user's (their data, or sd-scripts on their options): a new pod would fail the same
 # way, so the job fails at once. Any other failure (env_build, model_download, no_gpu, ready_timeout, internal,
 # agent_restarted, ...) may be the pod's: one new pod is tried first.
-_USERS_FAILURES = frozenset({"dataset", "oom", "nan", "assertion", "missing_file", "trainer_crash", "hang"})
+_USERS_FAILURES = frozenset({"dataset", "oom", "nan", "assertion", "missing_file", "trainer_crash", "hang", "tagger"})
 # Failures any new pod meets again: the user's, and an environment on the volume that does not work.
 _FAILS_ON_EVERY_POD_KINDS = _USERS_FAILURES | frozenset(_ENV_HINTS)
 # How many times a job's CPU or GPU agent that restarts, stops reporting or fails on the pod's side is replaced
@@ -122,6 +127,11 @@ class Store(Protocol):
     def presign_get(self, key: str, expires_s: int) -> str: ...
 
     def presign_put(self, key: str, expires_s: int) -> str: ...
+
+    # The captioned dataset the CPU pod uploaded is stored under its hash (jobs/captioned.py).
+    def download(self, key: str, path: Path) -> Any: ...
+
+    def put_dataset(self, sha256: str, path: Path) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -533,6 +543,7 @@ class Orchestrator:
             ready = prepare is not None and prepare.get("phase") == "ready"
             if ready:
                 await self.pods.terminate(cpu.id, reason="the volume is ready")
+                self._store_captions(job_id, plan, prepare or {})
                 self._mark_cache(job_id, plan)
             else:
                 if _fails_on_every_pod(prepare):
@@ -938,9 +949,12 @@ class Orchestrator:
         return Site(dc, candidates[0] if candidates else None, warm)
 
     def _volume_warm(self, s: Session, volume_id: int, plan: JobPlan) -> bool:
-        """The volume holds this job's environment and model (and tokenizers): no CPU stage needed."""
-        return is_cache_ready(s, volume_id, CacheKind.ENV, self.env_hash) and is_cache_ready(
-            s, volume_id, CacheKind.MODEL, _model_cache_key(plan)
+        """The volume holds this job's environment and model (and tokenizers): no CPU stage needed, unless the job
+        captions its dataset, which the CPU pod does (tagging is not done on GPU time)."""
+        return (
+            plan.captions is None
+            and is_cache_ready(s, volume_id, CacheKind.ENV, self.env_hash)
+            and is_cache_ready(s, volume_id, CacheKind.MODEL, _model_cache_key(plan))
         )
 
     async def _cpu_stage_micros(self, plan: JobPlan) -> int:
@@ -1297,6 +1311,7 @@ class Orchestrator:
             expires_s=self.config.url_lifetime_s,
             status_interval_s=self.config.status_interval_s,
             tokenizers=tokenizer_manifest(plan.script, self.config.hub_endpoint),
+            captions=caption_manifest(plan.captions, self.config.hub_endpoint) if plan.captions else None,
         )
         self.store.put_bytes(JobKeys(f"j{job_id}", plan.output_name).manifest, json.dumps(manifest).encode())
 
@@ -1325,6 +1340,26 @@ class Orchestrator:
         with session_scope(self.sessions) as s:
             job = _require_job(s, job_id)
             return (self.clock() - job.updated_at).total_seconds() > self.config.status_stale_s
+
+    def _store_captions(self, job_id: int, plan: JobPlan, prepare: dict[str, Any]) -> None:
+        """The CPU pod captioned the dataset: store it by hash and tell the thread, once, before training."""
+        summary = prepare.get("captions")
+        if not isinstance(summary, dict) or not summary.get("sha256"):
+            return
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            if captions_noticed(s, job_id):
+                return
+            store_captioned(
+                self.store,
+                s,
+                job_id=job_id,
+                keys=JobKeys(f"j{job_id}", plan.output_name),
+                owner_user_id=job.user_id,
+                summary=summary,
+                link_lifetime_s=self.config.url_lifetime_s,
+                now=self.clock(),
+            )
 
     def _mark_cache(self, job_id: int, plan: JobPlan) -> None:
         now = self.clock()

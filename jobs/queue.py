@@ -61,6 +61,8 @@ class JobPlan:
     summary: str = ""
     # What the job needs on the volume (GB: environment, model, its outputs, headroom); 0 in plans made before.
     volume_gb: int = 0
+    # Auto-captioning on the CPU pod (jobs.captions `CaptionPlan.job_settings`); None: nothing to tag.
+    captions: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +99,7 @@ def job_plan_of(plan: Plan) -> JobPlan:
         training_seconds=plan.estimate.durations.train_s,
         volume_gb=plan.estimate.volume_gb,
         summary=f"{spec.preset} · {plan.model.name} · {spec.epochs} epochs · {plan.steps.total} steps",
+        captions=plan.captions.job_settings(spec) if plan.captions is not None else None,
     )
 
 

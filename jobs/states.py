@@ -164,6 +164,9 @@ class NoticeKind(enum.StrEnum):
     # Refresh the job's contact sheets (queued by the notifier once an epoch's gallery or the final message is out):
     # the sheet messages are edited, or posted the first time.
     CONTACT_SHEET = "contact_sheet"
+    # The CPU pod captioned the dataset: tag frequencies, example captions, unreadable images and a download link,
+    # posted before training starts (jobs/captioned.py).
+    CAPTIONS = "captions"
 
 
 class CostKind(enum.StrEnum):
