@@ -79,3 +79,34 @@ async def test_a_dataset_without_captions_is_tagged_shown_in_the_thread_then_tra
     again = await bw.train(None, name="again", dataset_from=f"sha256:{sha.group(1)}", trigger="kana", class_word="girl")
     assert "Plan for **again**" in again.content, again.text()
     assert "tagged on the CPU pod" not in again.text()
+
+
+async def test_captions_off_trains_on_class_tokens_and_the_plan_says_so(bot_world: BotWorld) -> None:
+    bw = bot_world
+    plan = await bw.train(
+        captionless_zip(4, captioned=2),
+        name="off",
+        epochs=1,
+        repeats=1,
+        trigger="kana",
+        class_word="girl",
+        captions="off",
+    )
+    text = plan.text()
+    assert "Captions off: 2 image(s) without a caption train on class tokens only" in text, text
+    assert "train on 'kana girl' alone" in text
+    thread = await bw.confirm(plan)
+    job_id = bw.latest_job_id()
+    await bw.wait_for_status(job_id, lambda s: s.is_terminal())
+    assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()
+    await bw.wait_for_thread_message(thread, lambda m: "done" in m.text() and "Download" in m.text())
+    assert not [m for m in bw.fake.messages_in(thread) if "captions written" in m.text()]
+    [volume] = bw.world.emulator.volumes()
+    data = bw.world.emulator.volume_path(volume.id) / "lorabot" / "jobs" / f"j{job_id}" / "data"
+    # Two hand-written captions; the other two images have none, so sd-scripts uses the subset's class_tokens.
+    assert sorted(p.read_text().strip() for p in data.rglob("*.txt")) == [
+        "kana, girl, written by hand 0",
+        "kana, girl, written by hand 1",
+    ]
+    assert len(list(data.rglob("*.png"))) == 4
+    assert 'class_tokens = "kana girl"' in (data.parent / "dataset.toml").read_text()
