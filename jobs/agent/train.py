@@ -168,6 +168,10 @@ class Train:
         env = self.ctx.child_env()
         env["PYTHONUNBUFFERED"] = "1"
         env["COLUMNS"] = TRAINER_COLUMNS
+        # bitsandbytes (0.49.1, the recipe's) runs `pip list | grep habana-torch-plugin` when imported, and pip then
+        # asks pypi.org whether it is outdated: a network request on GPU time, on every trainer start, found by the
+        # real-trainer tier's network guard. Without the version check `pip list` reads only the disk.
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         # Nothing is fetched on GPU time: the CPU stage put the tokenizers on the volume (`--tokenizer_cache_dir`),
         # so the Hub is offline for the trainer and a missing file fails at once instead of downloading.
         env.update(HF_HOME=str(layout.hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import traceback
 
 _ALLOW = {item.strip() for item in os.environ.get("LORABOT_NET_ALLOW", "").split(",") if item.strip()}
@@ -22,7 +23,7 @@ def _refuse(what: str) -> ConnectionRefusedError:
     if _LOG:
         stack = "".join(traceback.format_stack(limit=8)[:-2])
         with open(_LOG, "a") as log:
-            log.write(f"pid {os.getpid()}: {what}\n{stack}\n")
+            log.write(f"pid {os.getpid()} (parent {os.getppid()}, argv {sys.argv!r}): {what}\n{stack}\n")
     return ConnectionRefusedError(f"lorabot test world: a GPU pod may reach only the bucket; {what} refused")
 
 
