@@ -68,12 +68,17 @@ async def test_discord_failing_loses_and_doubles_no_notice(make_bot_world: MakeB
         )
 
         assert sum(k.fired for k in knobs) == len(statuses), "the whole storm hit the bot"
-        notices = bw.world.notices(job_id)
-        sent = [m for m in bw.fake.messages_in(thread) if m.author_id == bw.fake.bot_user.id and m.payload.get("nonce")]
+        # Contact-sheet refreshes edit one sheet message (its own nonce) instead of posting: every other notice is
+        # one message of its own.
+        notices = [n for n in bw.world.notices(job_id) if n.kind is not NoticeKind.CONTACT_SHEET]
+        ours = [m for m in bw.fake.messages_in(thread) if m.author_id == bw.fake.bot_user.id and m.payload.get("nonce")]
+        sent = [m for m in ours if str(m.payload["nonce"]).startswith("lbn")]
         nonces = [m.payload["nonce"] for m in sent]
         assert nonces == [nonce_for(n.id) for n in notices], "every notice once, in the order it was written"
         assert all(count == 1 for count in Counter(nonces).values())
         assert [n.discord_message_id for n in notices] == [m.id for m in sent]
+        sheets = [m for m in ours if str(m.payload["nonce"]).startswith("lbs")]
+        assert len(sheets) == 1 and "contact sheet" in sheets[0].content, "the sheet posted once, then edited"
         assert [epoch_of(m.text()) for m in sent if epoch_of(m.text())] == ["1", "2"]
         if "ack lost" in storm:
             resent = [r for r in bw.fake.requests_to(SENDS) if nonce_for(epoch_1.id) in str(r.body)]
