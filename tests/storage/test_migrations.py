@@ -86,7 +86,9 @@ def test_0003_downgrades_to_0002_and_upgrades_again(tmp_path: Path) -> None:
     config = alembic_config(f"sqlite:///{path}")
     command.upgrade(config, "head")
     command.downgrade(config, "0002")
-    assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs", "leases", "volume_resizes"} | {"alembic_version"}
+    assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs", "leases", "volume_resizes"} | {
+        "alembic_version"
+    }
     command.upgrade(config, "head")
     assert _tables(path) == TABLES | {"alembic_version"}
 
