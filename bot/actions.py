@@ -23,11 +23,12 @@ from bot import render
 from bot.ingest import Prepared
 from bot.permissions import owner_or_admin_refusal, role_names
 from bot.views import plan_view
+from jobs.cloud import CloudError
 from jobs.dataset import DatasetError
 from jobs.ledger import format_usd, job_cost, month_of, usd_to_micros, would_exceed
 from jobs.manifest import JobKeys
 from jobs.pick import PickRefused, job_result, pick_epoch
-from jobs.queue import JobPlan, submit
+from jobs.queue import JobPlan, job_plan_of, submit
 from jobs.rules import PlanRefused
 from jobs.spec import UserOptions
 from jobs.states import JobStatus, NoticeKind
@@ -38,6 +39,7 @@ from storage.transitions import add_notice
 
 if TYPE_CHECKING:
     from bot.client import LorabotBot
+    from jobs.planning import Plan
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,9 @@ async def offer_plan(
     summary = render.plan_summary(
         prepared.plan, job_name=name, sandbox=bot.runtime.sandbox, report_text=prepared.report_text
     )
+    where = await placement_preview(bot, prepared.plan)
+    if where is not None:
+        summary["placement"] = where
     embeds = render.plan_embeds_from_summary(summary)
     if dry_run:
         await asyncio.to_thread(prepared.discard)
@@ -189,6 +194,23 @@ async def offer_plan(
         f"Plan for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
         embeds=embeds,
         view=plan_view(token),
+    )
+
+
+async def placement_preview(bot: LorabotBot, plan: Plan) -> str | None:
+    """The data center the job would run in now and why (several listed), or None: one data center, or RunPod's
+    catalog could not be read (the job is placed when it leaves the queue either way)."""
+    try:
+        placement = await bot.runtime.orchestrator.preview_placement(job_plan_of(plan))
+    except CloudError as exc:
+        log.warning("placement preview unavailable: %s", exc)
+        return None
+    if placement is None or not placement.data_center_id:
+        return None
+    return (
+        f"{placement.reason}. Checked again when the job leaves the queue: stock can change before then."
+        if placement.reason
+        else f"{placement.data_center_id}."
     )
 
 

@@ -293,6 +293,8 @@ def plan_embeds_from_summary(summary: Mapping[str, Any]) -> list[discord.Embed]:
     for cost in costs:
         mark = " · cheapest" if len(costs) > 1 and cost["total_micros"] == cheapest else ""
         builder.field(f"Estimated cost ({cost['cloud']} cloud){mark}", cost_table(cost))
+    if summary.get("placement"):
+        builder.field("Where", str(summary["placement"]))
     notices = list(summary.get("notices") or [])
     if notices:
         builder.field("Notices", "\n".join(f"• {n}" for n in notices))

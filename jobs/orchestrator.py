@@ -925,6 +925,13 @@ class Orchestrator:
 
     # -- data centers ------------------------------------------------------------------------------------------
 
+    async def preview_placement(self, plan: JobPlan) -> Placement | None:
+        """Where the job would run if it left the queue now, for the plan the user confirms; None with one data
+        center (nothing to choose). The job is placed again, by the same rule, when it does leave the queue."""
+        if len(self.config.placement_data_centers) < 2:
+            return None
+        return await self._place(plan)
+
     async def _place(self, plan: JobPlan, *, exclude: tuple[str, ...] = ()) -> Placement:
         """Where the job runs (jobs/placement.py's rule), from the live catalog of each listed data center and the
         warmth of its volume. With one data center there is nothing to choose and the catalog is not asked."""
