@@ -197,14 +197,19 @@ def plan_steps(recipe: dict[str, Any], root: Path) -> tuple[list[tuple[str, list
         cwd = Path(_expand(step["cwd"], places)) if step.get("cwd") else root
         if name in STEP_OVERRIDES:
             overrides.append(Override(f"env step {name}", *STEP_OVERRIDES[name]))
-        elif name in ("venv", "torch", "requirements"):
+        elif name in ("venv", "torch", "requirements", "tagger"):
             if "--index-url" in argv:
                 at = argv.index("--index-url")
                 del argv[at : at + 2]
                 overrides.append(Override(f"env step {name}", *INDEX_OVERRIDE))
             runs.append((name, argv, cwd))
         else:
-            raise Unavailable(f"the recipe has a step {name!r} the real-trainer tier does not know how to run")
+            raise Unavailable(
+                f"UNKNOWN RECIPE STEP {name!r} ({' '.join(step['argv'])}): jobs/recipe.py runpod_recipe() has a step "
+                "the real-trainer tier does not know, so it cannot build the production environment. Teach "
+                "tests/realtrainer/environment.py (plan_steps) to run it as the recipe says, or, when this CPU "
+                "machine cannot, add it to STEP_OVERRIDES with the reason"
+            )
     if recipe["python"] != places["{python}"]:
         overrides.append(
             Override("interpreter", recipe["python"], places["{python}"], "the recipe's path is missing here")
@@ -365,6 +370,7 @@ def ensure(log_to: TextIO | None = None) -> RealTrainerEnv:
     """The environment for this recipe, built when missing. Raises Unavailable when it cannot be built."""
     recipe = load_recipe()
     root = cache_root() / cache_key(recipe)
+    plan_steps(recipe, root)  # a step this tier does not know fails here, before anything is fetched or built
     with _locked(root.with_name(root.name + ".lock")):
         if (root / "COMPLETE").is_file():
             return _loaded(root)
