@@ -37,14 +37,16 @@ def after_call(n: int) -> DieRule:
     return lambda call, _method, _status: call == n
 
 
-KILL_POINTS: dict[str, DieRule] = {
-    "queued, volume listed": in_state(JobStatus.QUEUED, "list_volumes"),
-    "queued, volume created": in_state(JobStatus.QUEUED, "create_volume"),
-    "preparing, cpu pod created": in_state(JobStatus.PREPARING, "create_pod"),
-    "preparing, cpu pod starting": in_state(JobStatus.PREPARING, "get_pod", 2),
-    "preparing, gpu pod created": in_state(JobStatus.PREPARING, "create_pod", 2),
-    "training, pod observed": in_state(JobStatus.TRAINING, "get_pod", 2),
-    "collecting, pod terminated": in_state(JobStatus.COLLECTING, "terminate_pod"),
+# Each entry makes a new rule per test: `in_state` counts calls, so one rule shared by the SQLite and the PostgreSQL run
+# of a point would already have counted past `nth` in the first run and never kill in the second.
+KILL_POINTS: dict[str, Callable[[], DieRule]] = {
+    "queued, volume listed": lambda: in_state(JobStatus.QUEUED, "list_volumes"),
+    "queued, volume created": lambda: in_state(JobStatus.QUEUED, "create_volume"),
+    "preparing, cpu pod created": lambda: in_state(JobStatus.PREPARING, "create_pod"),
+    "preparing, cpu pod starting": lambda: in_state(JobStatus.PREPARING, "get_pod", 2),
+    "preparing, gpu pod created": lambda: in_state(JobStatus.PREPARING, "create_pod", 2),
+    "training, pod observed": lambda: in_state(JobStatus.TRAINING, "get_pod", 2),
+    "collecting, pod terminated": lambda: in_state(JobStatus.COLLECTING, "terminate_pod"),
 }
 # Seeded random points: the same seed kills at the same call every run.
 RANDOM_POINTS = {f"random seed {seed}": random.Random(seed).randint(1, 40) for seed in (7, 11, 23)}
@@ -65,7 +67,7 @@ async def test_bot_killed_and_restarted_finishes_the_job_once(
     started = time.monotonic()
     world = fault_world()
     job_id = world.submit(images=3, epochs=2)
-    rule = KILL_POINTS.get(point) or after_call(RANDOM_POINTS[point])
+    rule = KILL_POINTS[point]() if point in KILL_POINTS else after_call(RANDOM_POINTS[point])
 
     died_at = await run_killed_then_restarted(world, job_id, rule)
     restarted = world.with_orchestrator()
