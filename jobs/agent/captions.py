@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsutil import CHUNK, atomic_write, fsync_dir, sha256_file
+from .fsutil import CHUNK, atomic_write, dataset_files, fsync_dir, sha256_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 CAPTION_SUFFIX = ".txt"
@@ -246,17 +246,12 @@ def summarise(
 
 def copy_dataset(source: Path, target: Path) -> None:
     """The source dataset's files (hard links where the volume allows: the images are not copied twice)."""
-    for folder, dirs, files in os.walk(source):
-        dirs.sort()
-        rel = Path(folder).relative_to(source)
+    for file, rel in dataset_files(source):
         (target / rel).mkdir(parents=True, exist_ok=True)
-        for name in sorted(files):
-            if rel == Path(".") and name == "COMPLETE":
-                continue
-            try:
-                os.link(Path(folder) / name, target / rel / name)
-            except OSError:
-                shutil.copy2(Path(folder) / name, target / rel / name)
+        try:
+            os.link(file, target / rel / file.name)
+        except OSError:
+            shutil.copy2(file, target / rel / file.name)
 
 
 def pack(folder: Path, out_zip: Path) -> tuple[str, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -55,3 +57,22 @@ def fsync_tree(path: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(root))
+
+
+def reset_dir(path: Path) -> None:
+    """An empty folder at `path`: whatever an earlier, interrupted run left there is removed first."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def dataset_files(source: Path) -> Iterator[tuple[Path, Path]]:
+    """(file, its folder relative to `source`) for every file of a stored dataset, in a stable order, without the
+    top-level COMPLETE marker; each relative folder is yielded before its files are."""
+    for folder, dirs, files in os.walk(source):
+        dirs.sort()
+        rel = Path(folder).relative_to(source)
+        for name in sorted(files):
+            if rel == Path(".") and name == "COMPLETE":
+                continue
+            yield Path(folder) / name, rel

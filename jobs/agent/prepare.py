@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from . import captions as cap
 from .context import Context, Interrupted, StageFailed, file_lock, run_logged
-from .fsutil import atomic_write, fsync_dir, sha256_file, write_if_changed
+from .fsutil import atomic_write, dataset_files, fsync_dir, reset_dir, sha256_file, write_if_changed
 from .manifest import ModelFile, Tokenizer
 from .net import HttpFailure, Stopped
 from .report import Reporter
@@ -199,9 +199,7 @@ class Prepare:
             if marker.is_file() and json.loads(marker.read_text()).get("wanted") == wanted:
                 return False
             staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
+            reset_dir(staging)
             fetched = {}
             for file in tokenizer.files:
                 try:
@@ -370,8 +368,7 @@ class Prepare:
                 unreadable.setdefault(rel, "the tagger wrote no caption for it")
         captions, shared = cap.compose_captions(tags, spec)
         staging = layout.datasets_dir / f".captioned.tmp-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
+        reset_dir(staging)
         cap.copy_dataset(source, staging)
         for rel, caption in captions.items():
             (staging / rel).with_suffix(cap.CAPTION_SUFFIX).write_text(caption + "\n", encoding="utf-8")
@@ -405,9 +402,7 @@ class Prepare:
             if marker.is_file() and json.loads(marker.read_text()).get("wanted") == wanted:
                 return model_dir
             staging = model_dir / f".{target.name}.tmp-{os.getpid()}"
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
+            reset_dir(staging)
             arrived = {}
             for file in spec.files:
                 try:
@@ -463,18 +458,12 @@ class Prepare:
         if fresh and marker.read_text() == self.data_sha256:
             return
         staging = layout.job_dir / f".data.tmp-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        for folder, dirs, files in os.walk(source):
-            dirs.sort()
-            rel = Path(folder).relative_to(source)
+        reset_dir(staging)
+        for file, rel in dataset_files(source):
             (staging / rel).mkdir(parents=True, exist_ok=True)
-            for name in sorted(files):
-                if rel == Path(".") and name == "COMPLETE":
-                    continue
-                link = staging / rel / name
-                # Relative: the volume is mounted at another path on every pod (and a local folder in tests).
-                os.symlink(os.path.relpath(Path(folder) / name, link.parent), link)
+            link = staging / rel / file.name
+            # Relative: the volume is mounted at another path on every pod (and a local folder in tests).
+            os.symlink(os.path.relpath(file, link.parent), link)
         (staging / DATASET_VIEW_MARKER).write_text(self.data_sha256)
         if view.is_symlink() or view.is_file():
             view.unlink()  # an older agent's link to the shared folder
