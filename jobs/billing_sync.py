@@ -176,5 +176,5 @@ def job_bill(session: Session, job_id: int, cost: CostBreakdown) -> JobBill | No
         settled=settled,
         given_up=given_up,
         runpod_micros=sum(bill.total_micros for bill in list_runpod_bills_for_job(session, job_id)),
-        ledger_micros=cost.cpu_pod_micros + cost.gpu_pod_micros,
+        ledger_micros=cost.pods_micros,
     )

@@ -20,7 +20,10 @@ Rules (they are the contract behind every figure the bot shows):
 - **Months** are UTC calendar months; a job's whole cost belongs to the month it was created in (a job lasts
   hours, and a budget check needs one month to charge the estimate to).
 - **Budgets** count a running job at the larger of its cost so far and its estimate (it is expected to spend it),
-  a finished job at its cost.
+  a finished job at its cost; either way plus the estimates of its confirmed /try requests not finished yet.
+- **/try and the test window** (``CostKind.TRY_GPU``): a /try pod's whole time is on that line. The training pod
+  kept warm for the test window is one pod at RunPod and one charge here (so the bill still matches), split at the
+  window's ``opened_at``: the part before is its GPU pod line, the rest (``total − before``) the try line.
 
 Every function takes ``now`` explicitly: the orchestrator runs on the emulator's simulated clock in tests.
 """
@@ -41,6 +44,7 @@ from jobs.names import job_public_id
 from jobs.states import CostKind, PodRole
 from storage.models import CostItem, Job, Pod, Volume, VolumeResize
 from storage.queries import get_budget_limit
+from storage.tries import reserved_try_micros, windows_by_pod
 
 MICROS_PER_USD = 1_000_000
 SECONDS_PER_HOUR = 3600
@@ -55,7 +59,7 @@ CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH = 100_000
 _HALF_CENT_MICROS = 5_000
 
 _MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
-_POD_KIND = {PodRole.CPU: CostKind.CPU_POD, PodRole.GPU: CostKind.GPU_POD}
+_POD_KIND = {PodRole.CPU: CostKind.CPU_POD, PodRole.GPU: CostKind.GPU_POD, PodRole.TRY: CostKind.TRY_GPU}
 
 
 # -- pure maths ----------------------------------------------------------------------------------------------------
@@ -239,6 +243,48 @@ def pod_charge(pod: Pod, now: dt.datetime) -> PodCharge:
     )
 
 
+@dataclass(frozen=True)
+class PodPart:
+    """One ledger line's share of a pod: its kind, the time it covers and its charge."""
+
+    kind: CostKind
+    start: dt.datetime
+    end: dt.datetime
+    charge: PodCharge
+
+
+def pod_parts(pod: Pod, now: dt.datetime, split_at: dt.datetime | None = None) -> list[PodPart]:
+    """The pod's charge by ledger line: one part (its role's kind) or, for a training pod kept warm for a test window
+    that opened at ``split_at``, its GPU part up to then and the TRY_GPU part after. The parts add up to exactly
+    ``pod_charge(pod, now)`` (the try part is the whole minus the GPU part), so RunPod's bill still matches; empty
+    while RunPod has not created the pod or its price is unknown."""
+    window = pod_billing_window(pod, now)
+    if window is None or pod.cost_per_hr_micros is None:
+        return []
+    whole = pod_charge(pod, now)
+    start, end = window
+    if split_at is None or pod.role is not PodRole.GPU or split_at >= end:
+        return [PodPart(_POD_KIND[pod.role], start, end, whole)]
+    split = max(split_at, start)
+    seconds = billed_seconds(start, split)
+    before = PodCharge(
+        seconds=seconds,
+        compute_micros=pod_cost_micros(seconds, pod.cost_per_hr_micros),
+        disk_micros=disk_cost_micros(seconds, pod.container_disk_gb or 0),
+    )
+    after = PodCharge(
+        seconds=whole.seconds - before.seconds,
+        compute_micros=whole.compute_micros - before.compute_micros,
+        disk_micros=whole.disk_micros - before.disk_micros,
+    )
+    return [PodPart(CostKind.GPU_POD, start, split, before), PodPart(CostKind.TRY_GPU, split, end, after)]
+
+
+def _split_at(session: Session, pod: Pod) -> dt.datetime | None:
+    window = windows_by_pod(session, [pod.id]).get(pod.id)
+    return window.opened_at if window is not None else None
+
+
 def pod_cost_so_far(pod: Pod, now: dt.datetime) -> int:
     """The pod's cost at ``now`` (compute and container disk)."""
     return pod_charge(pod, now).total_micros
@@ -270,36 +316,41 @@ def uptime_drift(pod: Pod) -> UptimeDrift | None:
 
 
 def close_pod_cost(session: Session, pod: Pod) -> CostItem | None:
-    """Write the final cost item of a terminated pod (once: a second call returns the first item).
+    """Write the final cost item(s) of a terminated pod (once: a second call returns the first item); a training pod
+    kept warm for a test window gets two, split at the window's opening (``pod_parts``).
 
     None for a pod that is not terminated yet, or that RunPod never created (nothing was billed).
     """
-    existing = session.execute(select(CostItem).where(CostItem.pod_id == pod.id)).scalar_one_or_none()
-    if existing is not None:
-        return existing
+    existing = session.execute(select(CostItem).where(CostItem.pod_id == pod.id).order_by(CostItem.id)).scalars()
+    first = existing.first()
+    if first is not None:
+        return first
     if pod.terminated_at is None or pod.api_created_at is None or pod.cost_per_hr_micros is None:
         return None
-    start, end = pod.api_created_at, max(pod.terminated_at, pod.api_created_at)
-    charge = pod_charge(pod, end)
+    end = max(pod.terminated_at, pod.api_created_at)
     disk_gb = pod.container_disk_gb or 0
-    item = CostItem(
-        job_id=pod.job_id,
-        pod_id=pod.id,
-        kind=_POD_KIND[pod.role],
-        started_at=start,
-        ended_at=end,
-        rate_micros_per_hour=pod.cost_per_hr_micros,
-        amount_micros=charge.total_micros,
-        disk_micros=charge.disk_micros,
-        final=True,
-        note=(
-            f"{pod.name}: {charge.seconds} s at {format_usd(pod.cost_per_hr_micros)}/h"
-            f" + {disk_gb} GB container disk at {format_usd(CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH)}/GB/month"
-        ),
-    )
-    session.add(item)
+    items = [
+        CostItem(
+            job_id=pod.job_id,
+            pod_id=pod.id,
+            kind=part.kind,
+            started_at=part.start,
+            ended_at=part.end,
+            rate_micros_per_hour=pod.cost_per_hr_micros,
+            amount_micros=part.charge.total_micros,
+            disk_micros=part.charge.disk_micros,
+            final=True,
+            note=(
+                f"{pod.name}{' (test window)' if part.kind is CostKind.TRY_GPU and pod.role is PodRole.GPU else ''}: "
+                f"{part.charge.seconds} s at {format_usd(pod.cost_per_hr_micros)}/h"
+                f" + {disk_gb} GB container disk at {format_usd(CONTAINER_DISK_PRICE_MICROS_PER_GB_MONTH)}/GB/month"
+            ),
+        )
+        for part in pod_parts(pod, end, _split_at(session, pod))
+    ]
+    session.add_all(items)
     session.flush()
-    return item
+    return items[0] if items else None
 
 
 # -- one job -------------------------------------------------------------------------------------------------------
@@ -320,10 +371,17 @@ class CostBreakdown:
     disk_micros: int = 0
     # True while a pod may still be billing: the figures grow with ``now``.
     live: bool = False
+    # GPU time after training: /try pods and the test window (a line of its own, ``CostKind.TRY_GPU``).
+    try_micros: int = 0
 
     @property
     def total_micros(self) -> int:
-        return self.volume_micros + self.cpu_pod_micros + self.gpu_pod_micros + self.storage_micros
+        return self.volume_micros + self.cpu_pod_micros + self.gpu_pod_micros + self.storage_micros + self.try_micros
+
+    @property
+    def pods_micros(self) -> int:
+        """Every pod line (what RunPod's pod bill covers): CPU, GPU and try."""
+        return self.cpu_pod_micros + self.gpu_pod_micros + self.try_micros
 
     def __add__(self, other: CostBreakdown) -> CostBreakdown:
         return CostBreakdown(
@@ -333,6 +391,7 @@ class CostBreakdown:
             storage_micros=self.storage_micros + other.storage_micros,
             disk_micros=self.disk_micros + other.disk_micros,
             live=self.live or other.live,
+            try_micros=self.try_micros + other.try_micros,
         )
 
     def by_kind(self) -> dict[CostKind, int]:
@@ -341,6 +400,7 @@ class CostBreakdown:
             CostKind.CPU_POD: self.cpu_pod_micros,
             CostKind.GPU_POD: self.gpu_pod_micros,
             CostKind.STORAGE: self.storage_micros,
+            CostKind.TRY_GPU: self.try_micros,
         }
 
 
@@ -412,12 +472,13 @@ def job_cost(
         disk += item.disk_micros
     closed_pod_ids = {item.pod_id for item in items if item.pod_id is not None}
     live = False
-    for pod in pods:
-        if pod.id in closed_pod_ids:
-            continue
-        charge = pod_charge(pod, now)
-        amounts[_POD_KIND[pod.role]] += charge.total_micros
-        disk += charge.disk_micros
+    open_pods = [pod for pod in pods if pod.id not in closed_pod_ids]
+    windows = windows_by_pod(session, [pod.id for pod in open_pods])
+    for pod in open_pods:
+        test_window = windows.get(pod.id)
+        for part in pod_parts(pod, now, test_window.opened_at if test_window is not None else None):
+            amounts[part.kind] += part.charge.total_micros
+            disk += part.charge.disk_micros
         live = live or (pod.terminated_at is None and pod.api_created_at is not None)
     if volume is not None and not any(item.kind is CostKind.VOLUME for item in items):
         window = job_volume_window(pods, now)
@@ -432,6 +493,7 @@ def job_cost(
         storage_micros=amounts[CostKind.STORAGE],
         disk_micros=disk,
         live=live,
+        try_micros=amounts[CostKind.TRY_GPU],
     )
 
 
@@ -561,10 +623,13 @@ def committed_micros(session: Session, month: str, *, now: dt.datetime, user_id:
     """Spent plus reserved in ``month`` by a user (or the team, ``user_id=None``): a job that has not finished
     counts at least its estimate, so five queued jobs cannot each pass the budget check on their own."""
     total = 0
-    for job in _jobs_of_month(session, month, user_id):
+    jobs = _jobs_of_month(session, month, user_id)
+    for job in jobs:
         spent = job_cost(session, job.id, now=now).total_micros
         total += spent if job.status.is_terminal() else max(spent, job.estimate_micros)
-    return total
+    # A confirmed /try is expected to spend its estimate (counted on top of what its pod has spent so far: an
+    # overcount while it runs, never an undercount).
+    return total + reserved_try_micros(session, [job.id for job in jobs])
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from jobs.states import PodRole
 POD_NAME_PREFIX = "lorabot-"
 
 _PUBLIC_ID = re.compile(r"j([1-9][0-9]{0,17})")
-_POD_NAME = re.compile(r"lorabot-j([1-9][0-9]{0,17})-(cpu|gpu)(?:-([2-9]|[1-9][0-9]+))?")
+_POD_NAME = re.compile(r"lorabot-j([1-9][0-9]{0,17})-(cpu|gpu|try)(?:-([2-9]|[1-9][0-9]+))?")
 
 
 class InvalidJobId(ValueError):

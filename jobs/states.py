@@ -136,6 +136,8 @@ class PodRole(enum.StrEnum):
     CPU = "cpu"
     # The GPU pod that trains.
     GPU = "gpu"
+    # A GPU pod over the job's volume that generates /try images from a finished job's LoRAs (agent stage "serve").
+    TRY = "try"
 
 
 class NoticeKind(enum.StrEnum):
@@ -167,6 +169,11 @@ class NoticeKind(enum.StrEnum):
     # The CPU pod captioned the dataset: tag frequencies, example captions, unreadable images and a download link,
     # posted before training starts (jobs/captioned.py).
     CAPTIONS = "captions"
+    # A /try request's answer: the grid of its images (read from the bucket and drawn by the notifier), or why none.
+    TRY_RESULT = "try_result"
+    # The test window's line in the thread ("open until HH:MM, $x so far", its Close button, then its final cost):
+    # posted once, then edited in place as the cost grows and when it closes.
+    TEST_WINDOW = "test_window"
 
 
 class CostKind(enum.StrEnum):
@@ -178,6 +185,9 @@ class CostKind(enum.StrEnum):
     VOLUME = "volume"
     # Artifact storage (bucket), when the operator prices it.
     STORAGE = "storage"
+    # GPU time after training: /try pods, and the training pod's time kept warm for the test window (split from
+    # its GPU_POD line at the moment the window opened).
+    TRY_GPU = "try_gpu"
 
 
 class CacheKind(enum.StrEnum):
@@ -201,3 +211,55 @@ _NOTICE_FOR_TARGET: dict[JobStatus, NoticeKind] = {
     JobStatus.SUCCEEDED: NoticeKind.SUCCEEDED,
     JobStatus.CANCELLED: NoticeKind.CANCELLED,
 }
+
+
+class TryStatus(enum.StrEnum):
+    """Where a /try request is. Stored in ``try_requests.status``; ``TRY_TRANSITIONS`` is the source of truth::
+
+    /try ──► PENDING ──(Confirm)──► CONFIRMED ──(in requests.json)──► RUNNING ──► DONE | FAILED
+                │                        │                               │
+                ▼                        ▼                               ▼
+         DISMISSED | EXPIRED        CANCELLED | FAILED                CANCELLED (/cancel, window closed)
+    """
+
+    # The estimate is shown with Confirm/Cancel; nothing is rented.
+    PENDING = "pending"
+    # Confirmed: waiting for a pod to serve it (a TRY pod is being rented, or the warm window pod takes it).
+    CONFIRMED = "confirmed"
+    # Written into the job's requests.json; the serving pod's agent generates it.
+    RUNNING = "running"
+    # Every cell is in the bucket; the grid is (being) posted.
+    DONE = "done"
+    # The agent (or the pod) failed it; ``error`` says why.
+    FAILED = "failed"
+    # Stopped before it finished: /cancel on the job, or the serving pod went away for good.
+    CANCELLED = "cancelled"
+    # Cancel on the estimate.
+    DISMISSED = "dismissed"
+    # Not confirmed in time (the estimate and the pod prices it used are old).
+    EXPIRED = "expired"
+
+    def is_open(self) -> bool:
+        """True while the request may still need a pod (the reaper and the linger count these)."""
+        return self in (TryStatus.CONFIRMED, TryStatus.RUNNING)
+
+    def is_final(self) -> bool:
+        return not TRY_TRANSITIONS[self]
+
+
+_T = TryStatus
+TRY_TRANSITIONS: dict[TryStatus, frozenset[TryStatus]] = {
+    _T.PENDING: frozenset({_T.CONFIRMED, _T.DISMISSED, _T.EXPIRED}),
+    _T.CONFIRMED: frozenset({_T.RUNNING, _T.CANCELLED, _T.FAILED}),
+    _T.RUNNING: frozenset({_T.DONE, _T.FAILED, _T.CANCELLED}),
+    _T.DONE: frozenset(),
+    _T.FAILED: frozenset(),
+    _T.CANCELLED: frozenset(),
+    _T.DISMISSED: frozenset(),
+    _T.EXPIRED: frozenset(),
+}
+
+
+def try_sources(target: TryStatus) -> frozenset[TryStatus]:
+    """Every status a /try request may be in for a move to ``target`` to be legal."""
+    return frozenset(source for source, targets in TRY_TRANSITIONS.items() if target in targets)

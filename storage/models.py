@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from jobs.names import job_public_id
-from jobs.states import CacheKind, CostKind, JobStatus, NoticeKind, PodRole, PodStatus
+from jobs.states import CacheKind, CostKind, JobStatus, NoticeKind, PodRole, PodStatus, TryStatus
 
 # Stable constraint names, so migrations can refer to them on SQLite and PostgreSQL alike.
 NAMING_CONVENTION = {
@@ -252,15 +252,19 @@ class Pod(Base):
     exit_reason: Mapped[str | None] = mapped_column(Text)
     # The container disk asked for (RunPod bills it while the pod exists); None on rows from before 0003 = 0 GB.
     container_disk_gb: Mapped[int | None] = mapped_column(Integer)
+    # A pod kept after its job finished (a /try pod lingering for the next request, the test window's pod): until
+    # this moment it is legitimate to the clean-up and the reaper; None for the pods of running jobs.
+    keep_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class CostItem(Base):
     """A closed (``final``) or provisional charge to a job: one per pod, and the job's volume hours."""
 
     __tablename__ = "cost_items"
-    # One cost item per pod (NULL pod_ids, i.e. volume items, do not collide).
+    # One cost item per pod and kind: a training pod kept warm for the test window has a GPU_POD item up to the
+    # window's opening and a TRY_GPU item after it (NULL pod_ids, i.e. volume items, do not collide).
     __table_args__ = (
-        UniqueConstraint("pod_id"),
+        UniqueConstraint("pod_id", "kind"),
         Index("ix_cost_items_started_at", "started_at"),
     )
 
@@ -278,6 +282,63 @@ class CostItem(Base):
     disk_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     final: Mapped[bool] = mapped_column(Boolean, default=True)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class TryRequest(Base):
+    """One /try on a finished job: the validated request, its estimate, and where it is (``TryStatus``; moved only
+    through ``storage.tries.set_try_status``). Its public id ``t<id>`` names it in the bucket and in requests.json."""
+
+    __tablename__ = "try_requests"
+    __table_args__ = (Index("ix_try_requests_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    # Who asked (the owner or an admin), and where the estimate was shown.
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[TryStatus] = mapped_column(_enum(TryStatus, "try_status"), default=TryStatus.PENDING)
+    # The validated request (prompts, epochs, seed, negative, strength, steps, compare), as jobs/tryplan.py made it.
+    spec_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the user confirmed: GPU start-up (0 on a warm pod) plus generation, and its price.
+    estimate_s: Mapped[int] = mapped_column(Integer, default=0)
+    estimate_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When it went into requests.json (RUNNING), and when it ended.
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The pod that served it (a TRY pod, or the window's training pod).
+    pod_id: Mapped[int | None] = mapped_column(ForeignKey("pods.id"))
+    # Why it failed or was cancelled (shown in the thread; no secrets).
+    error: Mapped[str | None] = mapped_column(Text)
+    # The agent's last status for it (cells done, seconds) and the cells' bucket keys once done.
+    result_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    @property
+    def public_id(self) -> str:
+        return f"t{self.id}"
+
+
+class TestWindow(Base):
+    """The test window of a job: its training GPU pod kept up after training, serving /try, until ``until_at`` or
+    until closed ("Close now", /cancel, a restart that found it expired). At most one per job."""
+
+    __tablename__ = "test_windows"
+    __test__ = False  # not a pytest test class, whatever its name
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    pod_id: Mapped[int | None] = mapped_column(ForeignKey("pods.id"))
+    minutes: Mapped[int] = mapped_column(Integer)
+    # When training ended and the window began: the pod's time after it is billed on the TRY_GPU line.
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    until_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # "time", "button by <user id>", "cancel by <name>", "restart", "pod lost"...
+    closed_by: Mapped[str | None] = mapped_column(Text)
+    # The window's cost once its pod is gone (the TRY_GPU item of its pod).
+    cost_micros: Mapped[int | None] = mapped_column(BigInteger)
+    # The thread message that shows it, edited in place.
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RunpodBill(Base):

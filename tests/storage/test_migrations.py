@@ -19,7 +19,7 @@ from storage.models import Base
 
 TABLES = {
     "jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets", "runpod_bills",
-    "runpod_bill_syncs", "leases", "volume_resizes",
+    "runpod_bill_syncs", "leases", "volume_resizes", "try_requests", "test_windows",
 }  # fmt: skip
 
 
@@ -37,7 +37,7 @@ def test_migrate_creates_every_table_on_an_empty_sqlite_file(tmp_path: Path) -> 
     migrate(f"sqlite:///{path}")
     assert _tables(path) == TABLES | {"alembic_version"}
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0008",)]
 
 
 def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_a_database_made_by_the_first_release_upgrades_and_keeps_its_pods(tmp_pa
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0008",)]
         rows = connection.execute("SELECT name, create_requested_at FROM pods").fetchall()
     assert rows == [("lorabot-j1-gpu", None)]
 
@@ -64,7 +64,15 @@ def test_a_database_at_0002_upgrades_with_no_disk_on_old_pods_and_no_disk_in_old
     path = tmp_path / "lorabot.db"
     url = f"sqlite:///{path}"
     command.upgrade(alembic_config(url), "0002")
-    with sqlite3.connect(path) as connection:  # a bare connection: foreign keys off, so no job row is needed
+    with sqlite3.connect(path) as connection:
+        # The job row too: 0008 rebuilds cost_items (its unique constraint), and the copy checks foreign keys.
+        connection.execute(
+            "INSERT INTO jobs (id, user_id, name, output_name, status, state_version, spec_json, plan_json, "
+            "dataset_sha256, dataset_size, base_model, gpu_spot, attempts, created_at, queued_at, last_status_seq, "
+            "last_epoch_notified, estimate_micros, updated_at) VALUES (1, 5, 'kana', 'kana', 'succeeded', 1, '{}', "
+            "'{}', 'ab', 1, 'sd15', 0, 1, '2026-11-24 11:00:00', '2026-11-24 11:00:00', 0, 0, 0, "
+            "'2026-11-24 13:00:00')"
+        )
         connection.execute(
             "INSERT INTO pods (id, job_id, role, name, attempt, status, spot, created_at) "
             "VALUES (7, 1, 'gpu', 'lorabot-j1-gpu', 1, 'terminated', 0, '2026-11-24 12:00:00')"
@@ -75,7 +83,7 @@ def test_a_database_at_0002_upgrades_with_no_disk_on_old_pods_and_no_disk_in_old
         )
     migrate(url)
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0008",)]
         assert connection.execute("SELECT name, container_disk_gb FROM pods").fetchall() == [("lorabot-j1-gpu", None)]
         assert connection.execute("SELECT amount_micros, disk_micros FROM cost_items").fetchall() == [(690_000, 0)]
         assert connection.execute("SELECT count(*) FROM runpod_bills").fetchall() == [(0,)]
@@ -86,9 +94,14 @@ def test_0003_downgrades_to_0002_and_upgrades_again(tmp_path: Path) -> None:
     config = alembic_config(f"sqlite:///{path}")
     command.upgrade(config, "head")
     command.downgrade(config, "0002")
-    assert _tables(path) == TABLES - {"runpod_bills", "runpod_bill_syncs", "leases", "volume_resizes"} | {
-        "alembic_version"
-    }
+    assert _tables(path) == TABLES - {
+        "runpod_bills",
+        "runpod_bill_syncs",
+        "leases",
+        "volume_resizes",
+        "try_requests",
+        "test_windows",
+    } | {"alembic_version"}
     command.upgrade(config, "head")
     assert _tables(path) == TABLES | {"alembic_version"}
 

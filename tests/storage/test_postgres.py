@@ -32,7 +32,7 @@ HEAD = str(_SCRIPTS.get_current_head())
 PREVIOUS = str(_SCRIPTS.get_revision(HEAD).down_revision)
 TABLES = {
     "jobs", "pods", "volumes", "volume_cache", "cost_items", "notices", "datasets", "budgets", "runpod_bills",
-    "runpod_bill_syncs", "leases", "volume_resizes",
+    "runpod_bill_syncs", "leases", "volume_resizes", "try_requests", "test_windows",
 }  # fmt: skip
 
 
