@@ -10,10 +10,12 @@ parser, True, True, True)`, `train_network.setup_parser()`, ...) into the module
 `if support_x:` blocks inside those functions are decided from the constant the caller passed, so
 `add_training_arguments(parser, False)` does not list the DreamBooth-only flags.
 
-Writes two files:
+Writes three files:
 - `flags.json`: {script: [sorted --flags]}, the contract other parts validate argument lists against;
 - `flag_kinds.json`: {flag: {"action", "nargs", "type", "default", "choices"}} so the stand-in can build an
-  argparse parser with the same arity as the real one (a store_true flag must not swallow the next token).
+  argparse parser with the same arity as the real one (a store_true flag must not swallow the next token);
+- `gen_flags.json`: {script: {flag: kind}} for the generation scripts /try runs (`gen_img.py`,
+  `flux_minimal_inference.py`, whose parser is built inline under `if __name__ == "__main__":`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = ("sdxl_train_network.py", "train_network.py", "flux_train_network.py")
+# The generation scripts /try runs (docs/CONTRACTS.md "Try requests"). Their kinds are kept per script: gen_img.py's
+# --network_weights takes several values (nargs="*") where the trainers' takes one.
+GEN_SCRIPTS = ("gen_img.py", "flux_minimal_inference.py")
 
 SourceReader = Callable[[str], str]
 FlagKind = dict[str, Any]
@@ -74,10 +79,19 @@ class Extractor:
 
     def flags_of_script(self, script: str) -> list[str]:
         module = self.module(script)
-        if module is None or "setup_parser" not in module.functions:
-            raise SystemExit(f"{script}: no setup_parser() found")
+        if module is None:
+            raise SystemExit(f"{script}: not found")
         found: set[str] = set()
-        self._walk_function(module, module.functions["setup_parser"], {}, found)
+        if "setup_parser" in module.functions:
+            self._walk_function(module, module.functions["setup_parser"], {}, found)
+        else:
+            # flux_minimal_inference.py builds its parser inline under `if __name__ == "__main__":`.
+            main_block = next((node for node in module.tree.body if _is_main_guard(node)), None)
+            if main_block is None:
+                raise SystemExit(f"{script}: no setup_parser() and no __main__ block found")
+            self._walk_body(module, main_block.body, {}, found)
+        if not found:
+            raise SystemExit(f"{script}: no --flag found")
         return sorted(found)
 
     def _walk_function(self, module: _Module, func: ast.FunctionDef, bound: dict[str, Any], found: set[str]) -> None:
@@ -145,11 +159,26 @@ class Extractor:
                 kind[keyword.arg] = _literal(keyword.value)
             elif keyword.arg == "type":
                 kind["type"] = keyword.value.id if isinstance(keyword.value, ast.Name) else "str"
+            elif keyword.arg == "required" and _literal(keyword.value) is True:
+                kind["required"] = True  # flux_minimal_inference.py's --ckpt_path; only written where it is set
         if kind["action"] in ("store_true", "store_false"):
             kind["type"] = None
         for name in long_names:
             found.add(name)
             self.kinds[name] = kind
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    left, comparators = node.test.left, node.test.comparators
+    return (
+        isinstance(left, ast.Name)
+        and left.id == "__name__"
+        and len(comparators) == 1
+        and isinstance(comparators[0], ast.Constant)
+        and comparators[0].value == "__main__"
+    )
 
 
 def _literal(node: ast.expr) -> Any:
@@ -211,6 +240,15 @@ def extract(read: SourceReader) -> tuple[dict[str, list[str]], dict[str, FlagKin
     return flags, {flag: extractor.kinds[flag] for flag in used}
 
 
+def extract_generation(read: SourceReader) -> dict[str, dict[str, FlagKind]]:
+    """{script: {flag: kind}} for the generation scripts, one extractor each so kinds never mix across scripts."""
+    result: dict[str, dict[str, FlagKind]] = {}
+    for script in GEN_SCRIPTS:
+        extractor = Extractor(read)
+        result[script] = {flag: extractor.kinds[flag] for flag in extractor.flags_of_script(script)}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkout", nargs="?", type=Path, help="an sd-scripts work tree")
@@ -228,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "flags.json").write_text(json.dumps(flags, indent=1) + "\n", encoding="utf-8")
     (args.out / "flag_kinds.json").write_text(json.dumps(kinds, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    for script, names in flags.items():
+    generation = extract_generation(read)
+    (args.out / "gen_flags.json").write_text(json.dumps(generation, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    for script, names in [*flags.items(), *generation.items()]:
         print(f"{script}: {len(names)} flags", file=sys.stderr)
     return 0
 

@@ -25,10 +25,20 @@ def load_flags() -> dict[str, Any]:
 def build_parser(script: str) -> argparse.ArgumentParser:
     flags = load_flags()[script]
     kinds = json.loads((HERE / "flag_kinds.json").read_text(encoding="utf-8"))
+    return _parser(script, {flag: kinds[flag] for flag in flags})
+
+
+def build_gen_parser(script: str) -> argparse.ArgumentParser:
+    """A generation script's parser (gen_flags.json: its own kinds, e.g. gen_img.py's --network_weights takes
+    several values where the trainers' takes one)."""
+    kinds = json.loads((HERE / "gen_flags.json").read_text(encoding="utf-8"))[script]
+    return _parser(script, kinds)
+
+
+def _parser(script: str, kinds: dict[str, dict[str, Any]]) -> argparse.ArgumentParser:
     # prog is the script name, as in `python sdxl_train_network.py --bad` -> "sdxl_train_network.py: error: ..."
     parser = argparse.ArgumentParser(prog=script)
-    for flag in flags:
-        kind = kinds[flag]
+    for flag, kind in sorted(kinds.items()):
         # sd-scripts 48d368fa uses only store / store_true / store_false; a newer action fails loudly here.
         action = kind["action"]
         if action in ("store_true", "store_false"):
@@ -38,6 +48,8 @@ def build_parser(script: str) -> argparse.ArgumentParser:
             raise ValueError(f"{flag}: argparse action {action!r} is not modelled by the stand-in")
         # int_or_float and Path are kept as text: the stand-in never computes with those flags.
         options: dict[str, Any] = {"default": kind["default"], "type": _TYPES.get(kind["type"] or "str", str)}
+        if kind.get("required"):
+            options["required"] = True
         if kind["nargs"] is not None:
             options["nargs"] = kind["nargs"]
         if kind["choices"] is not None:
