@@ -223,14 +223,16 @@ def job_cost_text(cost: CostBreakdown, bill: JobBill | None) -> str:
 
 def volume_month_table(volumes: VolumesMonth, team: CostBreakdown) -> str:
     """The volume's whole month next to the jobs' share: the hours between jobs are real money too."""
+    # One volume per data center: each block split per data center, so an operator sees which data center's cache
+    # costs what, and a job moved between two shows its part in each; every block adds up to its line.
+    several = len(volumes.data_centers) > 1
+    centers = volumes.data_centers if several else ()
     rows = [("Kept all month", volumes.kept_micros)]
-    # One volume per data center: each one's month, so an operator sees which data center's cache costs what.
-    if len(volumes.data_centers) > 1:
-        rows += [(f" {dc.data_center_id} {dc.gb} GB", dc.kept_micros) for dc in volumes.data_centers]
-    rows += [
-        ("In jobs above", volumes.jobs_share_micros),
-        ("Between jobs", volumes.between_jobs_micros),
-    ]
+    rows += [(f" {dc.data_center_id} {dc.gb} GB", dc.kept_micros) for dc in centers]
+    rows += [("In jobs above", volumes.jobs_share_micros)]
+    rows += [(f" {dc.data_center_id}", dc.jobs_share_micros) for dc in centers]
+    rows += [("Between jobs", volumes.between_jobs_micros)]
+    rows += [(f" {dc.data_center_id}", dc.between_jobs_micros) for dc in centers]
     label = max(16, *(len(name) + 1 for name, _ in rows))
     width = max(len(usd(v)) for _, v in [*rows, ("", team.total_micros + volumes.between_jobs_micros)])
     lines = [f"{name:<{label}}{usd(value):>{width}}" for name, value in rows]

@@ -17,6 +17,9 @@ Rules (they are the contract behind every figure the bot shows):
   creation to its last pod's end; idle hours between jobs belong to no job: ``volumes_month_cost`` shows them.
   A volume grown at RunPod (``volume_resizes``) costs its new size from that moment: each started hour of a window
   is billed at the largest size the volume had in that hour (``resized_volume_cost_micros``).
+  A job moved to another data center before training (one volume per data center) pays each volume for its own
+  stay there: from its first pod in that data center to its last pod's end there (``job_volume_stays``), one
+  volume item per stay; the gap between the stays belongs to no job.
 - **Months** are UTC calendar months; a job's whole cost belongs to the month it was created in (a job lasts
   hours, and a budget check needs one month to charge the estimate to).
 - **Budgets** count a running job at the larger of its cost so far and its estimate (it is expected to spend it),
@@ -412,47 +415,94 @@ def job_volume_window(pods: Iterable[Pod], now: dt.datetime) -> tuple[dt.datetim
     return min(start for start, _ in windows), max(end for _, end in windows)
 
 
+@dataclass(frozen=True)
+class VolumeStay:
+    """A job's time on one data center's volume: from its first pod there to its last pod's end there."""
+
+    data_center_id: str
+    volume: Volume
+    start: dt.datetime
+    end: dt.datetime
+
+
+def job_volume_stays(session: Session, job: Job, pods: Sequence[Pod], now: dt.datetime) -> list[VolumeStay]:
+    """The volumes the job's pods mounted, oldest first: one stay per run of consecutive pods in one data center
+    (a pod mounts its data center's volume). A job that never moved has one. A pod row without a data center (from
+    before pods recorded it) counts as the job's own volume's."""
+    current = session.get(Volume, job.volume_id) if job.volume_id is not None else None
+    default_dc = job.data_center_id or (current.data_center_id if current is not None else None)
+    runs: list[tuple[str, list[Pod]]] = []
+    for pod in sorted(pods, key=lambda p: p.id):
+        dc = pod.data_center_id or default_dc
+        if dc is None:
+            continue
+        if runs and runs[-1][0] == dc:
+            runs[-1][1].append(pod)
+        else:
+            runs.append((dc, [pod]))
+    stays = []
+    for dc, run in runs:
+        window = job_volume_window(run, now)
+        volume = None if window is None else _volume_of(session, dc, window[0], current)
+        if window is not None and volume is not None:
+            stays.append(VolumeStay(dc, volume, *window))
+    return sorted(stays, key=lambda stay: stay.start)
+
+
+def _volume_of(session: Session, dc: str, at: dt.datetime, current: Volume | None) -> Volume | None:
+    """The volume a pod of data center ``dc`` mounted at ``at``: the job's own when it is there, else that data
+    center's newest volume made by then (lorabot keeps one per data center; a replaced one has a successor)."""
+    if current is not None and current.data_center_id == dc:
+        return current
+    candidates = session.execute(select(Volume).where(Volume.data_center_id == dc).order_by(Volume.id)).scalars().all()
+    made = [volume for volume in candidates if volume.created_at <= at]
+    return made[-1] if made else (candidates[0] if candidates else None)
+
+
 def close_volume_cost(
     session: Session,
     job_id: int,
     *,
     now: dt.datetime,
     price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
-) -> CostItem | None:
-    """Write the job's final volume item once all its pods are gone (once; None when there is nothing to bill)."""
-    existing = _volume_item(session, job_id)
-    if existing is not None:
+) -> list[CostItem]:
+    """Write the job's final volume items once all its pods are gone, one per volume stay (once: a second call
+    returns the first call's items); empty when there is nothing to bill yet."""
+    existing = _volume_items(session, job_id)
+    if existing:
         return existing
-    job, volume, pods = _job_volume_and_pods(session, job_id)
-    if volume is None or any(pod.terminated_at is None for pod in pods if pod.api_created_at is not None):
-        return None
-    window = job_volume_window(pods, now)
-    if window is None:
-        return None
-    hours = volume_billed_hours(*window)
-    sizes = volume_sizes(session, volume)
-    # the size at the window's start, then each size it grew to inside the window
-    at_start = [size for since, size in sizes if since <= window[0]][-1:] or [sizes[0][1]]
-    grown = list(dict.fromkeys([*at_start, *(size for since, size in sizes if window[0] < since < window[1])]))
-    item = CostItem(
-        job_id=job.id,
-        pod_id=None,
-        kind=CostKind.VOLUME,
-        started_at=window[0],
-        ended_at=window[1],
-        rate_micros_per_hour=volume_rate_micros_per_hour(
-            volume.size_gb, price_micros_per_gb_month=price_micros_per_gb_month
-        ),
-        amount_micros=volume_window_cost_micros(
-            session, volume, *window, price_micros_per_gb_month=price_micros_per_gb_month
-        ),
-        final=True,
-        note=f"{' → '.join(f'{gb} GB' for gb in grown)} × {format_usd(price_micros_per_gb_month)}/GB/month, "
-        f"{hours} started hour(s)",
-    )
-    session.add(item)
+    job, _volume, pods = _job_volume_and_pods(session, job_id)
+    if any(pod.terminated_at is None for pod in pods if pod.api_created_at is not None):
+        return []
+    items = []
+    for stay in job_volume_stays(session, job, pods, now):
+        window = (stay.start, stay.end)
+        hours = volume_billed_hours(*window)
+        sizes = volume_sizes(session, stay.volume)
+        # the size at the window's start, then each size it grew to inside the window
+        at_start = [size for since, size in sizes if since <= window[0]][-1:] or [sizes[0][1]]
+        grown = list(dict.fromkeys([*at_start, *(size for since, size in sizes if window[0] < since < window[1])]))
+        items.append(
+            CostItem(
+                job_id=job.id,
+                pod_id=None,
+                kind=CostKind.VOLUME,
+                started_at=window[0],
+                ended_at=window[1],
+                rate_micros_per_hour=volume_rate_micros_per_hour(
+                    stay.volume.size_gb, price_micros_per_gb_month=price_micros_per_gb_month
+                ),
+                amount_micros=volume_window_cost_micros(
+                    session, stay.volume, *window, price_micros_per_gb_month=price_micros_per_gb_month
+                ),
+                final=True,
+                note=f"{' → '.join(f'{gb} GB' for gb in grown)} × {format_usd(price_micros_per_gb_month)}/GB/month, "
+                f"{hours} started hour(s) on the {stay.data_center_id} volume",
+            )
+        )
+    session.add_all(items)
     session.flush()
-    return item
+    return items
 
 
 def job_cost(
@@ -463,7 +513,7 @@ def job_cost(
     price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
 ) -> CostBreakdown:
     """A job's cost at ``now``: closed cost items as written, everything still open computed live."""
-    job, volume, pods = _job_volume_and_pods(session, job_id)
+    job, _volume, pods = _job_volume_and_pods(session, job_id)
     items = session.execute(select(CostItem).where(CostItem.job_id == job.id)).scalars().all()
     amounts = dict.fromkeys(CostKind, 0)
     disk = 0
@@ -480,12 +530,13 @@ def job_cost(
             amounts[part.kind] += part.charge.total_micros
             disk += part.charge.disk_micros
         live = live or (pod.terminated_at is None and pod.api_created_at is not None)
-    if volume is not None and not any(item.kind is CostKind.VOLUME for item in items):
-        window = job_volume_window(pods, now)
-        if window is not None:
-            amounts[CostKind.VOLUME] += volume_window_cost_micros(
-                session, volume, *window, price_micros_per_gb_month=price_micros_per_gb_month
+    if not any(item.kind is CostKind.VOLUME for item in items):
+        amounts[CostKind.VOLUME] += sum(
+            volume_window_cost_micros(
+                session, stay.volume, stay.start, stay.end, price_micros_per_gb_month=price_micros_per_gb_month
             )
+            for stay in job_volume_stays(session, job, pods, now)
+        )
     return CostBreakdown(
         volume_micros=amounts[CostKind.VOLUME],
         cpu_pod_micros=amounts[CostKind.CPU_POD],
@@ -512,9 +563,42 @@ def _job_volume_and_pods(session: Session, job_id: int) -> tuple[Job, Volume | N
     return job, volume, pods
 
 
-def _volume_item(session: Session, job_id: int) -> CostItem | None:
-    statement = select(CostItem).where(CostItem.job_id == job_id, CostItem.kind == CostKind.VOLUME).limit(1)
-    return session.execute(statement).scalar_one_or_none()
+def _volume_items(session: Session, job_id: int) -> list[CostItem]:
+    statement = (
+        select(CostItem)
+        .where(CostItem.job_id == job_id, CostItem.kind == CostKind.VOLUME)
+        .order_by(CostItem.started_at, CostItem.id)
+    )
+    return list(session.execute(statement).scalars().all())
+
+
+def job_volume_by_data_center(
+    session: Session,
+    job_id: int,
+    *,
+    now: dt.datetime,
+    price_micros_per_gb_month: int = VOLUME_PRICE_MICROS_PER_GB_MONTH,
+) -> dict[str, int]:
+    """The job's volume line split by data center; the parts add up to ``job_cost(...).volume_micros``. Closed items
+    as written (each is one stay: its data center is the stay that starts when it does; an item from before moves
+    were split goes to the job's data center), else live from the stays."""
+    job, volume, pods = _job_volume_and_pods(session, job_id)
+    stays = job_volume_stays(session, job, pods, now)
+    items = _volume_items(session, job_id)
+    split: dict[str, int] = {}
+    if items:
+        fallback = job.data_center_id or (volume.data_center_id if volume is not None else "?")
+        starts = {stay.start: stay.data_center_id for stay in stays}
+        for item in items:
+            dc = starts.get(item.started_at, fallback)
+            split[dc] = split.get(dc, 0) + item.amount_micros
+        return split
+    for stay in stays:
+        cost = volume_window_cost_micros(
+            session, stay.volume, stay.start, stay.end, price_micros_per_gb_month=price_micros_per_gb_month
+        )
+        split[stay.data_center_id] = split.get(stay.data_center_id, 0) + cost
+    return split
 
 
 def _get_job(session: Session, job_id: int) -> Job:
@@ -558,6 +642,12 @@ class DataCenterVolumes:
     data_center_id: str
     kept_micros: int
     gb: int
+    # The month's jobs' volume lines for their stays in this data center (a moved job pays a part in each).
+    jobs_share_micros: int = 0
+
+    @property
+    def between_jobs_micros(self) -> int:
+        return max(self.kept_micros - self.jobs_share_micros, 0)
 
 
 @dataclass(frozen=True)
@@ -572,7 +662,10 @@ class VolumesMonth:
 
     @property
     def between_jobs_micros(self) -> int:
-        """Hours no job paid for: the cache kept warm between jobs (jobs running at once each pay their hours)."""
+        """Hours no job paid for: the cache kept warm between jobs (jobs running at once each pay their hours).
+        With the split per data center, the sum of each one's: jobs in one data center pay no other's idle hours."""
+        if self.data_centers:
+            return sum(dc.between_jobs_micros for dc in self.data_centers)
         return max(self.kept_micros - self.jobs_share_micros, 0)
 
 
@@ -606,16 +699,22 @@ def volumes_month_cost(
         line = by_center.setdefault(volume.data_center_id, [0, 0])
         line[0] += cost
         line[1] += volume.size_gb
+    # Each job's volume line per data center: a job moved before training pays each volume for its stay there.
+    shares: dict[str, int] = {}
+    for job in _jobs_of_month(session, month, None):
+        split = job_volume_by_data_center(session, job.id, now=now, price_micros_per_gb_month=price_micros_per_gb_month)
+        for dc, micros in split.items():
+            shares[dc] = shares.get(dc, 0) + micros
+            by_center.setdefault(dc, [0, 0])  # a data center whose volume is gone: its jobs' share still shows
     if jobs_share_micros is None:
-        jobs_share_micros = sum(
-            job_cost(session, job.id, now=now, price_micros_per_gb_month=price_micros_per_gb_month).volume_micros
-            for job in _jobs_of_month(session, month, None)
-        )
+        jobs_share_micros = sum(shares.values())
     return VolumesMonth(
         kept_micros=kept,
         jobs_share_micros=jobs_share_micros,
         gb=gb,
-        data_centers=tuple(DataCenterVolumes(dc, cost, size) for dc, (cost, size) in by_center.items()),
+        data_centers=tuple(
+            DataCenterVolumes(dc, cost, size, shares.get(dc, 0)) for dc, (cost, size) in by_center.items()
+        ),
     )
 
 

@@ -45,16 +45,25 @@ def test_a_bill_not_in_yet_or_never_in_is_said_and_a_running_job_has_no_bill_lin
 
 
 def test_the_volumes_month_is_split_per_data_center_when_there_are_several() -> None:
-    """One volume per data center: each one's month under "Kept all month", and the lines still add up."""
+    """One volume per data center: the month kept, the jobs' share and the hours between jobs, each split per data
+    center (a job moved from EU-RO-1 to US-KS-2 paid a part of each), and every block adds up to its line."""
     volumes = VolumesMonth(
         kept_micros=58_332,
-        jobs_share_micros=5_833,
+        jobs_share_micros=5_833 + 8_749,
         gb=80,
-        data_centers=(DataCenterVolumes("EU-RO-1", 29_166, 30), DataCenterVolumes("US-KS-2", 29_166, 50)),
+        data_centers=(
+            DataCenterVolumes("EU-RO-1", 29_166, 30, jobs_share_micros=5_833),
+            DataCenterVolumes("US-KS-2", 29_166, 50, jobs_share_micros=8_749),
+        ),
     )
+    assert volumes.between_jobs_micros == (29_166 - 5_833) + (29_166 - 8_749)
     lines = render.volume_month_table(volumes, COST).strip("`\n").splitlines()
-    assert [line.split()[0] for line in lines[:5]] == ["Kept", "EU-RO-1", "US-KS-2", "In", "Between"]
+    assert [line.split()[0] for line in lines[:9]] == [
+        "Kept", "EU-RO-1", "US-KS-2", "In", "EU-RO-1", "US-KS-2", "Between", "EU-RO-1", "US-KS-2",
+    ]  # fmt: skip
     assert lines[1].startswith(" EU-RO-1 30 GB") and lines[1].endswith("$0.03")
+    assert lines[3].endswith("$0.01") and lines[4].endswith("$0.01") and lines[5].endswith("$0.01")
+    assert lines[6].endswith("$0.04") and lines[7].endswith("$0.02") and lines[8].endswith("$0.02")
     assert len({len(line) for line in lines}) == 1, lines
     single = VolumesMonth(29_166, 5_833, 30, (DataCenterVolumes("EU-RO-1", 29_166, 30),))
     assert "EU-RO-1" not in render.volume_month_table(single, COST)

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
+from jobs import ledger
 from jobs.orchestrator import GpuChoice
-from jobs.states import JobStatus, NoticeKind, PodRole
+from jobs.states import CostKind, JobStatus, NoticeKind, PodRole
 from storage.db import session_scope
-from storage.models import Volume
+from storage.models import CostItem, Volume
 from tests.world.lorabot_world import RTX_4090, LorabotWorld
 from tests.world.money import assert_ledger_matches_runpod
 
@@ -104,3 +105,19 @@ async def test_a_job_whose_gpus_vanish_during_its_cpu_stage_moves_and_prepares_a
     assert world.running_pods() == []
     world.wait_for_no_processes()
     assert_ledger_matches_runpod(world, job_id, case="moved")
+
+    # The volume line is split: DC1's volume for the first CPU pod's time there, DC2's from its CPU pod to the end.
+    now = world.now()
+    with session_scope(world.sessions) as s:
+        items = s.query(CostItem).filter_by(job_id=job_id, kind=CostKind.VOLUME).order_by(CostItem.started_at).all()
+        volume_micros = ledger.job_cost(s, job_id, now=now).volume_micros
+        split = ledger.job_volume_by_data_center(s, job_id, now=now)
+        month = ledger.volumes_month_cost(s, ledger.month_of(world.job(job_id).created_at), now=now)
+    by_dc = {dc: [p for p in world.pods(job_id) if p.data_center_id == dc] for dc in (DC1, DC2)}
+    windows = [ledger.job_volume_window(by_dc[dc], now) for dc in (DC1, DC2)]
+    assert [(i.started_at, i.ended_at) for i in items] == windows
+    assert all(i.note and dc in i.note for i, dc in zip(items, (DC1, DC2), strict=True))
+    assert split == {DC1: items[0].amount_micros, DC2: items[1].amount_micros} and 0 not in split.values()
+    assert sum(split.values()) == volume_micros == month.jobs_share_micros
+    assert {dc.data_center_id: dc.jobs_share_micros for dc in month.data_centers} == split
+    assert all(dc.jobs_share_micros <= dc.kept_micros for dc in month.data_centers), month

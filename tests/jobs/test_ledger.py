@@ -171,12 +171,62 @@ def test_volumes_bill_every_hour_they_exist_and_the_hours_between_jobs_are_shown
     assert november.between_jobs_micros == 52_499
     # Split per data center (one volume each), as /cost shows it.
     assert november.data_centers == (
-        DataCenterVolumes("EU-RO-1", 29_166, 30),
-        DataCenterVolumes("US-TX-3", 29_166, 50),
+        DataCenterVolumes("EU-RO-1", 29_166, 30, jobs_share_micros=5_833),
+        DataCenterVolumes("US-TX-3", 29_166, 50, jobs_share_micros=0),
     )
     october = volumes_month_cost(db_session, "2026-10", now=now)
     assert (october.kept_micros, october.jobs_share_micros, october.gb) == (19_444, 0, 50)  # 50 GB × 4 h
     assert volumes_month_cost(db_session, "2026-12", now=now).kept_micros == 0  # not yet
+
+
+def test_a_job_moved_to_another_data_center_pays_each_volume_for_its_stay_there(db_session: Session) -> None:
+    """The CPU stage starts in EU-RO-1 (30 GB volume), the 4090s vanish there after 50 minutes and the job moves to
+    US-KS-2 (a 50 GB volume made for it then), where its CPU stage runs again and it trains. EU-RO-1's volume is
+    charged for the first CPU pod's 50 minutes (1 started hour of 30 GB), US-KS-2's from its CPU pod to the end of
+    training (2 started hours of 50 GB): not the whole job at the new volume's size. The month's split per data
+    center holds each part, and every figure adds up."""
+    ro = record_volume(db_session, data_center_id="EU-RO-1", size_gb=30, now=T0 - 60 * MIN)
+    job_id = new_job(db_session)
+    job = db_session.get_one(Job, job_id)
+    job.volume_id, job.data_center_id = ro.id, "EU-RO-1"
+    first = _pod(db_session, job_id, PodRole.CPU, start=T0, minutes=50, rate=CPU_RATE)
+    first.data_center_id = "EU-RO-1"
+    moved_at = T0 + 52 * MIN
+    ks = record_volume(db_session, data_center_id="US-KS-2", size_gb=50, now=moved_at)
+    job.volume_id, job.data_center_id = ks.id, "US-KS-2"  # what the orchestrator's _move writes
+    again = _pod(db_session, job_id, PodRole.CPU, start=moved_at, minutes=40, rate=CPU_RATE, attempt=2)
+    gpu = _pod(db_session, job_id, PodRole.GPU, start=moved_at + 35 * MIN, minutes=60, rate=SECURE_4090)
+    again.data_center_id = gpu.data_center_id = "US-KS-2"
+    db_session.flush()
+    end = moved_at + 95 * MIN
+
+    ro_part, ks_part = volume_cost_micros(30, 1), volume_cost_micros(50, 2)
+    assert (ro_part, ks_part) == (2_916, 9_722)
+    assert job_cost(db_session, job_id, now=end).volume_micros == ro_part + ks_part
+    # Before the split, the whole window (T0 .. end: 3 started hours) went to the job's current, 50 GB volume.
+    assert ro_part + ks_part < volume_cost_micros(50, 3)
+
+    items = close_volume_cost(db_session, job_id, now=end)
+    assert [(i.started_at, i.ended_at, i.amount_micros) for i in items] == [
+        (T0, T0 + 50 * MIN, ro_part),
+        (moved_at, end, ks_part),
+    ]
+    assert [i.note for i in items] == [
+        "30 GB × $0.07/GB/month, 1 started hour(s) on the EU-RO-1 volume",
+        "50 GB × $0.07/GB/month, 2 started hour(s) on the US-KS-2 volume",
+    ]
+    assert job_cost(db_session, job_id, now=end + 60 * MIN).volume_micros == ro_part + ks_part
+
+    month = volumes_month_cost(db_session, "2026-11", now=end)
+    assert [(dc.data_center_id, dc.jobs_share_micros) for dc in month.data_centers] == [
+        ("EU-RO-1", ro_part),
+        ("US-KS-2", ks_part),
+    ]
+    assert month.jobs_share_micros == team_month_cost(db_session, "2026-11", now=end).volume_micros == ro_part + ks_part
+    assert month.kept_micros == sum(dc.kept_micros for dc in month.data_centers)
+    assert month.between_jobs_micros == sum(dc.kept_micros - dc.jobs_share_micros for dc in month.data_centers)
+    # Each data center's job share fits inside what its volume was billed for.
+    assert all(dc.jobs_share_micros <= dc.kept_micros for dc in month.data_centers)
 
 
 def test_a_volume_grown_mid_job_costs_its_new_size_from_that_hour_on(db_session: Session) -> None:
@@ -192,9 +242,9 @@ def test_a_volume_grown_mid_job_costs_its_new_size_from_that_hour_on(db_session:
     assert volume.size_gb == 50
     expected = (30 + 50 + 50) * 70_000 // 720  # 12,638.9 → floored once
     assert job_cost(db_session, job_id, now=T0 + 4 * 60 * MIN).volume_micros == expected == 12_638
-    item = close_volume_cost(db_session, job_id, now=T0 + 4 * 60 * MIN)
-    assert item is not None and item.amount_micros == expected
-    assert item.note.startswith("30 GB → 50 GB × $0.07/GB/month, 3 started hour(s)")
+    (item,) = close_volume_cost(db_session, job_id, now=T0 + 4 * 60 * MIN)
+    assert item.amount_micros == expected
+    assert item.note == "30 GB → 50 GB × $0.07/GB/month, 3 started hour(s) on the EU-RO-1 volume"
     # Without the resize the job would have paid 3 hours of 30 GB; a later job pays 50 GB throughout.
     assert expected > volume_cost_micros(30, 3)
     month = volumes_month_cost(db_session, "2026-11", now=T0 + 4 * 60 * MIN)
@@ -213,9 +263,9 @@ def test_closing_costs_writes_final_items_once_and_they_are_authoritative(db_ses
     item = close_pod_cost(db_session, gpu)
     assert item is not None and (item.kind, item.amount_micros, item.final) == (CostKind.GPU_POD, 690_000, True)
     assert close_pod_cost(db_session, gpu) is item
-    volume_item = close_volume_cost(db_session, job_id, now=T0 + 2 * 60 * MIN)
-    assert volume_item is not None and volume_item.amount_micros == 2_916  # 1 hour of 30 GB
-    assert close_volume_cost(db_session, job_id, now=T0 + 9 * 60 * MIN) is volume_item
+    (volume_item,) = close_volume_cost(db_session, job_id, now=T0 + 2 * 60 * MIN)
+    assert volume_item.amount_micros == 2_916  # 1 hour of 30 GB
+    assert close_volume_cost(db_session, job_id, now=T0 + 9 * 60 * MIN) == [volume_item]
 
     gpu.cost_per_hr_micros = 1  # a later change to the pod row does not rewrite history
     assert job_cost(db_session, job_id, now=T0 + 9 * 60 * MIN) == live_view
