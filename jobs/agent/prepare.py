@@ -19,6 +19,7 @@ from .context import Context, Interrupted, StageFailed, file_lock, run_logged
 from .fsutil import atomic_write, dataset_files, fsync_dir, reset_dir, sha256_file, write_if_changed
 from .manifest import ModelFile, Tokenizer
 from .net import HttpFailure, Stopped
+from .prune import run_prune
 from .report import Reporter
 from .venvcheck import interpreter_problem
 
@@ -497,6 +498,7 @@ def run_prepare(ctx: Context, rep: Reporter) -> bool:
     rep.phase("building_env", publish=False)
     prep = Prepare(ctx, rep)
     try:
+        run_prune(ctx, rep)  # what `lorabot volumes prune` marked on this volume goes first (agent/prune.py)
         prep.run()
     except StageFailed as exc:
         rep.fail(exc.kind, exc.message)
