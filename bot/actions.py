@@ -421,6 +421,12 @@ async def cancel_job(bot: LorabotBot, job_id: int, user: discord.abc.User) -> st
     if refusal:
         raise Refused(refusal)
     if facts.status.is_terminal():
+        from bot.trying import cancel_finished
+
+        # A finished job may still have a test window or /try pods up: /cancel stops those.
+        stopped = await cancel_finished(bot, job_id, user.name)
+        if stopped is not None:
+            return stopped
         raise Refused(f"`j{job_id}` already ended ({facts.status.value}); nothing to cancel.")
     job = await bot.runtime.orchestrator.cancel(job_id, by=user.name)
     bot.notifier.wake()

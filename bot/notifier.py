@@ -176,6 +176,12 @@ class Notifier:
             return None
         if notice.kind is NoticeKind.CONTACT_SHEET:
             return await results.refresh_sheets(self.bot, notice.id, notice.job_id, thread)
+        if notice.kind in (NoticeKind.TRY_RESULT, NoticeKind.TEST_WINDOW):
+            # /try's grid, and the test window's line (edited in place): bot/trying.py.
+            from bot import trying
+
+            limit = results.attachment_limit(self.bot, thread)
+            return await trying.deliver(self.bot, notice.id, notice.kind, notice.job_id, notice.payload, thread, limit)
         if notice.kind is NoticeKind.PICKED:
             # The summary first (an edit, safe to repeat), then the line that says who picked what.
             await results.refresh_final_message(self.bot, notice.job_id, thread)

@@ -307,7 +307,8 @@ async def lorabot_pods(cloud: AsyncCloud, sessions: sessionmaker[Session]) -> li
     for pod in sorted(await cloud.list_pods("lorabot-"), key=lambda p: p.name):
         parsed = parse_pod_name(pod.name)
         with session_scope(sessions) as s:
-            owned = owned_by_live_job(s, pod)
+            # now: a finished job's /try or test-window pod is its job's only while kept (the reaper's own rule)
+            owned = owned_by_live_job(s, pod, dt.datetime.now(dt.UTC))
         lines.append(PodLine(pod, job_public_id(parsed.job_id) if parsed else None, owned))
     return lines
 

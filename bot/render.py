@@ -175,6 +175,9 @@ def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
             ("CPU pod", cost.cpu_pod_micros),
             ("GPU pod", cost.gpu_pod_micros),
         ]
+        if cost.try_micros:
+            # /try pods and the test window: GPU time after training (jobs/trying.py), a line of its own.
+            rows.append(("Try / window", cost.try_micros))
         if cost.storage_micros:
             rows.append(("Storage", cost.storage_micros))
         total, live, disk = cost.total_micros, cost.live, cost.disk_micros
@@ -184,6 +187,8 @@ def cost_table(cost: CostBreakdown | Mapping[str, Any]) -> str:
             ("CPU pod", int(cost.get("cpu_pod_micros") or 0)),
             ("GPU pod", int(cost.get("gpu_pod_micros") or 0)),
         ]
+        if cost.get("try_micros"):
+            rows.append(("Try / window", int(cost.get("try_micros") or 0)))
         total, live = int(cost.get("total_micros") or sum(v for _, v in rows)), bool(cost.get("live"))
         disk = int(cost.get("disk_micros") or 0)
     rows.append(("Total" + (" so far" if live else ""), total))

@@ -161,6 +161,12 @@ class LimitsSettings(_Section):
     monthly_budget_user_usd: Decimal = Decimal("10")
     monthly_budget_team_usd: Decimal = Decimal("50")
     job_wall_time_h: Decimal = Decimal("6")
+    # /try and the test window (issue 15). Minutes the training GPU pod stays up after training to answer /try in
+    # seconds (LORABOT_TEST_WINDOW_MIN; 0 = no window); a /train may ask for 0..test_window_max_min instead.
+    test_window_min: int = Field(default=0, ge=0, le=24 * 60)
+    test_window_max_min: int = Field(default=60, ge=0, le=24 * 60)
+    # A /try pod stays this long after its last request, so the next /try on the job shares it (LORABOT_TRY_LINGER_S).
+    try_linger_s: int = Field(default=300, ge=0, le=3600)
 
 
 class FetchSettings(_Section):

@@ -51,6 +51,7 @@ from jobs.prices import built_in_table
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, tokenizer_manifest
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
+from jobs.trying import Tries, try_manifest_key
 from storage.artifacts import ArtifactStoreError
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod, Volume
@@ -73,6 +74,7 @@ from storage.transitions import (
     record_pod_intent,
     transition,
 )
+from storage.tries import pod_kept
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,13 @@ class OrchestratorConfig:
     hub_endpoint: str = HUB_ENDPOINT
     # A CPU-stage job checks its data center's GPU stock this often (one catalog call), to move before it is too late.
     stock_check_s: int = 60
+    # /try (jobs/trying.py): the test window's default and largest length (minutes; 0 = none), how long a /try pod
+    # idles for the next request, how long an estimate may wait for Confirm, and how often the window's line is redrawn.
+    test_window_min: int = 0
+    test_window_max_min: int = 60
+    try_linger_s: int = 300
+    try_confirm_s: int = 900
+    window_refresh_s: int = 60
 
     @property
     def placement_data_centers(self) -> tuple[str, ...]:
@@ -222,6 +231,9 @@ class OrchestratorConfig:
             user_budget_micros=micros(settings.limits.monthly_budget_user_usd),
             team_budget_micros=micros(settings.limits.monthly_budget_team_usd),
             url_lifetime_s=settings.s3.link_lifetime_s,
+            test_window_min=settings.limits.test_window_min,
+            test_window_max_min=settings.limits.test_window_max_min,
+            try_linger_s=settings.limits.try_linger_s,
         )
 
 
@@ -277,6 +289,8 @@ class Orchestrator:
         self._stock_checked: dict[int, dt.datetime] = {}
         # The CPU pod's hourly price from RunPod's catalog, read once (placement prices a cold CPU stage with it).
         self._cpu_hourly_micros: int | None = None
+        # /try and the test window on finished jobs (jobs/trying.py), advanced by the same tick.
+        self.tries = Tries(self)
 
     # -- the tick ----------------------------------------------------------------------------------------------
 
@@ -327,6 +341,11 @@ class Orchestrator:
                 except Exception as exc:  # one bad job must not stop the others
                     log.exception("job j%s: unexpected error", job_id)
                     report.errors.append(f"j{job_id}: {type(exc).__name__}: {exc}")
+            try:
+                await self.tries.tick()
+            except Exception as exc:  # /try must never stop the jobs' tick
+                log.exception("/try tick failed")
+                report.errors.append(f"try: {type(exc).__name__}: {exc}")
             await self._clean_up_finished()
             # RunPod's own bill for pods of finished jobs, kept beside the ledger (never raises on RunPod's errors).
             await billing_sync.sync_finished_jobs(self.sessions, self.cloud, self.clock)
@@ -670,13 +689,20 @@ class Orchestrator:
                 "the final LoRA in the store does not match the sha256 the pod reported",
             )
             return
-        await self._terminate_job_pods(job_id)
+        # The test window (jobs/trying.py): the training pod stays up, serving /try, when the job has one.
+        with session_scope(self.sessions) as s:
+            wanted = self.tries.window_minutes(_require_job(s, job_id)) > 0
+            keep = gpu if wanted and gpu is not None and gpu.status is not PodStatus.TERMINATED else None
+        await self._terminate_job_pods(job_id, keep=keep)
         now = self.clock()
         with session_scope(self.sessions) as s:
-            if any(p.status is not PodStatus.TERMINATED for p in list_pods_for_job(s, job_id)):
+            pods = [p for p in list_pods_for_job(s, job_id) if keep is None or p.id != keep.id]
+            if any(p.status is not PodStatus.TERMINATED for p in pods):
                 return  # a terminate failed: the next tick repeats it
         self._close_costs(job_id)
         with session_scope(self.sessions) as s:
+            if keep is not None:
+                self.tries.open_window(s, job_id, keep, now)
             epochs = [
                 {
                     "epoch": e["epoch"],
@@ -1185,7 +1211,7 @@ class Orchestrator:
         if self._balance_blocked():
             raise CloudTransientError("waiting for the RunPod balance to be topped up before creating a pod")
         make_request = lambda: self._pod_request(job_id, role, pod.name, offer, volume, plan)  # noqa: E731
-        if role is PodRole.GPU:
+        if role is not PodRole.CPU:
             return await self.pods.create(pod, make_request)
         try:
             # The CPU pod has no fallback: a refusal keeps its row open and the next tick asks again.
@@ -1206,10 +1232,12 @@ class Orchestrator:
         self, job_id: int, role: PodRole, name: str, offer: GpuOffer | None, volume: Volume, plan: JobPlan
     ) -> PodRequest:
         keys = JobKeys(f"j{job_id}", plan.output_name)
+        # A /try pod serves from its own manifest (the training one with stages ["serve"], jobs/trying.py).
+        manifest_key = try_manifest_key(job_id) if role is PodRole.TRY else keys.manifest
         env = {
             "LORABOT_AGENT_URL": self.store.presign_get(agent_key(self._agent_sha), self.config.url_lifetime_s),
-            "LORABOT_MANIFEST_URL": self.store.presign_get(keys.manifest, self.config.url_lifetime_s),
-            "LORABOT_STAGE": "prepare" if role is PodRole.CPU else "train",
+            "LORABOT_MANIFEST_URL": self.store.presign_get(manifest_key, self.config.url_lifetime_s),
+            "LORABOT_STAGE": {PodRole.CPU: "prepare", PodRole.GPU: "train", PodRole.TRY: "serve"}[role],
             "LORABOT_VOLUME": self.config.volume_mount_path,
             **dict(self.config.pod_env),
         }
@@ -1231,19 +1259,25 @@ class Orchestrator:
             cpu_vcpu_count=self.config.cpu_vcpus,
         )
 
-    async def _terminate_job_pods(self, job_id: int) -> None:
+    async def _terminate_job_pods(self, job_id: int, *, keep: Pod | None = None) -> None:
         with session_scope(self.sessions) as s:
-            ids = [p.id for p in list_pods_for_job(s, job_id) if p.status is not PodStatus.TERMINATED]
+            ids = [
+                p.id
+                for p in list_pods_for_job(s, job_id)
+                if p.status is not PodStatus.TERMINATED and (keep is None or p.id != keep.id)
+            ]
         for pod_id in ids:
             await self.pods.terminate(pod_id, reason="job ended")
 
     async def _clean_up_finished(self) -> None:
-        """Pods whose job is already terminal (a terminate that failed last time): terminate them now."""
+        """Pods whose job is already terminal (a terminate that failed last time, a /try pod past its linger, a test
+        window's pod past its end): terminate them now. A finished job's pod is kept while ``pod_kept`` says so."""
+        now = self.clock()
         with session_scope(self.sessions) as s:
             leftovers = [
                 (p.id, p.job_id)
                 for p in list_live_pods(s)
-                if (job := get_job(s, p.job_id)) is not None and job.status.is_terminal()
+                if (job := get_job(s, p.job_id)) is not None and job.status.is_terminal() and not pod_kept(s, p, now)
             ]
         for pod_id, job_id in leftovers:
             try:
@@ -1320,6 +1354,8 @@ class Orchestrator:
             tokenizers=tokenizer_manifest(plan.script, self.config.hub_endpoint),
             captions=caption_manifest(plan.captions, self.config.hub_endpoint) if plan.captions else None,
         )
+        with session_scope(self.sessions) as s:
+            manifest = self.tries.with_serve(manifest, _require_job(s, job_id))
         self.store.put_bytes(JobKeys(f"j{job_id}", plan.output_name).manifest, json.dumps(manifest).encode())
 
     def _read_status(self, job_id: int, plan: JobPlan, stage: str, pod: Pod | None = None) -> dict[str, Any] | None:
@@ -1504,4 +1540,5 @@ def _cost_payload(s: Session, job_id: int, now: dt.datetime) -> dict[str, Any]:
         "disk_micros": cost.disk_micros,
         "total_micros": cost.total_micros,
         "live": cost.live,
+        "try_micros": cost.try_micros,
     }

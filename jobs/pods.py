@@ -36,6 +36,7 @@ from storage.transitions import (
     set_pod_terminate_requested,
     set_pod_terminated,
 )
+from storage.tries import pod_kept
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +71,22 @@ def _billing_start_if_found(pod: Pod) -> dt.datetime:
     return pod.create_requested_at or pod.created_at
 
 
-def owned_by_live_job(s: Session, pod: PodInfo) -> bool:
+def owned_by_live_job(s: Session, pod: PodInfo, now: dt.datetime | None = None) -> bool:
     """The reaper's rule: a `lorabot-*` pod at RunPod belongs to a live job when its name points at a job that has
     not ended and the pod row of that name is still open and is this pod (or has no RunPod id yet: its create's
-    answer was lost). Anything else lorabot named is an orphan. A pod lorabot did not name is never lorabot's."""
+    answer was lost). A finished job's pod (a /try pod, the test window's) is its job's only while
+    ``storage.tries.pod_kept`` says so at ``now``: its request or its window is still open. Anything else lorabot
+    named is an orphan. A pod lorabot did not name is never lorabot's."""
     parsed = parse_pod_name(pod.name)
     if parsed is None:
         return False
     job = get_job(s, parsed.job_id)
     row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
-    return (
-        job is not None
-        and not job.status.is_terminal()
-        and row is not None
-        and row.status is not PodStatus.TERMINATED
-        and row.runpod_pod_id in (None, pod.id)
-    )
+    if job is None or row is None or row.status is PodStatus.TERMINATED or row.runpod_pod_id not in (None, pod.id):
+        return False
+    if not job.status.is_terminal():
+        return True
+    return now is not None and pod_kept(s, row, now)
 
 
 class PodKeeper:
@@ -235,7 +236,7 @@ class PodKeeper:
             with session_scope(self.sessions) as s:
                 job = get_job(s, parsed.job_id)
                 row = s.execute(select(Pod).where(Pod.name == pod.name)).scalar_one_or_none()
-                owned = owned_by_live_job(s, pod)
+                owned = owned_by_live_job(s, pod, now)
             if owned:
                 continue
             ended = await self._terminate_call(pod.id)

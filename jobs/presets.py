@@ -191,6 +191,7 @@ _OPTIONAL_FIELDS = frozenset(
         "caption_general_threshold",
         "caption_character_threshold",
         "caption_undesired_tags",
+        "test_window_min",
     }
 )
 
@@ -213,6 +214,7 @@ _USER_FIELDS = (
     "sample_every_n_epochs",
     "seed",
     "gpu",
+    "test_window_min",
 )
 
 

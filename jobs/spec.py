@@ -62,6 +62,8 @@ class UserOptions:
     extra_options: Mapping[str, ExtraValue] = field(default_factory=dict)
     # Auto-captioning mode (jobs/captions.py); None = "keep".
     captions: CaptionMode | None = None
+    # Minutes the GPU pod stays up after training for /try (None = the operator's limits.test_window_min).
+    test_window_min: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class TrainSpec:
     caption_undesired_tags: tuple[str, ...] = ()
     # Things the user needs at inference time that training ignores (e.g. SDXL's clip_skip).
     inference_notes: tuple[str, ...] = ()
+    # The test window the user asked for at /train (minutes; None = the operator's default). Training ignores it.
+    test_window_min: int | None = None
 
 
 SPEC_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainSpec))

@@ -12,10 +12,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import false, or_, select, update
 from sqlalchemy.orm import Session
 
-from jobs.states import TRY_TRANSITIONS, TryStatus, try_sources
+from jobs.states import TRY_TRANSITIONS, PodRole, TryStatus, try_sources
 from storage.models import Pod, TestWindow, TryRequest
 
 MAX_ERROR_CHARS = 500
@@ -188,9 +188,15 @@ def pod_kept(session: Session, pod: Pod, now: dt.datetime) -> bool:
     /try pod lingering for the next request), or serving an open /try request. The clean-up and the reaper ask this."""
     if pod.keep_until is not None and now < pod.keep_until:
         return True
+    # A confirmed request has no pod yet while its /try pod is being created: that pod is legitimate too.
+    waiting = TryRequest.pod_id.is_(None) if pod.role is PodRole.TRY else false()
     open_on_it = session.execute(
         select(TryRequest.id)
-        .where(TryRequest.pod_id == pod.id, TryRequest.status.in_([TryStatus.CONFIRMED, TryStatus.RUNNING]))
+        .where(
+            TryRequest.job_id == pod.job_id,
+            or_(TryRequest.pod_id == pod.id, waiting),
+            TryRequest.status.in_([TryStatus.CONFIRMED, TryStatus.RUNNING]),
+        )
         .limit(1)
     ).first()
     return open_on_it is not None

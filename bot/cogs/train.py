@@ -103,6 +103,7 @@ class Train(commands.Cog):
         gpu="GPU (e.g. 4090, 3090); every GPU pod runs in RunPod's Secure Cloud",
         dry_run="only show the plan; no buttons, nothing is queued",
         captions="keep: your captions, images without one are tagged; auto: tag every image; off: no tagging",
+        test_window="minutes the GPU pod stays up after training so /try answers in seconds (0 = none)",
     )
     @app_commands.choices(
         preset=[app_commands.Choice(name=p, value=p) for p in _PRESETS[:25]],
@@ -133,6 +134,7 @@ class Train(commands.Cog):
         gpu: app_commands.Range[str, 1, 64] | None = None,
         dry_run: bool = False,
         captions: str | None = None,
+        test_window: app_commands.Range[int, 0, 24 * 60] | None = None,
     ) -> None:
         # Refusals that need no I/O are answered at once, privately.
         if interaction.guild is None:
@@ -141,6 +143,12 @@ class Train(commands.Cog):
         refusal = train_refusal(role_names(interaction.user), self.bot.settings.discord) or source_refusal(
             dataset, dataset_url, dataset_from
         )
+        largest = self.bot.settings.limits.test_window_max_min
+        if refusal is None and test_window is not None and test_window > largest:
+            refusal = (
+                f"test_window is {test_window} minutes; this server allows at most {largest} "
+                "(limits.test_window_max_min). Nothing was planned."
+            )
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
@@ -168,6 +176,7 @@ class Train(commands.Cog):
                 gpu=gpu,
                 extra_options=extra,
                 captions=caption_mode(captions),
+                test_window_min=test_window,
             )
             # Live RunPod prices (at most a few minutes old) for the estimate; the built-in table if RunPod fails.
             await self.bot.runtime.planner.prices.refresh()

@@ -45,7 +45,8 @@ def pod_costs(world: LorabotWorld, job_id: int) -> tuple[int, int]:
         cost = ledger.job_cost(s, job_id, now=world.now())
         assert not cost.live, "a finished job's cost must be closed"
     billed = sum(sum(record_total(r) for r in records) for records in runpod_bills(world, job_id).values())
-    return cost.cpu_pod_micros + cost.gpu_pod_micros, billed
+    # Every pod line: CPU, GPU and /try (a test window's pod is one RunPod pod split over the GPU and try lines).
+    return cost.pods_micros, billed
 
 
 def record_total(record: BillingRecord) -> int:
