@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jobs.tryplan import requests_key
 from storage.artifacts import dataset_key
 
 MANIFEST_VERSION = 1
@@ -188,3 +189,35 @@ def build_manifest(
         manifest["captions"] = captions
         manifest["uploads"]["captions"] = put(keys.captioned_dataset)
     return manifest
+
+
+# --- /try (docs/CONTRACTS.md "Try requests") ----------------------------------------------------------------------
+
+SERVE_STAGE = "serve"
+
+
+def add_serve(manifest: dict[str, Any], *, store: Presigner, expires_s: int, poll_s: float = 5.0) -> dict[str, Any]:
+    """A copy of a `build_manifest` manifest whose pod serves /try after training (the test window): the `serve`
+    section (the requests document's GET URL, how often to poll) and the serve stage's status, history and log."""
+    copied: dict[str, Any] = json.loads(json.dumps(manifest))
+    keys = JobKeys(copied["job_id"], copied["output_name"])
+    copied["serve"] = {"requests_url": store.presign_get(requests_key(keys.job_id), expires_s), "poll_s": poll_s}
+    uploads = copied["uploads"]
+    for kind, key in (("status", keys.status), ("history", keys.history), ("log", keys.log)):
+        uploads.setdefault(kind, {})[SERVE_STAGE] = store.presign_put(key(SERVE_STAGE), expires_s)
+    return copied
+
+
+def try_pod_manifest(
+    manifest: dict[str, Any], *, store: Presigner, expires_s: int, poll_s: float = 5.0
+) -> dict[str, Any]:
+    """The manifest of a TRY pod (`stages: ["serve"]`) from the job's `build_manifest` manifest: the same env,
+    model, tokenizers and launcher, and no upload URL but the serve stage's own, so a TRY pod can never overwrite
+    a training output."""
+    served = add_serve(manifest, store=store, expires_s=expires_s, poll_s=poll_s)
+    served["stages"] = [SERVE_STAGE]
+    served.pop("captions", None)
+    served["uploads"] = {
+        kind: {SERVE_STAGE: served["uploads"][kind][SERVE_STAGE]} for kind in ("status", "history", "log")
+    }
+    return served

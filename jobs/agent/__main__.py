@@ -1,4 +1,4 @@
-"""Entry point of the pod agent: `python3 agent.pyz prepare|train` (or `python -m jobs.agent ...`).
+"""Entry point of the pod agent: `python3 agent.pyz prepare|train|serve` (or `python -m jobs.agent ...`).
 
 Stdlib only and Python 3.10+: it runs in RunPod's stock images. Everything it needs comes from the environment
 (docs/CONTRACTS.md "Pod environment") and the manifest behind LORABOT_MANIFEST_URL.
@@ -26,9 +26,10 @@ from .net import Http, HttpFailure, Stopped
 from .prepare import run_prepare
 from .redact import Redactor
 from .report import Reporter
+from .serve import run_serve
 from .train import run_train
 
-USAGE = "usage: python3 agent.pyz prepare|train"
+USAGE = "usage: python3 agent.pyz prepare|train|serve"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 143
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     env = dict(os.environ)
     redact = Redactor(env)
-    if len(args) != 1 or args[0] not in ("prepare", "train"):
+    if len(args) != 1 or args[0] not in ("prepare", "train", "serve"):
         return _fatal(USAGE, redact)
     stage = args[0]
     stop = StopFlag()
@@ -86,7 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         rep.status["error"] = restarted
         return rep
 
+    def serve(after_train: bool) -> int:
+        """/try's serve stage (agent/serve.py): runs until SIGTERM, or fails when the pod cannot serve."""
+        rep = reporter("serve")
+        if after_train:
+            rep.status["error"] = None  # the train stage's crash note is not the serve stage's
+        phase = _guarded(rep, "serve", lambda: run_serve(ctx, rep, boots, after_train=after_train))
+        return EXIT_INTERRUPTED if phase == "interrupted" else EXIT_FAILED
+
+    if stage == "serve" and manifest.serve is None:
+        return _fatal("the serve stage needs a manifest with a serve section", redact)
     finished = finished_here(layout, stage, ctx.pod_id)
+    if finished is not None and stage == "train" and finished["phase"] == "succeeded" and manifest.serve is not None:
+        # A restart of a test-window pod: training is done, the window is still open.
+        reporter("train").log(f"boot {boots}: this pod already finished the train stage; serving /try")
+        return serve(after_train=True)
     if finished is not None:
         rep = reporter(stage)
         rep.status.update({k: v for k, v in finished.items() if k not in ("seq", "boots")})
@@ -94,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         rep.publish()  # the last status again, in case its upload was lost
         idle(stop)
         return EXIT_OK if finished["phase"] != "failed" else EXIT_FAILED
+    if stage == "serve":
+        return serve(after_train=False)
 
     if stage == "prepare" or "prepare" in manifest.stages:
         rep = reporter("prepare")
@@ -106,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"ready": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)
     rep = reporter("train")
     phase = _guarded(rep, "train", lambda: run_train(ctx, rep))
+    if phase == "succeeded" and manifest.serve is not None:
+        return serve(after_train=True)  # the test window: this warm pod answers /try instead of idling
     return {"succeeded": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(phase, EXIT_FAILED)
 
 

@@ -17,8 +17,9 @@ from .fsutil import atomic_write
 from .lifecycle import StopFlag
 from .manifest import Layout
 
-# Phases after which a stage on this pod has nothing left to do (prepare ends `ready`, train `succeeded`).
-FINISHED_PHASES = {"prepare": ("ready", "failed"), "train": ("succeeded", "failed")}
+# Phases after which a stage on this pod has nothing left to do (prepare ends `ready`, train `succeeded`; serve
+# only ends by failing: a pod that cannot serve idles, one that serves goes on until terminated).
+FINISHED_PHASES = {"prepare": ("ready", "failed"), "train": ("succeeded", "failed"), "serve": ("failed",)}
 # Real seconds between two looks at the stop flag while idling.
 IDLE_SLICE_S = 1.0
 # How much of the previous boot's log a crash note quotes: its last line (a step's own words, like the OOM killer's,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .captions import CaptionSpec, parse_caption_spec
+from .serve_spec import ServeSpec, parse_serve_spec
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -135,6 +136,8 @@ class Manifest:
     trainer_silence_s: float = 1200.0
     # Auto-captioning on the prepare stage (agent/captions.py); None = train on the dataset as it is.
     captions: CaptionSpec | None = None
+    # /try: the serve stage's requests (agent/serve.py); on a training manifest, served after a successful train.
+    serve: ServeSpec | None = None
 
     def upload_url(self, *path: str) -> str | None:
         """uploads[path...] or None: a missing URL means the bot does not want that file."""
@@ -255,8 +258,12 @@ def parse_manifest(body: bytes) -> Manifest:
         if name in ENV_DIR_NAMES:
             raise ManifestError(f"manifest env.files name {name!r} is taken by the environment's own {name}")
     stages = data.get("stages", ["train"])
-    if not isinstance(stages, list) or not set(stages) <= {"prepare", "train"}:
-        raise ManifestError(f"manifest stages must be a list of 'prepare'/'train', got {stages!r}")
+    if not isinstance(stages, list) or not set(stages) <= {"prepare", "train", "serve"}:
+        raise ManifestError(f"manifest stages must be a list of 'prepare'/'train'/'serve', got {stages!r}")
+    try:
+        serve = parse_serve_spec(data.get("serve"), stages)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     dataset_sha = _require(dataset, "sha256", str, "dataset.").lower()
     if not SHA256.match(dataset_sha):
         raise ManifestError("manifest dataset.sha256 must be 64 hex digits")
@@ -323,6 +330,7 @@ def parse_manifest(body: bytes) -> Manifest:
         ready_timeout_s=float(timeout),
         trainer_silence_s=_positive_seconds(data.get("trainer_silence_s", 1200), "trainer_silence_s"),
         captions=captions,
+        serve=serve,
     )
 
 

@@ -59,6 +59,70 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def sdscripts_env(ctx: Context) -> dict[str, str]:
+    """The environment sd-scripts runs in on a GPU pod: the trainer, and /try's generation scripts."""
+    env = ctx.child_env()
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = TRAINER_COLUMNS
+    # bitsandbytes (0.49.1, the recipe's) runs `pip list | grep habana-torch-plugin` when imported, and pip then
+    # asks pypi.org whether it is outdated: a network request on GPU time, on every trainer start, found by the
+    # real-trainer tier's network guard. Without the version check `pip list` reads only the disk.
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    # Nothing is fetched on GPU time: the CPU stage put the tokenizers on the volume (`--tokenizer_cache_dir`),
+    # so the Hub is offline for the trainer and a missing file fails at once instead of downloading.
+    env.update(HF_HOME=str(ctx.layout.hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env
+
+
+def check_gpu(ctx: Context, rep: Reporter, log_path: Path, work: str) -> None:
+    """The first step on a GPU pod (before `work`: training, or /try's serving), three distinct failures with their
+    cause:
+    `env_mismatch`: the venv's interpreter is missing here or another Python than the one that built it (or than
+    the recipe records): another pod of the same image would fail the same way;
+    `env_broken`: the recipe's check exits with anything but 0 or 3 (torch does not import: its last line says
+    why): the cached environment must be rebuilt;
+    `no_gpu`: the check exits 3 (torch imports, CUDA is not available): this pod's fault."""
+    clock = ctx.clock
+    started = clock.now()
+    rep.step("gpu_check", state="running")
+    rep.phase("checking_gpu")
+    if not ctx.layout.env_complete.is_file():
+        raise StageFailed("env_build", f"the environment {ctx.manifest.recipe_hash} is not complete on the volume")
+    problem = interpreter_problem(ctx.layout.venv, ctx.manifest.env_python_version, ctx.child_env())
+    if problem is not None:
+        raise StageFailed("env_mismatch", f"{problem}; {work} was not started")
+    with open(log_path, "ab") as log:
+        log_offset = log.tell()
+    code = run_logged(ctx.layout.expand_argv(ctx.manifest.gpu_check), log_path, ctx.stop, ctx.child_env())
+    said = _last_line_since(log_path, log_offset)
+    if code == GPU_CHECK_NO_CUDA:
+        raise StageFailed(
+            "no_gpu",
+            "torch imports but does not see a CUDA GPU on this pod"
+            + (f" ({said})" if said else "")
+            + f", so {work} was not started",
+        )
+    if code != 0:
+        raise StageFailed(
+            "env_broken",
+            f"the GPU check exited with code {code}: "
+            + (said or "it printed nothing")
+            + f"; the environment {ctx.manifest.recipe_hash} on the volume is broken and must be rebuilt",
+        )
+    if said:
+        rep.log(f"GPU check: {said}")
+    rep.step("gpu_check", state="done", seconds=round(clock.now() - started, 3))
+
+
+def _last_line_since(log_path: Path, offset: int) -> str:
+    """The last non-empty line the check wrote to the log (a traceback's last line is its exception)."""
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        text = log.read()[-8192:].decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
 class Train:
     def __init__(self, ctx: Context, rep: Reporter) -> None:
         self.ctx = ctx
@@ -102,50 +166,7 @@ class Train:
         self.rep.log("READY found")
 
     def check_gpu(self) -> None:
-        """The first step on the GPU pod, three distinct failures with their cause:
-        `env_mismatch`: the venv's interpreter is missing here or another Python than the one that built it (or than
-        the recipe records): another pod of the same image would fail the same way;
-        `env_broken`: the recipe's check exits with anything but 0 or 3 (torch does not import: its last line says
-        why): the cached environment must be rebuilt;
-        `no_gpu`: the check exits 3 (torch imports, CUDA is not available): this pod's fault."""
-        clock = self.ctx.clock
-        started = clock.now()
-        self.rep.step("gpu_check", state="running")
-        self.rep.phase("checking_gpu")
-        if not self.layout.env_complete.is_file():
-            raise StageFailed("env_build", f"the environment {self.m.recipe_hash} is not complete on the volume")
-        problem = interpreter_problem(self.layout.venv, self.m.env_python_version, self.ctx.child_env())
-        if problem is not None:
-            raise StageFailed("env_mismatch", f"{problem}; training was not started")
-        with open(self.log_path, "ab") as log:
-            log_offset = log.tell()
-        code = run_logged(self.layout.expand_argv(self.m.gpu_check), self.log_path, self.ctx.stop, self.ctx.child_env())
-        said = self._last_line_since(log_offset)
-        if code == GPU_CHECK_NO_CUDA:
-            raise StageFailed(
-                "no_gpu",
-                "torch imports but does not see a CUDA GPU on this pod"
-                + (f" ({said})" if said else "")
-                + ", so training was not started",
-            )
-        if code != 0:
-            raise StageFailed(
-                "env_broken",
-                f"the GPU check exited with code {code}: "
-                + (said or "it printed nothing")
-                + f"; the environment {self.m.recipe_hash} on the volume is broken and must be rebuilt",
-            )
-        if said:
-            self.rep.log(f"GPU check: {said}")
-        self.rep.step("gpu_check", state="done", seconds=round(clock.now() - started, 3))
-
-    def _last_line_since(self, offset: int) -> str:
-        """The last non-empty line the check wrote to the log (a traceback's last line is its exception)."""
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            text = log.read()[-8192:].decode("utf-8", "replace")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1][:500] if lines else ""
+        check_gpu(self.ctx, self.rep, self.log_path, "training")
 
     # --- the trainer ------------------------------------------------------------------------------------------
     def launch(self) -> None:
@@ -165,16 +186,7 @@ class Train:
         attempt = len(list(layout.logs_dir.glob("trainer-*.log"))) + 1
         self.trainer_log = layout.logs_dir / f"trainer-{attempt}.log"
         layout.output_dir.mkdir(parents=True, exist_ok=True)
-        env = self.ctx.child_env()
-        env["PYTHONUNBUFFERED"] = "1"
-        env["COLUMNS"] = TRAINER_COLUMNS
-        # bitsandbytes (0.49.1, the recipe's) runs `pip list | grep habana-torch-plugin` when imported, and pip then
-        # asks pypi.org whether it is outdated: a network request on GPU time, on every trainer start, found by the
-        # real-trainer tier's network guard. Without the version check `pip list` reads only the disk.
-        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        # Nothing is fetched on GPU time: the CPU stage put the tokenizers on the volume (`--tokenizer_cache_dir`),
-        # so the Hub is offline for the trainer and a missing file fails at once instead of downloading.
-        env.update(HF_HOME=str(layout.hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env = sdscripts_env(self.ctx)
         self.rep.log(f"starting the trainer: {' '.join(argv)}")
         with open(self.trainer_log, "ab") as out:
             self.proc = subprocess.Popen(
