@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "volumes", help="list the Network Volumes (one per data center), their cache and this month's cost"
     )
     volumes.add_argument(
-        "action", nargs="?", choices=("prune",), help="prune: forget stale cache entries (never one a live job uses)"
+        "action",
+        nargs="?",
+        choices=("prune",),
+        help="prune: mark stale cache entries for deletion by the next CPU stage (never one a live job uses)",
     )
     volumes.add_argument("--yes", action="store_true", help="prune without asking (needed without a terminal)")
     for ops in (doctor, pods, reap, volumes):

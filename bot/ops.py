@@ -1,6 +1,7 @@
 """Operator tools: `lorabot doctor` (is this deployment ready for its first job?), `lorabot pods` (lorabot's pods at
 RunPod and who owns them), `lorabot reap` (terminate the ones no live job owns) and `lorabot volumes` (the volumes, one
-per data center, their cache and their month; `prune` forgets stale cache entries).
+per data center, their cache and their month; `prune` marks stale cache entries for deletion by the next CPU
+stage on the volume).
 
 The domain does the work (the cloud client, `jobs.pods`' reaper and its ownership rule, the artifact store); this
 module only asks and words the answers for a terminal. No line it prints carries a secret: every line goes through
@@ -460,7 +461,8 @@ def reap_command(settings: Settings, *, yes: bool, stdin: TextIO | None = None) 
 
 
 def render_volumes(lines: Sequence[VolumeLine], month: str) -> str:
-    """Each volume (one per data center) with its cache; a stale entry says so, one a live job uses says that."""
+    """Each volume (one per data center) with its cache; a stale entry says so, one a live job uses says that, one
+    marked for deletion says since when; then what CPU stages deleted for prune (or kept, and why)."""
     from jobs.ledger import format_usd
 
     if not lines:
@@ -476,17 +478,34 @@ def render_volumes(lines: Sequence[VolumeLine], month: str) -> str:
         for cache in line.cache:
             used = f"last job {cache.last_used_at:%Y-%m-%d}" if cache.last_used_at else "no job recorded"
             state = "in use by a live job" if cache.in_use else "stale" if cache.stale else "current"
+            if cache.prune_requested_at is not None:
+                state += f", pending deletion (marked {cache.prune_requested_at:%Y-%m-%d %H:%M} UTC)"
             out.append(f"  {cache.kind.value:<8}{cache.key}  ready {cache.ready_at:%Y-%m-%d}, {used}: {state}\n")
+        for freed in line.freed:
+            done = f"kept: {freed.refused}" if freed.refused else f"deleted, {_size(freed.freed_bytes)} freed"
+            out.append(f"  {freed.at:%Y-%m-%d %H:%M} {freed.job}'s CPU stage: {freed.kind} {freed.key} {done}\n")
     return "".join(out)
 
 
+def _size(count: int) -> str:
+    """Bytes as people read them (decimal units, as RunPod sizes volumes)."""
+    if count < 1000:
+        return f"{count:,} bytes"
+    value = count / 1000
+    for unit in ("kB", "MB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:,.1f} GB"
+
+
 def volumes_command(settings: Settings, *, prune: bool, yes: bool, stdin: TextIO | None = None) -> int:
-    """`lorabot volumes` lists; `lorabot volumes prune` forgets the stale cache entries (jobs.volumes says what
-    that does and does not do), after a confirmation or with `--yes`."""
+    """`lorabot volumes` lists; `lorabot volumes prune` marks the stale cache entries for deletion by the next CPU
+    stage on their volume (jobs.volumes says how, and what it does not do), after a confirmation or with `--yes`."""
     from jobs.ledger import month_of
     from jobs.manifest import recipe_hash
     from jobs.recipe import runpod_recipe
-    from jobs.volumes import PRUNE_NOTE, forget_stale, list_volume_lines
+    from jobs.volumes import PRUNE_NOTE, list_volume_lines, mark_stale
     from storage.db import make_engine, make_session_factory, migrate, session_scope
 
     stdin = sys.stdin if stdin is None else stdin
@@ -507,19 +526,25 @@ def volumes_command(settings: Settings, *, prune: bool, yes: bool, stdin: TextIO
     print(render_volumes(lines, month), end="")
     if not prune:
         return EXIT_OK
-    stale = sum(len(line.stale) for line in lines)
+    stale = sum(1 for line in lines for cache in line.stale if cache.prune_requested_at is None)
     if not stale:
-        print("nothing stale to prune\n", end="")
+        pending = sum(len(line.pending) for line in lines)
+        print(f"nothing stale to prune{f' ({pending} already pending deletion)' if pending else ''}\n", end="")
         return EXIT_OK
     print(f"{PRUNE_NOTE}.\n", end="")
     if not yes:
-        print(f"Forget these {stale} stale cache entr{'y' if stale == 1 else 'ies'}? [y/N] ", end="", flush=True)
+        question = f"Mark these {stale} stale cache entr{'y' if stale == 1 else 'ies'} for deletion? [y/N] "
+        print(question, end="", flush=True)
         if stdin.readline().strip().lower() not in ("y", "yes"):
-            print("nothing forgotten\n", end="")
+            print("nothing marked\n", end="")
             return EXIT_PROBLEMS
     with session_scope(sessions) as s:
-        forgotten = forget_stale(s, lines)
-    print(f"forgot {forgotten} stale cache entr{'y' if forgotten == 1 else 'ies'}\n", end="")
+        marked = mark_stale(s, lines, now=now)
+    print(
+        f"marked {marked} stale cache entr{'y' if marked == 1 else 'ies'} for deletion: the next CPU stage on "
+        "each volume deletes them first; `lorabot volumes` shows them pending until then, and what was freed\n",
+        end="",
+    )
     return EXIT_OK
 
 

@@ -51,6 +51,7 @@ from jobs.prices import built_in_table
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, tokenizer_manifest
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
+from jobs.volumes import confirm_pruned, prune_in_flight, prune_order
 from jobs.trying import Tries, try_manifest_key
 from storage.artifacts import ArtifactStoreError
 from storage.db import session_scope
@@ -459,6 +460,8 @@ class Orchestrator:
             planned = JobPlan.from_json(_require_job(s, job_id).plan_json)
         placement = await self._place(planned)
         volume = await self._ensure_volume(placement.data_center_id)
+        if self._waits_for_prune(job_id, volume):
+            return
         with session_scope(self.sessions) as s:
             need_gb = JobPlan.from_json(_require_job(s, job_id).plan_json).volume_gb
         if need_gb > volume.size_gb:
@@ -562,6 +565,7 @@ class Orchestrator:
             ready = prepare is not None and prepare.get("phase") == "ready"
             if ready:
                 await self.pods.terminate(cpu.id, reason="the volume is ready")
+                self._confirm_prunes(job_id, cpu, prepare or {})
                 self._store_captions(job_id, plan, prepare or {})
                 self._mark_cache(job_id, plan)
             else:
@@ -1210,6 +1214,8 @@ class Orchestrator:
             raise CloudError(f"job j{job_id} has no volume")
         if self._balance_blocked():
             raise CloudTransientError("waiting for the RunPod balance to be topped up before creating a pod")
+        if role is PodRole.CPU:
+            self._carry_prune_order(job_id, plan, volume.id)
         make_request = lambda: self._pod_request(job_id, role, pod.name, offer, volume, plan)  # noqa: E731
         if role is not PodRole.CPU:
             return await self.pods.create(pod, make_request)
@@ -1325,6 +1331,57 @@ class Orchestrator:
         self._volumes_seen.add(info.id)
         with session_scope(self.sessions) as s:
             return record_volume(s, runpod_volume_id=info.id, data_center_id=dc, size_gb=info.size_gb, now=self.clock())
+
+    # -- prune: stale cache deleted by the next CPU stage on the volume (jobs/volumes.py) --------------------------
+
+    def _waits_for_prune(self, job_id: int, volume: Volume) -> bool:
+        """True while another job's CPU pod on this volume may be deleting something this job uses (marked by
+        `lorabot volumes prune`): the job stays queued until that stage is over, then finds the cache as it is."""
+        with session_scope(self.sessions) as s:
+            job = _require_job(s, job_id)
+            other = prune_in_flight(s, volume.id, job, env_hash=self.env_hash)
+            if other is None:
+                return False
+            add_notice(
+                s,
+                job_id=job_id,
+                kind=NoticeKind.INFO,
+                key=f"j{job_id}:prune_wait:{other}",
+                now=self.clock(),
+                payload={
+                    "text": f"waiting for {other}'s CPU stage on the {volume.data_center_id} volume: it may be "
+                    "deleting stale files this job would use"
+                },
+            )
+        log.info("j%s waits for %s's CPU stage on volume %s (prune)", job_id, other, volume.runpod_volume_id)
+        return True
+
+    def _carry_prune_order(self, job_id: int, plan: JobPlan, volume_id: int) -> None:
+        """Before the CPU pod is asked for: its manifest gets the volume's prune marks (or loses a stale order)."""
+        with session_scope(self.sessions) as s:
+            order = prune_order(s, volume_id, job_id, env_hash=self.env_hash, now=self.clock())
+        key = JobKeys(f"j{job_id}", plan.output_name).manifest
+        raw = self.store.get_bytes(key)
+        if raw is None:
+            return
+        manifest = json.loads(raw)
+        if manifest.get("prune") == order:
+            return
+        if order is None:
+            manifest.pop("prune", None)
+        else:
+            manifest["prune"] = order
+        self.store.put_bytes(key, json.dumps(manifest).encode())
+
+    def _confirm_prunes(self, job_id: int, cpu: Pod, prepare: dict[str, Any]) -> None:
+        if not prepare.get("pruned"):
+            return
+        with session_scope(self.sessions) as s:
+            volume_id = _require_job(s, job_id).volume_id
+            if volume_id is not None:
+                confirm_pruned(
+                    s, volume_id, job_id=job_id, pod_name=cpu.name, pruned=prepare["pruned"], now=self.clock()
+                )
 
     def _ensure_agent_uploaded(self) -> None:
         key = agent_key(self._agent_sha)

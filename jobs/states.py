@@ -196,6 +196,9 @@ class CacheKind(enum.StrEnum):
     ENV = "env"
     MODEL = "model"
     DATASET = "dataset"
+    # Not a thing on the volume: `lorabot volumes prune` asked for another entry of this volume to be deleted (key
+    # ``<kind>:<key>``, ready_at = when); the next CPU stage there deletes it and the bot then forgets both.
+    PRUNE = "prune"
 
 
 def default_notice_kind(target: JobStatus) -> NoticeKind:

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import io
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from bot.cli import main
 from jobs.cloud import AsyncCloud, PodInfo, PodRequest
 from jobs.sandbox.emulator import RunpodEmulator
 from jobs.states import CacheKind, PodRole
+from jobs.volumes import confirm_pruned
 from storage.db import make_engine, make_session_factory, migrate, session_scope
 from storage.queries import mark_cache_ready, record_volume
 from storage.transitions import record_pod_intent, set_pod_created
@@ -365,10 +367,36 @@ def test_volumes_lists_each_data_centers_volume_and_prune_needs_a_terminal_or_ye
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["volumes", "prune"]) == 2
     assert "no terminal to confirm on" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", Terminal("n"))
+    assert main(["volumes", "prune"]) == 1
+    out = capsys.readouterr().out
+    assert "Mark these 1 stale cache entry for deletion? [y/N]" in out and "nothing marked" in out
 
     assert main(["volumes", "prune", "--yes"]) == 0
     out = capsys.readouterr().out
-    assert "US-KS-2  vol-ks  40 GB provisioned" in out and "an-old-recipe" in out and ": stale" in out
-    assert "The files stay on the volume" in out and "forgot 1 stale cache entry" in out
+    assert "US-KS-2  vol-ks  40 GB provisioned" in out and "an-old-recipe" in out and ": stale\n" in out
+    assert "the next CPU stage on that volume deletes their files" in out and "the bill does not go down" in out
+    assert "marked 1 stale cache entry for deletion: the next CPU stage on each volume deletes them first" in out
+    # Pending until a CPU stage deleted it; prune again marks nothing more.
     assert main(["volumes"]) == 0
-    assert "(no cache yet)" in capsys.readouterr().out
+    assert re.search(
+        r"an-old-recipe  ready \S+, no job recorded: stale, pending deletion \(marked \S+ \S+ UTC\)",
+        capsys.readouterr().out,
+    )
+    assert main(["volumes", "prune", "--yes"]) == 0
+    assert "nothing stale to prune (1 already pending deletion)" in capsys.readouterr().out
+
+    # The next CPU stage on the volume deleted it: the entry is gone and the listing says what was freed.
+    with session_scope(account.sessions) as s:
+        job_id = new_job(s)
+        deleted = {
+            "kind": "env",
+            "key": "an-old-recipe",
+            "freed_bytes": 5_123_000_000,
+            "deleted": ["env/an-old-recipe"],
+        }
+        confirm_pruned(s, volume.id, job_id=job_id, pod_name=f"lorabot-j{job_id}-cpu", pruned=[deleted], now=now)
+    assert main(["volumes"]) == 0
+    out = capsys.readouterr().out
+    assert "(no cache yet)" in out
+    assert f"j{job_id}'s CPU stage: env an-old-recipe deleted, 5.1 GB freed" in out

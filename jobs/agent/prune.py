@@ -106,12 +106,14 @@ def lock_for(target: Path) -> Path:
 
 
 def tree_bytes(path: Path) -> int:
-    """Bytes under a file or folder, symlinks counted as themselves (never followed)."""
+    """The files' bytes under a file or folder (apparent sizes, as `du --apparent-size` counts them); a symlink
+    counts as itself, never followed."""
     if not path.is_dir() or path.is_symlink():
         return path.lstat().st_size
     total = 0
     for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
+        links = [name for name in dirs if (Path(root) / name).is_symlink()]
+        for name in [*files, *links]:
             total += (Path(root) / name).lstat().st_size
     return total
 

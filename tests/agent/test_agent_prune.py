@@ -72,10 +72,10 @@ def test_prepare_removes_exactly_the_listed_stale_paths_and_refuses_the_rest(
         (OLD_MODEL_PATHS, []),
         ([f"datasets/{'d' * 64}"], []),
     ]
-    # Folders count as their own entries' sizes too: at least the planted bytes, and the files are gone.
-    assert pruned[("env", "0123456789abcdef")]["freed_bytes"] >= old_env
+    # The files' bytes (apparent sizes), and the files are gone.
+    assert pruned[("env", "0123456789abcdef")]["freed_bytes"] == old_env
     assert pruned[("model", "old.safetensors")]["freed_bytes"] == old_model
-    assert pruned[("dataset", "d" * 64)]["freed_bytes"] >= old_data
+    assert pruned[("dataset", "d" * 64)]["freed_bytes"] == old_data
     # A path already gone counts as deleted, with nothing freed: the bot may forget that entry.
     assert (pruned[("dataset", "gone")]["deleted"], pruned[("dataset", "gone")]["freed_bytes"]) == (
         [f"datasets/{'e' * 64}"],

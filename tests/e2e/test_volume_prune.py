@@ -1,0 +1,77 @@
+"""`lorabot volumes prune` in the emulator: the stale environment and model it marks are deleted from the volume's
+folder by the next job's CPU stage, before that stage builds its own (which stay), and only then does the bot forget
+them and record what was freed. Every pod ends terminated and the ledger still matches RunPod's bill."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import pytest
+
+from jobs.ledger import month_of
+from jobs.queue import JobPlan
+from jobs.states import CacheKind, JobStatus, PodRole
+from jobs.volumes import list_volume_lines, mark_stale
+from storage.db import session_scope
+from storage.queries import is_cache_ready, mark_cache_ready, record_volume
+from tests.world.lorabot_world import LorabotWorld
+from tests.world.money import assert_ledger_matches_runpod
+
+pytestmark = pytest.mark.both_dbs
+
+OLD_ENV = "0123456789abcdef"
+OLD_MODEL = "old-base.safetensors"
+
+
+async def test_prune_marks_stale_cache_and_the_next_cpu_stage_deletes_it_keeping_its_own(
+    make_lorabot_world: Callable[..., LorabotWorld],
+):
+    world = make_lorabot_world()
+    dc = world.orchestrator.config.data_center_id
+    # A volume lorabot made earlier, holding an environment of an older recipe and a model nobody used for 60 days.
+    info = world.emulator.create_volume(f"lorabot-{dc.lower()}", 30, dc)
+    root = world.emulator.volume_path(info.id) / "lorabot"
+    env_files = {"COMPLETE": b"{}", "venv/lib/torch.so": b"t" * 70_000, "sd-scripts/train.py": b"s" * 3_000}
+    for name, data in env_files.items():
+        (root / "env" / OLD_ENV / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "env" / OLD_ENV / name).write_bytes(data)
+    (root / "models").mkdir(parents=True)
+    (root / "models" / OLD_MODEL).write_bytes(b"m" * 50_000)
+    (root / "models" / f".{OLD_MODEL}.verified").write_bytes(b"{}")
+    now = world.now()
+    with session_scope(world.sessions) as s:
+        volume = record_volume(s, data_center_id=dc, size_gb=30, now=now, runpod_volume_id=info.id)
+        volume_id = volume.id
+        mark_cache_ready(s, volume_id, CacheKind.ENV, OLD_ENV, now=now)
+        mark_cache_ready(s, volume_id, CacheKind.MODEL, OLD_MODEL, now=now - dt.timedelta(days=60))
+        lines = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=now, month=month_of(now))
+        assert mark_stale(s, lines, now=now) == 2  # what `lorabot volumes prune --yes` does
+
+    job_id = world.submit(images=3, epochs=1)
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90, what="the job")
+    assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
+    assert [p.role for p in world.pods(job_id)] == [PodRole.CPU, PodRole.GPU]
+
+    # Gone from the volume's folder; the job's own environment, model and dataset are there.
+    assert not (root / "env" / OLD_ENV).exists() and not (root / "models" / OLD_MODEL).exists()
+    assert not (root / "models" / f".{OLD_MODEL}.verified").exists()
+    job = world.job(job_id)
+    model = JobPlan.from_json(job.plan_json).model.filename
+    assert (root / "env" / world.orchestrator.env_hash / "COMPLETE").is_file()
+    assert (root / "models" / model).is_file() and (root / "datasets" / job.dataset_sha256 / "COMPLETE").is_file()
+
+    # The bot forgot them only now, and the listing says what the job's CPU stage freed.
+    with session_scope(world.sessions) as s:
+        assert not is_cache_ready(s, volume_id, CacheKind.ENV, OLD_ENV)
+        assert not is_cache_ready(s, volume_id, CacheKind.MODEL, OLD_MODEL)
+        assert is_cache_ready(s, volume_id, CacheKind.ENV, world.orchestrator.env_hash)
+        (line,) = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=world.now(), month=month_of(now))
+    assert line.pending == ()
+    assert sorted((f.job, f.kind, f.key, f.freed_bytes, f.refused) for f in line.freed) == [
+        (f"j{job_id}", "env", OLD_ENV, sum(len(data) for data in env_files.values()), None),
+        (f"j{job_id}", "model", OLD_MODEL, 50_000 + 2, None),
+    ]
+    assert world.running_pods() == []
+    world.wait_for_no_processes()
+    assert_ledger_matches_runpod(world, job_id, case="prune")
