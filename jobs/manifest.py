@@ -146,9 +146,11 @@ def build_manifest(
     trainer_silence_s: int = 1200,
     tokenizers: list[dict[str, Any]] | None = None,
     captions: dict[str, Any] | None = None,
+    caption_only: bool = False,
 ) -> dict[str, Any]:
     """`tokenizers`: what the CPU stage fetches for the trainer's offline Hub (jobs.sdscripts.tokenizer_manifest).
-    `captions`: what the CPU stage tags (jobs.captions `CaptionPlan.manifest_section`), or None."""
+    `captions`: what the CPU stage tags (jobs.captions `CaptionPlan.manifest_section`), or None.
+    `caption_only`: a /caption job: the CPU stage tags and stops (no model download; no GPU stage follows)."""
     keys = JobKeys(job_id, output_name)
 
     def put(key: str) -> str:
@@ -188,6 +190,8 @@ def build_manifest(
     if captions is not None:
         manifest["captions"] = captions
         manifest["uploads"]["captions"] = put(keys.captioned_dataset)
+    if caption_only:
+        manifest["caption_only"] = True
     return manifest
 
 

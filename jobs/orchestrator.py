@@ -51,8 +51,8 @@ from jobs.prices import built_in_table
 from jobs.queue import JobPlan, ModelFileRef
 from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, tokenizer_manifest
 from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole, PodStatus
-from jobs.volumes import confirm_pruned, prune_in_flight, prune_order
 from jobs.trying import Tries, try_manifest_key
+from jobs.volumes import confirm_pruned, prune_in_flight, prune_order
 from storage.artifacts import ArtifactStoreError
 from storage.db import session_scope
 from storage.models import Job, Notice, Pod, Volume
@@ -482,7 +482,8 @@ class Orchestrator:
             # The wall-time limit counts from the start, not from the time spent waiting in the queue.
             deadline = now + (job.deadline_at - job.queued_at) if job.deadline_at is not None else None
             warm = self._volume_warm(s, volume.id, plan)
-        self._write_manifest(job_id, plan, stages=["prepare", "train"] if warm else ["train"])
+        stages = ["prepare"] if plan.caption_only else ["prepare", "train"] if warm else ["train"]
+        self._write_manifest(job_id, plan, stages=stages)
         where = f"{placement.reason}. " if placement.reason else ""
         with session_scope(self.sessions) as s:
             transition(
@@ -568,6 +569,9 @@ class Orchestrator:
                 self._confirm_prunes(job_id, cpu, prepare or {})
                 self._store_captions(job_id, plan, prepare or {})
                 self._mark_cache(job_id, plan)
+                if plan.caption_only:
+                    await self._captioned_only(job_id, prepare or {})
+                    return
             else:
                 if _fails_on_every_pod(prepare):
                     await self._fail_from_agent(job_id, prepare or {}, stage="prepare")
@@ -576,6 +580,8 @@ class Orchestrator:
                 if trouble is not None:
                     await self._replace_cpu(job_id, cpu, cpu_attempt, trouble, prepare)
                     return
+        if plan.caption_only:
+            return  # /caption: the CPU pod is the whole job; no GPU is ever rented for it
         gpu = self._current_gpu_pod(job_id)
         if gpu is None:
             if cpu_needed and not ready and await self._moved_for_stock(job_id, plan):
@@ -728,6 +734,35 @@ class Orchestrator:
                     {
                         "final": {"key": keys.final, "sha256": final["sha256"], "size": final.get("size")},
                         "epochs": epochs,
+                        "cost": _cost_payload(s, job_id, now),
+                    },
+                ),
+            )
+
+    async def _captioned_only(self, job_id: int, prepare: dict[str, Any]) -> None:
+        """A /caption job ends when its CPU pod has tagged the dataset: once that pod is gone (a failed terminate is
+        repeated by the next tick), close the cost and succeed with the captioned dataset's hash."""
+        with session_scope(self.sessions) as s:
+            if any(p.status is not PodStatus.TERMINATED for p in list_pods_for_job(s, job_id)):
+                return
+        self._close_costs(job_id)
+        now = self.clock()
+        found = prepare.get("captions")
+        summary: dict[str, Any] = found if isinstance(found, dict) else {}
+        with session_scope(self.sessions) as s:
+            transition(
+                s,
+                job_id,
+                JobStatus.SUCCEEDED,
+                now=now,
+                expected=JobStatus.PREPARING,
+                notice=NoticeDraft(
+                    NoticeKind.SUCCEEDED,
+                    {
+                        "caption_only": True,
+                        "sha256": summary.get("sha256"),
+                        "tagged": summary.get("tagged"),
+                        "images": summary.get("images"),
                         "cost": _cost_payload(s, job_id, now),
                     },
                 ),
@@ -1410,6 +1445,7 @@ class Orchestrator:
             status_interval_s=self.config.status_interval_s,
             tokenizers=tokenizer_manifest(plan.script, self.config.hub_endpoint),
             captions=caption_manifest(plan.captions, self.config.hub_endpoint) if plan.captions else None,
+            caption_only=plan.caption_only,
         )
         with session_scope(self.sessions) as s:
             manifest = self.tries.with_serve(manifest, _require_job(s, job_id))
@@ -1468,7 +1504,8 @@ class Orchestrator:
             if job.volume_id is None:
                 return
             mark_cache_ready(s, job.volume_id, CacheKind.ENV, self.env_hash, now=now)
-            mark_cache_ready(s, job.volume_id, CacheKind.MODEL, _model_cache_key(plan), now=now)
+            if not plan.caption_only:  # a /caption job's CPU pod fetched no model
+                mark_cache_ready(s, job.volume_id, CacheKind.MODEL, _model_cache_key(plan), now=now)
             mark_cache_ready(s, job.volume_id, CacheKind.DATASET, job.dataset_sha256, now=now)
             add_notice(
                 s,

@@ -63,6 +63,8 @@ class JobPlan:
     volume_gb: int = 0
     # Auto-captioning on the CPU pod (jobs.captions `CaptionPlan.job_settings`); None: nothing to tag.
     captions: dict[str, Any] | None = None
+    # A /caption job: the CPU pod tags the dataset and the job ends there (PREPARING → SUCCEEDED); no GPU is rented.
+    caption_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,8 +121,10 @@ def submit(
     guild_id: int | None = None,
     channel_id: int | None = None,
     wall_time: dt.timedelta | None = None,
+    job_plan: JobPlan | None = None,
 ) -> Job:
-    """Store the dataset (skipped when the same bytes are already there) and queue the job."""
+    """Store the dataset (skipped when the same bytes are already there) and queue the job. `job_plan`: what the
+    job runs when it is not the training plan itself (a /caption job: jobs/caption_job.py)."""
     if get_dataset(session, dataset_sha256) is None:
         store.put_dataset(dataset_sha256, dataset_zip)
         record_dataset(
@@ -133,7 +137,7 @@ def submit(
             report=report,
             now=now,
         )
-    job_plan = job_plan_of(plan)
+    job_plan = job_plan or job_plan_of(plan)
     return create_job(
         session,
         user_id=user_id,

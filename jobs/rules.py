@@ -386,6 +386,17 @@ def rule_samples(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
 
 
+def option_marker_refusal(text: str, what: str) -> str | None:
+    """sd-scripts reads ` --` in a prompt line as the start of an option; None when `text` has none. Shared by the
+    sample prompts and the caption editor (bot/web/editor.py), whose captions must not carry options either."""
+    if " --" not in text:
+        return None
+    return (
+        f"{what} contains ' --', which sd-scripts reads as an option (--n, --w, --s ...);"
+        " lorabot sets size, steps, seed and negative prompt itself: remove the ' --'"
+    )
+
+
 def rule_sample_prompt_text(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
     """sample_prompts.txt is one prompt per line, options after ` --` (train_util.line_to_prompt_dict). User text
     that holds a line break or ` --` would add prompts or options: REFUSED, never escaped (the format has no
@@ -400,11 +411,8 @@ def rule_sample_prompt_text(spec: TrainSpec, ctx: RuleContext) -> TrainSpec:
                 f"sample prompt {number} contains a line break or control character; sd-scripts reads one prompt"
                 " per line, so it would split into several: write it on one line"
             )
-        elif " --" in text:
-            ctx.refuse(
-                f"sample prompt {number} contains ' --', which sd-scripts reads as an option (--n, --w, --s ...);"
-                " lorabot sets size, steps, seed and negative prompt itself: remove the ' --'"
-            )
+        elif (option := option_marker_refusal(text, f"sample prompt {number}")) is not None:
+            ctx.refuse(option)
         elif _PROMPT_OPTION_START.match(text) and not _starts_with_refused_word(text, spec):
             ctx.refuse(
                 f"sample prompt {number} starts with {_show(text.split(' ')[0])} and a space, which sd-scripts reads as"

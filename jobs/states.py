@@ -15,6 +15,7 @@ The job state machine (``ALLOWED_TRANSITIONS`` below is the source of truth; thi
                              | FAILED_BUDGET | FAILED_TIMEOUT | FAILED_INTERNAL   (reason stored, cost kept)
         QUEUED ──► CANCELLED                 (nothing was started, so there is nothing to clean up)
         FAILED_* | CANCELLED ──► QUEUED      (/retry)
+        /caption ──► QUEUED ──► PREPARING ──► SUCCEEDED   (caption-only: the CPU pod tags the dataset, no GPU is rented)
 
 SUCCEEDED is final. CANCELLING only ends in CANCELLED: once a user asked to stop, a late failure or success of the
 pod no longer changes the outcome (the orchestrator finishes the clean-up and closes the cost).
@@ -87,7 +88,8 @@ _ANY_FAILURE = _FAILED
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     # TRAINING straight from QUEUED is the warm path: the volume already holds the env and the model.
     _S.QUEUED: frozenset({_S.PREPARING, _S.TRAINING, _S.CANCELLING, _S.CANCELLED}) | _ANY_FAILURE,
-    _S.PREPARING: frozenset({_S.TRAINING, _S.CANCELLING}) | _ANY_FAILURE,
+    # SUCCEEDED from PREPARING: a caption-only job (/caption) is done when its CPU pod has tagged the dataset.
+    _S.PREPARING: frozenset({_S.TRAINING, _S.SUCCEEDED, _S.CANCELLING}) | _ANY_FAILURE,
     _S.TRAINING: frozenset({_S.COLLECTING, _S.INTERRUPTED, _S.CANCELLING}) | _ANY_FAILURE,
     _S.INTERRUPTED: frozenset({_S.TRAINING, _S.CANCELLING}) | _ANY_FAILURE,
     _S.COLLECTING: frozenset({_S.SUCCEEDED, _S.CANCELLING}) | _ANY_FAILURE,

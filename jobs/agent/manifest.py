@@ -138,6 +138,8 @@ class Manifest:
     captions: CaptionSpec | None = None
     # /try: the serve stage's requests (agent/serve.py); on a training manifest, served after a successful train.
     serve: ServeSpec | None = None
+    # /caption: the prepare stage only tags the dataset (no base model, no tokenizers, no GPU stage follows).
+    caption_only: bool = False
 
     def upload_url(self, *path: str) -> str | None:
         """uploads[path...] or None: a missing URL means the bot does not want that file."""
@@ -295,6 +297,9 @@ def parse_manifest(body: bytes) -> Manifest:
         captions = parse_caption_spec(data.get("captions"))
     except ValueError as exc:
         raise ManifestError(str(exc)) from None
+    caption_only = data.get("caption_only", False)
+    if not isinstance(caption_only, bool) or (caption_only and captions is None):
+        raise ManifestError("manifest caption_only must be true or false, and true only with a captions section")
     if len({f.filename for f in [main_file, *extra_files]}) != 1 + len(extra_files):
         raise ManifestError("manifest model files must have distinct file names")
     return Manifest(
@@ -331,6 +336,7 @@ def parse_manifest(body: bytes) -> Manifest:
         trainer_silence_s=_positive_seconds(data.get("trainer_silence_s", 1200), "trainer_silence_s"),
         captions=captions,
         serve=serve,
+        caption_only=caption_only,
     )
 
 

@@ -101,7 +101,12 @@ class Prepare:
         self.rep.step("dataset", bytes_total=self.m.dataset_size or 0)
         self.job_files()
         self.env()
-        self.model()
+        if self.m.caption_only:
+            # /caption: the tagger needs the environment and the dataset, not the base model (minutes of download).
+            self.rep.step("model", state="skipped", cached=False)
+            self.rep.log("step model: not needed, this job only captions")
+        else:
+            self.model()
         self.dataset()
         self.captions()
         self.link_and_ready()

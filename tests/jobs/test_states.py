@@ -44,7 +44,7 @@ def test_every_status_has_a_row_in_the_transition_table() -> None:
     ("source", "targets"),
     [
         (S.QUEUED, {S.PREPARING, S.TRAINING, S.CANCELLING, S.CANCELLED} | FAILURES),
-        (S.PREPARING, {S.TRAINING, S.CANCELLING} | FAILURES),
+        (S.PREPARING, {S.TRAINING, S.SUCCEEDED, S.CANCELLING} | FAILURES),
         (S.TRAINING, {S.COLLECTING, S.INTERRUPTED, S.CANCELLING} | FAILURES),
         (S.INTERRUPTED, {S.TRAINING, S.CANCELLING} | FAILURES),
         (S.COLLECTING, {S.SUCCEEDED, S.CANCELLING} | FAILURES),
@@ -69,7 +69,7 @@ def test_no_status_moves_to_itself() -> None:
 
 
 def test_allowed_sources_is_the_table_read_backwards() -> None:
-    assert allowed_sources(S.SUCCEEDED) == {S.COLLECTING}
+    assert allowed_sources(S.SUCCEEDED) == {S.COLLECTING, S.PREPARING}  # PREPARING: a /caption job
     assert allowed_sources(S.CANCELLED) == {S.QUEUED, S.CANCELLING}
     assert allowed_sources(S.QUEUED) == FAILURES | {S.CANCELLED}
     assert allowed_sources(S.FAILED_TRAINER) == {S.QUEUED, S.PREPARING, S.TRAINING, S.INTERRUPTED, S.COLLECTING}
