@@ -90,6 +90,7 @@ def save_pending(pending: PendingPlan) -> None:
         "reused": prepared.reused,
         "dataset_sha256": prepared.dataset_sha256,
         "dataset_size": prepared.dataset_size,
+        "caption_only": prepared.caption_only,
     }
     path = prepared.workdir / PENDING_FILE
     partial = path.with_suffix(".part")
@@ -135,12 +136,11 @@ def load_pending(bot: LorabotBot, token: str) -> PendingPlan | None:
     prepared.workdir = workdir  # discarding the plan frees the whole folder
     prepared.reused = bool(record["reused"])
     prepared.dataset_sha256, prepared.dataset_size = record["dataset_sha256"], record["dataset_size"]
+    prepared.caption_only = bool(record.get("caption_only"))
     return PendingPlan(
         token=token,
         prepared=prepared,
-        summary=render.plan_summary(
-            prepared.plan, job_name=record["name"], sandbox=bot.runtime.sandbox, report_text=prepared.report_text
-        ),
+        summary=plan_summary_of(bot, prepared, record["name"]),
         name=record["name"],
         user_id=record["user_id"],
         guild_id=record["guild_id"],
@@ -165,10 +165,9 @@ async def offer_plan(
     bot: LorabotBot, interaction: discord.Interaction[Any], prepared: Prepared, name: str, *, dry_run: bool = False
 ) -> None:
     """Answer with the plan: Confirm/Cancel buttons (the plan waits in memory), or just the plan for a dry run."""
-    summary = render.plan_summary(
-        prepared.plan, job_name=name, sandbox=bot.runtime.sandbox, report_text=prepared.report_text
-    )
-    where = await placement_preview(bot, prepared.plan)
+    summary = plan_summary_of(bot, prepared, name)
+    # Where a GPU would be found matters to training only; a /caption job rents none.
+    where = None if prepared.caption_only else await placement_preview(bot, prepared.plan)
     if where is not None:
         summary["placement"] = where
     embeds = render.plan_embeds_from_summary(summary)
@@ -190,10 +189,22 @@ async def offer_plan(
     )
     await asyncio.to_thread(save_pending, pending)
     reuse = " (reusing a stored dataset: nothing to upload)" if prepared.reused else ""
+    what = "Captioning plan" if prepared.caption_only else "Plan"
     await interaction.followup.send(
-        f"Plan for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
+        f"{what} for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
         embeds=embeds,
-        view=plan_view(token),
+        view=plan_view(token, confirm_label="Confirm and caption" if prepared.caption_only else None),
+    )
+
+
+def plan_summary_of(bot: LorabotBot, prepared: Prepared, name: str) -> dict[str, Any]:
+    """The plan message's data: a training plan, or a /caption job's CPU-only plan (bot/captioning.py)."""
+    if prepared.caption_only:
+        from bot.captioning import caption_plan_summary
+
+        return caption_plan_summary(bot, prepared, name)
+    return render.plan_summary(
+        prepared.plan, job_name=name, sandbox=bot.runtime.sandbox, report_text=prepared.report_text
     )
 
 
@@ -287,6 +298,8 @@ def submit_pending(bot: LorabotBot, pending: PendingPlan) -> int:
     now = runtime.clock()
     plan = pending.prepared.plan
     estimate = max(cost.total_micros for cost in plan.estimate.costs)
+    if pending.prepared.caption_only:
+        estimate = max(caption_job_plan_of(bot, pending.prepared).estimate_micros.values())
     with session_scope(runtime.sessions) as s:
         active = count_active_jobs_for_user(s, pending.user_id)
         if active >= limits.max_jobs_per_user:
@@ -321,6 +334,7 @@ def submit_pending(bot: LorabotBot, pending: PendingPlan) -> int:
             guild_id=pending.guild_id,
             channel_id=pending.channel_id,
             wall_time=dt.timedelta(hours=float(limits.job_wall_time_h)),
+            job_plan=caption_job_plan_of(bot, pending.prepared) if pending.prepared.caption_only else None,
         )
         if runtime.model_source is not None:
             job.plan_json = runtime.model_source(JobPlan.from_json(job.plan_json)).to_json()
@@ -359,6 +373,12 @@ async def plan_stored_dataset(bot: LorabotBot, interaction: discord.Interaction[
         await interaction.followup.send(render.refusal_text("The plan was refused", reasons))
         return
     await offer_plan(bot, interaction, prepared, f"dataset {sha256[:8]}")
+
+
+def caption_job_plan_of(bot: LorabotBot, prepared: Prepared) -> JobPlan:
+    from bot.captioning import caption_job_plan_for
+
+    return caption_job_plan_for(bot, prepared)
 
 
 def _owned_dataset(bot: LorabotBot, sha256: str) -> tuple[int, str, int] | None:

@@ -25,6 +25,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.caption_editor import CaptionEditorHub, install_caption_editor
 from bot.ingest import Planner
 from bot.uploads import UploadHub, install_upload_page
 from jobs.agent_bundle import build_agent
@@ -97,6 +98,8 @@ class Runtime:
     _executor: ThreadPoolExecutor | None = None
     # The browser upload page, when a public URL is configured (bot/uploads.py).
     uploads: UploadHub | None = None
+    # The caption editor, on the same server and under the same condition (bot/caption_editor.py).
+    caption_editor: CaptionEditorHub | None = None
     http_port: int = 0
 
     @property
@@ -289,6 +292,7 @@ async def build_runtime(
     )
     runtime._executor = executor
     runtime.uploads = install_upload_page(runtime, secret)
+    runtime.caption_editor = install_caption_editor(runtime, secret)
     if cloud.close is not None:
         runtime._closers.append(cloud.close)
     return runtime

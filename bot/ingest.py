@@ -58,6 +58,8 @@ class Prepared:
     reused: bool = False
     # What the user asked for: a plan waiting for Confirm is rebuilt from these after a bot restart.
     options: UserOptions = field(default_factory=UserOptions)
+    # A /caption plan: confirming queues a job that only tags the dataset on the CPU pod (jobs/caption_job.py).
+    caption_only: bool = False
 
     def discard(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

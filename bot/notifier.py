@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import render, results
+from bot import captioning, render, results
 from bot.views import job_view
 from jobs.config import redact
 from jobs.contact_sheet import DEFAULT_SIZE_LIMIT
@@ -271,6 +271,12 @@ class Notifier:
                 files=[discord.File(io.BytesIO(data), filename=name) for name, data in fitted.files],
                 view=job_view(job_id, epochs=(int(payload.get("epoch") or 0),), cancel=True),
             )
+        if notice.kind is NoticeKind.SUCCEEDED and payload.get("caption_only"):
+            return Outgoing(
+                content=f"<@{await self._owner(job_id)}> your captions are ready.",
+                embeds=[captioning.captioned_embed(public_id, payload)],
+                view=captioning.edit_view(payload.get("sha256")),
+            )
         if notice.kind is NoticeKind.SUCCEEDED:
             embeds, view = await results.final_message(self.bot, job_id, payload)
             return Outgoing(content=f"<@{await self._owner(job_id)}> your LoRA is ready.", embeds=embeds, view=view)
@@ -284,7 +290,9 @@ class Notifier:
         if notice.kind is NoticeKind.CANCELLED:
             return Outgoing(embeds=[render.cancelled_embed(public_id, payload)])
         if notice.kind is NoticeKind.CAPTIONS:
-            return Outgoing(embeds=[render.captions_embed(public_id, payload)])
+            return Outgoing(
+                embeds=[render.captions_embed(public_id, payload)], view=captioning.edit_view(payload.get("sha256"))
+            )
         return Outgoing(content=render.info_text(public_id, notice.kind.value, payload))
 
     async def _owner(self, job_id: int) -> int:

@@ -5,6 +5,8 @@ lorabot:job:<id>:epoch:<n>     An ephemeral link to epoch n's LoRA (anyone in th
 lorabot:job:<id>:pick          "Use epoch N": make an epoch the job's result (owner or admin; select menu)
 lorabot:plan:<token>:confirm   Queue the planned job (the planner only; plans live in memory for 30 min)
 lorabot:plan:<token>:cancel    Drop the plan
+lorabot:dataset:<sha>:plan     Plan a training from an uploaded dataset (its uploader)
+lorabot:dataset:<sha>:edit     A one-time caption editor link for a dataset (its owner; ephemeral)
 """
 
 from __future__ import annotations
@@ -113,11 +115,11 @@ class PlanButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"lorabot:plan:(?P<token>[0-9a-f]{8,32}):(?P<action>confirm|cancel)",
 ):
-    def __init__(self, token: str, action: str) -> None:
+    def __init__(self, token: str, action: str, label: str | None = None) -> None:
         confirm = action == "confirm"
         super().__init__(
             discord.ui.Button(
-                label="Confirm and train" if confirm else "Cancel",
+                label=label or ("Confirm and train" if confirm else "Cancel"),
                 style=discord.ButtonStyle.success if confirm else discord.ButtonStyle.secondary,
                 custom_id=f"lorabot:plan:{token}:{action}",
             )
@@ -170,18 +172,44 @@ class DatasetPlanButton(
         await actions.plan_stored_dataset(_bot(interaction), interaction, self.sha256)
 
 
+class EditCaptionsButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lorabot:dataset:(?P<sha>[0-9a-f]{64}):edit"
+):
+    """Under a captioned dataset: its owner gets a one-time caption editor link (ephemeral; bot/captioning.py)."""
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Edit captions", style=discord.ButtonStyle.primary, custom_id=f"lorabot:dataset:{sha256}:edit"
+            )
+        )
+        self.sha256 = sha256
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> EditCaptionsButton:
+        return cls(match["sha"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot.captioning import send_editor_link
+
+        await send_editor_link(_bot(interaction), interaction, self.sha256)
+
+
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     JobCancelButton,
     JobEpochButton,
     JobPickSelect,
     PlanButton,
     DatasetPlanButton,
+    EditCaptionsButton,
 )
 
 
-def plan_view(token: str) -> discord.ui.View:
+def plan_view(token: str, *, confirm_label: str | None = None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(PlanButton(token, "confirm"))
+    view.add_item(PlanButton(token, "confirm", confirm_label))
     view.add_item(PlanButton(token, "cancel"))
     return view
 

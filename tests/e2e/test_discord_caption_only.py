@@ -1,0 +1,104 @@
+"""/caption alone, end to end: the real bot and fake Discord, the RunPod emulator whose CPU pod runs the agent and
+the (stand-in) WD14 tagger, moto S3. The plan prices a CPU stage only and waits for Confirm; the job rents one CPU
+pod and never a GPU, answers with the captions, the captioned zip and an Edit captions button, and ends with zero
+pods and its cost lines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import socket
+import urllib.request
+from typing import Any
+
+import pytest
+
+from jobs.captions import WD14_REPO
+from jobs.queue import JobPlan
+from jobs.states import JobStatus, NoticeKind, PodRole
+from tests.agent.world import standin_hub
+from tests.e2e.test_discord_captions import captionless_zip
+from tests.world.wd14_model import tiny_wd14_onnx
+
+pytestmark = pytest.mark.timeout(180)
+EDITOR_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/captions\?\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def editor_env() -> dict[str, str]:
+    port = free_port()
+    return {"LORABOT_HTTP_PORT": str(port), "LORABOT_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+
+
+async def test_caption_alone_rents_one_cpu_pod_and_answers_with_the_zip_and_the_editor(make_bot_world: Any) -> None:
+    standin_hub().repos[WD14_REPO]["model.onnx"] = tiny_wd14_onnx()
+    async with make_bot_world(env=editor_env()) as bw:
+        interaction = await bw.fake.send_slash(
+            "caption", {"dataset": ("kana.zip", captionless_zip(5)), "trigger": "kana", "class_word": "girl"}
+        )
+        plan = await bw.fake.wait_for_reply(interaction, timeout=30)
+        text = plan.text()
+        assert "Captioning plan for" in plan.content, text
+        assert "5 of 5 image(s) tagged by sd-scripts' WD14 tagger" in text and "No GPU is rented" in text
+        assert re.search(r"GPU pod\s+\$0\.00", text) and re.search(r"CPU pod\s+\$0\.0\d", text), text
+        confirm = next(c for c in plan.custom_ids() if c.endswith(":confirm"))
+        assert plan.component(confirm)["label"] == "Confirm and caption"
+        assert bw.world.emulator.all_pods() == [], "nothing is rented before Confirm"
+
+        thread = await bw.confirm(plan)
+        job_id = bw.latest_job_id()
+        assert JobPlan.from_json(bw.world.job(job_id).plan_json).caption_only
+        await bw.wait_for_status(job_id, lambda s: s.is_terminal())
+        assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()
+
+        # One CPU pod, never a GPU; every pod gone; the ledger has its CPU and volume lines and nothing for a GPU.
+        assert [p.role for p in bw.world.pods(job_id)] == [PodRole.CPU]
+        assert all(p.gpu_type_id is None for p in bw.world.emulator.all_pods())
+        assert bw.world.running_pods() == []
+        [done_notice] = bw.world.notices(job_id, NoticeKind.SUCCEEDED)
+        cost = done_notice.payload_json["cost"]
+        assert cost["cpu_pod_micros"] > 0 and cost["volume_micros"] > 0 and cost["gpu_pod_micros"] == 0
+
+        shown = await bw.wait_for_thread_message(thread, lambda m: "captions written" in m.text())
+        assert "Tag frequencies" in shown.text() and "tagged 5 of 5" in shown.text()
+        link = re.search(r"\[download the zip\]\((\S+?)\)", shown.text())
+        sha = re.search(r"dataset_from:sha256:([0-9a-f]{64})", shown.text())
+        assert link is not None and sha is not None
+        body = urllib.request.urlopen(link.group(1), timeout=10).read()
+        assert hashlib.sha256(body).hexdigest() == sha.group(1)
+        assert f"lorabot:dataset:{sha.group(1)}:edit" in shown.custom_ids()
+
+        final = await bw.wait_for_thread_message(thread, lambda m: "captions done" in m.text())
+        assert "your captions are ready" in final.content and "Cost" in final.text()
+        assert re.search(r"Total\s+<?\$0\.\d\d", final.text()), final.text()
+
+        # The owner's Edit captions: a one-time editor link, for them only.
+        click = await bw.fake.click(final, f"lorabot:dataset:{sha.group(1)}:edit")
+        reply = await bw.fake.wait_for_reply(click, timeout=10)
+        assert reply.ephemeral
+        editor = EDITOR_LINK.search(reply.content)
+        assert editor is not None, reply.content
+        # The bot's web server runs on this event loop: fetch from a thread.
+        page = await asyncio.to_thread(lambda: urllib.request.urlopen(editor.group(1), timeout=10).read().decode())
+        assert "Edit captions" in page and page.count('"path"') == 5
+
+        # Someone else pressing it gets no link.
+        other = await bw.fake.click(final, f"lorabot:dataset:{sha.group(1)}:edit", user=bw.fake.add_user("eve"))
+        refused = await bw.fake.wait_for_reply(other, timeout=10)
+        assert "Only the owner" in refused.content and not EDITOR_LINK.search(refused.content)
+
+
+async def test_caption_refuses_a_dataset_with_nothing_to_tag_before_any_button(make_bot_world: Any) -> None:
+    async with make_bot_world() as bw:
+        interaction = await bw.fake.send_slash(
+            "caption", {"dataset": ("kana.zip", captionless_zip(3, captioned=3)), "trigger": "kana"}
+        )
+        reply = await bw.fake.wait_for_reply(interaction, timeout=30)
+        assert "every image already has a caption" in reply.text() and "captions: auto" in reply.text()
+        assert reply.custom_ids() == [] and bw.world.emulator.all_pods() == []

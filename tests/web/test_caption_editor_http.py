@@ -1,0 +1,154 @@
+"""The caption editor over HTTP: a one-time signed link for one dataset, thumbnails only through the opened page,
+"save as new dataset" once, and every bound (body size, number of edits, caption length, the caption rules)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import aiohttp
+from PIL import Image
+
+from tests.web.editor_world import EditorWorld, zip_captions
+
+DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', re.S)
+
+
+def edited(link: str, **changes: str) -> str:
+    parts = urlsplit(link)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
+
+
+async def get(url: str) -> tuple[int, bytes, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.read(), response.content_type
+
+
+async def open_page(world: EditorWorld) -> tuple[str, dict[str, Any]]:
+    """Open a fresh link; (the link, the page's data: items, query, token)."""
+    link = world.link()
+    status, body, _ = await get(link)
+    assert status == 200, body.decode()
+    found = DATA.search(body.decode())
+    assert found is not None
+    return link, json.loads(found.group(1))
+
+
+async def save(world: EditorWorld, data: dict[str, Any], body: bytes | dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    url = f"{world.base_url}{data['save']}?{data['query']}&t={data['token']}"
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=payload, headers={"Content-Type": "application/json"}) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_a_link_opens_the_editor_once_with_every_image_and_caption(editor_world: EditorWorld) -> None:
+    link, data = await open_page(editor_world)
+    assert [item["path"] for item in data["items"]] == [f"10_kana/{i:04d}.png" for i in range(1, 5)]
+    assert data["items"][0]["caption"] == "kana, girl, red hair, smile"
+    status, body, _ = await get(link)
+    assert status == 410 and "This caption editor link was already used" in body.decode()
+    assert editor_world.fetched == [editor_world.sha], "the dataset is fetched to the bot's host once"
+
+
+async def test_the_page_works_on_a_phone_and_loads_no_full_size_image(editor_world: EditorWorld) -> None:
+    link = editor_world.link()
+    _, body, _ = await get(link)
+    page = body.decode()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert not re.search(r"width:\s*\d+px", page), "no fixed widths"
+    assert "<img" not in page.split("<script")[0], "images are thumbnails the script asks for, nothing else"
+    assert "/captions/thumb" in page and "/artifacts/" not in page
+
+
+async def test_expired_and_tampered_links_are_refused_with_their_own_page(editor_world: EditorWorld) -> None:
+    expired = editor_world.link()
+    editor_world.advance(3601)
+    status, body, _ = await get(expired)
+    assert status == 410 and "This caption editor link has expired" in body.decode()
+
+    other = "f" * 64
+    status, body, _ = await get(edited(editor_world.link(), d=other))
+    assert status == 403 and "This caption editor link is not valid" in body.decode()
+    assert editor_world.fetched == [] and editor_world.saved == []
+
+
+async def test_thumbnails_are_small_cached_and_only_for_the_opened_page(editor_world: EditorWorld) -> None:
+    _, data = await open_page(editor_world)
+    thumb = f"{editor_world.base_url}{data['thumb']}?{data['query']}"
+    status, _, _ = await get(f"{thumb}&i=0")
+    assert status == 403, "no session token: not from the opened page"
+    status, _, _ = await get(f"{thumb}&t={'0' * 64}&i=0")
+    assert status == 403
+    status, body, content_type = await get(f"{thumb}&t={data['token']}&i=1")
+    assert status == 200 and content_type == "image/jpeg"
+    with Image.open(io.BytesIO(body)) as image:
+        assert max(image.size) <= editor_world.config.thumb_px < 640
+    assert len(body) < 20_000
+    cached = editor_world.config.cache_dir / editor_world.sha / "thumbs" / "1.jpg"
+    assert cached.read_bytes() == body
+    assert (await get(f"{thumb}&t={data['token']}&i=4"))[0] == 404
+    # A thumbnail link dies with its editor link.
+    editor_world.advance(3601)
+    assert (await get(f"{thumb}&t={data['token']}&i=1"))[0] == 410
+
+
+async def test_save_as_new_dataset_keeps_the_old_one_and_works_once(editor_world: EditorWorld) -> None:
+    _, data = await open_page(editor_world)
+    edits = {"10_kana/0001.png": "kana, girl, red hair, grin", "10_kana/0004.png": "kana, girl, waving"}
+    status, answer = await save(editor_world, data, {"captions": edits})
+    assert status == 200 and answer["ok"], answer
+    [saved] = editor_world.saved
+    assert saved.sha256 != editor_world.sha and saved.sha256 in answer["message"]
+    assert saved.ticket.user_id == 1001 and saved.report.image_count == 4
+    captions = zip_captions(saved.zip_bytes)
+    assert captions["10_kana/0001.txt"] == "kana, girl, red hair, grin"
+    assert captions["10_kana/0004.txt"] == "kana, girl, waving"
+    assert captions["10_kana/0002.txt"] == "kana, girl, red hair, open mouth"
+    assert (editor_world.store / f"{editor_world.sha}.zip").exists(), "the old dataset stays"
+
+    status, answer = await save(editor_world, data, {"captions": {"10_kana/0002.png": "kana, girl"}})
+    assert status == 410 and "already saved" in answer["message"]
+    assert len(editor_world.saved) == 1
+
+
+async def test_bad_edits_are_refused_with_the_rule_and_change_nothing(editor_world: EditorWorld) -> None:
+    _, data = await open_page(editor_world)
+    cases = [
+        ({"captions": {}}, 400, "No caption was changed"),
+        ({"captions": {"10_kana/9999.png": "kana"}}, 400, "is not an image of this dataset"),
+        ({"captions": {"10_kana/0001.png": "kana, girl --n lowres"}}, 400, "which sd-scripts reads as an option"),
+        ({"captions": {"10_kana/0001.png": "kana,\u0007 girl"}}, 400, "control character U+0007 at character 6"),
+        ({"captions": {"10_kana/0001.png": "kana\ngirl"}}, 400, "control character U+000A"),
+        ({"captions": {"10_kana/0001.png": "\u202ekana"}}, 400, "control character U+202E"),
+        ({"captions": {"10_kana/0001.png": "k" * 1001}}, 400, "1,001 characters; the limit is 1,000"),
+        ({"captions": {"10_kana/0001.png": "  "}}, 422, "are empty"),
+        ({"captions": {f"10_kana/{i:04d}.png": "kana" for i in range(1, 6)}}, 413, "this dataset has 4 images"),
+        ({"captions": ["kana"]}, 400, "must be"),
+        (b"not json", 400, "not valid JSON"),
+        (b"x" * (600 * 1024), 413, "the limit is 524,288"),
+    ]
+    for body, status, message in cases:
+        got, answer = await save(editor_world, data, body)
+        assert (got, answer["ok"]) == (status, False), (body if isinstance(body, dict) else body[:20], answer)
+        assert message in answer["message"], answer["message"]
+    assert editor_world.saved == []
+    # None of them used the save up.
+    status, answer = await save(editor_world, data, {"captions": {"10_kana/0003.png": "kana, girl, smile, wink"}})
+    assert status == 200 and answer["ok"], answer
+
+
+async def test_a_save_needs_the_opened_page(editor_world: EditorWorld) -> None:
+    link = editor_world.link()
+    query = urlsplit(link).query
+    fake = {"save": "/captions/save", "query": query, "token": "0" * 64}
+    status, answer = await save(editor_world, fake, {"captions": {"10_kana/0001.png": "kana"}})
+    assert status == 403 and "opened editor page" in answer["message"]
+    assert editor_world.saved == []
