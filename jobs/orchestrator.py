@@ -563,10 +563,11 @@ class Orchestrator:
             cpu_attempt = self._cpu_attempt(job_id)
             cpu = await self._ensure_pod(job_id, PodRole.CPU, attempt=cpu_attempt, offer=None)
             prepare = self._read_status(job_id, plan, "prepare", pod=cpu)
+            # Its prune step's report comes before anything else it does: settled even if the stage fails later.
+            self._confirm_prunes(job_id, cpu, prepare or {})
             ready = prepare is not None and prepare.get("phase") == "ready"
             if ready:
                 await self.pods.terminate(cpu.id, reason="the volume is ready")
-                self._confirm_prunes(job_id, cpu, prepare or {})
                 self._store_captions(job_id, plan, prepare or {})
                 self._mark_cache(job_id, plan)
                 if plan.caption_only:
