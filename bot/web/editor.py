@@ -30,6 +30,7 @@ from bot.web.pages import editor_page, refusal_page
 from jobs.dataset import DatasetError, DatasetReport, IngestLimits, ingest_zip, pack_dataset
 from jobs.dataset_limits import first_control_character
 from jobs.rules import option_marker_refusal
+from jobs.usertext import shown
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class _EditorRoutes:
         checked: dict[str, str] = {}
         for path, raw in edits.items():
             if path not in known:
-                raise EditorRefused(400, f"{path[:80]!r} is not an image of this dataset.")
+                raise EditorRefused(400, f"{shown(path, 80)} is not an image of this dataset.")
             text = raw.strip()
             if len(text) > self._config.max_caption_chars:
                 raise EditorRefused(

@@ -17,6 +17,8 @@ import pytest
 from jobs.captions import WD14_REPO
 from jobs.queue import JobPlan
 from jobs.states import JobStatus, NoticeKind, PodRole
+from storage.db import session_scope
+from storage.queries import record_dataset
 from tests.agent.world import standin_hub
 from tests.e2e.test_discord_captions import captionless_zip
 from tests.world.wd14_model import tiny_wd14_onnx
@@ -92,6 +94,36 @@ async def test_caption_alone_rents_one_cpu_pod_and_answers_with_the_zip_and_the_
         other = await bw.fake.click(final, f"lorabot:dataset:{sha.group(1)}:edit", user=bw.fake.add_user("eve"))
         refused = await bw.fake.wait_for_reply(other, timeout=10)
         assert "Only the owner" in refused.content and not EDITOR_LINK.search(refused.content)
+
+        # /edit_captions: the same link for any stored dataset of the user's, by hash or by job; nobody else's.
+        for value in (f"sha256:{sha.group(1)}", f"j{job_id}"):
+            asked = await bw.fake.send_slash("edit_captions", {"dataset": value})
+            answer = await bw.fake.wait_for_reply(asked, timeout=10)
+            assert answer.ephemeral and EDITOR_LINK.search(answer.content), answer.content
+        asked = await bw.fake.send_slash(
+            "edit_captions", {"dataset": f"sha256:{sha.group(1)}"}, user=bw.fake.add_user("eve")
+        )
+        answer = await bw.fake.wait_for_reply(asked, timeout=10)
+        assert "not one of yours" in answer.content and not EDITOR_LINK.search(answer.content)
+
+
+async def test_without_a_public_url_the_editor_says_what_it_needs(make_bot_world: Any) -> None:
+    async with make_bot_world() as bw:
+        sha = "a" * 64
+        with session_scope(bw.world.sessions) as s:
+            record_dataset(
+                s,
+                sha256=sha,
+                size=1,
+                owner_user_id=bw.fake.default_user.id,
+                image_count=1,
+                report={},
+                store_key=f"datasets/{sha}.zip",
+                now=bw.world.now(),
+            )
+        asked = await bw.fake.send_slash("edit_captions", {"dataset": f"sha256:{sha}"})
+        answer = await bw.fake.wait_for_reply(asked, timeout=10)
+        assert answer.ephemeral and "The caption editor is off: it needs `LORABOT_PUBLIC_URL`" in answer.content
 
 
 async def test_caption_refuses_a_dataset_with_nothing_to_tag_before_any_button(make_bot_world: Any) -> None:

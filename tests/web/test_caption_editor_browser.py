@@ -64,6 +64,10 @@ def edit_in_browser(driver: Any, link: str, timeout: float = 20) -> dict[str, An
     boxes[1].send_keys("kana, girl, hand edited two")
     driver.find_element(By.ID, "remove-tag").send_keys(common)
     driver.find_element(By.ID, "remove").click()
+    # And one tag renamed everywhere: "girl" (the class word, second in every caption) becomes "woman".
+    driver.find_element(By.ID, "rename-from").send_keys("girl")
+    driver.find_element(By.ID, "rename-to").send_keys("woman")
+    driver.find_element(By.ID, "rename").click()
     after = [str(b.get_attribute("value")) for b in boxes]
     driver.find_element(By.ID, "save").click()
     status = driver.find_element(By.ID, "status")
@@ -117,7 +121,8 @@ async def test_caption_then_edit_in_the_browser_then_train_on_the_edited_dataset
         assert seen["shown_with"] == seen["common_count"] and seen["shown_without"] == 6 - seen["common_count"]
         common = seen["common"]
         assert all(common not in [t.strip() for t in a.split(",")] for a in seen["after"])
-        assert seen["after"][0] == "kana, girl, hand edited one" and seen["after"][1] == "kana, girl, hand edited two"
+        assert seen["after"][0] == "kana, woman, hand edited one" and seen["after"][1] == "kana, woman, hand edited two"
+        assert all(a.startswith("kana, woman") for a in seen["after"])
 
         found = re.search(r"sha256:([0-9a-f]{64})", seen["status"])
         assert found is not None, seen["status"]
