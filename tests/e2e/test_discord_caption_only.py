@@ -134,3 +134,20 @@ async def test_caption_refuses_a_dataset_with_nothing_to_tag_before_any_button(m
         reply = await bw.fake.wait_for_reply(interaction, timeout=30)
         assert "every image already has a caption" in reply.text() and "captions: auto" in reply.text()
         assert reply.custom_ids() == [] and bw.world.emulator.all_pods() == []
+
+
+async def test_a_caption_plan_offered_before_a_restart_is_still_caption_only(make_bot_world: Any) -> None:
+    """Confirm outlives the bot: the rebuilt plan is the /caption one (CPU only), not a training plan."""
+    standin_hub().repos[WD14_REPO]["model.onnx"] = tiny_wd14_onnx()
+    async with make_bot_world() as bw:
+        interaction = await bw.fake.send_slash(
+            "caption", {"dataset": ("kana.zip", captionless_zip(3)), "trigger": "kana", "class_word": "girl"}
+        )
+        plan = await bw.fake.wait_for_reply(interaction, timeout=30)
+        await bw.restart()
+        await bw.confirm(plan)
+        job_id = bw.latest_job_id()
+        assert JobPlan.from_json(bw.world.job(job_id).plan_json).caption_only
+        await bw.wait_for_status(job_id, lambda s: s.is_terminal())
+        assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()
+        assert [p.role for p in bw.world.pods(job_id)] == [PodRole.CPU] and bw.world.running_pods() == []
