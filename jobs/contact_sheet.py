@@ -41,6 +41,7 @@ CAPTION_H = 24
 TITLE_FONT_PX = 22
 LABEL_FONT_PX = 18
 CAPTION_FONT_PX = 15
+FOOTER_LINE_H = 26
 # Encodings tried in order; the first that fits the limit wins (PNG is exact, the others trade detail for size).
 QUALITIES = (90, 80, 70, 60)
 BACKGROUND = (24, 24, 28)
@@ -201,17 +202,31 @@ def _fitted(
     return candidate
 
 
-def draw_page(job: SheetJob, layout: PageLayout, load: SampleLoader) -> Image.Image:
-    """One page with the epochs of `job.epochs` that fall on it (columns of missing epochs are left out)."""
+def draw_page(
+    job: SheetJob,
+    layout: PageLayout,
+    load: SampleLoader,
+    *,
+    column_label: Callable[[int], str] | None = None,
+    title: str | None = None,
+    footer: Sequence[str] = (),
+    missing: str = "no sample",
+) -> Image.Image:
+    """One page with the epochs of `job.epochs` that fall on it (columns of missing epochs are left out).
+
+    /try's grid (jobs/try_grid.py) draws with the same page: `column_label` names a column in its cells' captions
+    (default "epoch N"), `title` replaces the sheet's title, `footer` lines are written under the rows (the page
+    grows by `footer_height`), `missing` is what an absent image's cell says."""
     shown_epochs = tuple(e for e in layout.epochs if e in set(job.epochs))
     page = replace(layout, epochs=shown_epochs)
-    canvas = Image.new("RGB", (page.width, page.height), BACKGROUND)
+    canvas = Image.new("RGB", (page.width, page.height + footer_height(len(footer))), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     title_font, label_font, caption_font = _font(TITLE_FONT_PX), _font(LABEL_FONT_PX), _font(CAPTION_FONT_PX)
-    span = f"epochs {shown_epochs[0]}-{shown_epochs[-1]}" if len(shown_epochs) > 1 else f"epoch {shown_epochs[0]}"
-    seed = f" · seed {job.seed}" if job.seed is not None else ""
-    sheet_no = f" · sheet {page.number}/{page.count}" if page.count > 1 else ""
-    title = f"{job.title} · {span}{seed}{sheet_no}"
+    if title is None:
+        span = f"epochs {shown_epochs[0]}-{shown_epochs[-1]}" if len(shown_epochs) > 1 else f"epoch {shown_epochs[0]}"
+        seed = f" · seed {job.seed}" if job.seed is not None else ""
+        sheet_no = f" · sheet {page.number}/{page.count}" if page.count > 1 else ""
+        title = f"{job.title} · {span}{seed}{sheet_no}"
     draw.text(
         (MARGIN, MARGIN + 6), _fitted(draw, title, title_font, page.width - 2 * MARGIN), fill=TEXT, font=title_font
     )
@@ -228,14 +243,23 @@ def draw_page(job: SheetJob, layout: PageLayout, load: SampleLoader) -> Image.Im
             data = load(epoch, row)
             if data is None:
                 draw.rectangle((left, top, right - 1, bottom - 1), fill=MISSING)
-                draw.text((left + 8, top + 8), "no sample", fill=MUTED, font=caption_font)
+                draw.text((left + 8, top + 8), missing, fill=MUTED, font=caption_font)
             else:
                 with Image.open(io.BytesIO(data)) as source:
                     source.draft("RGB", (page.cell, page.cell))  # JPEG: decode at a fraction of the size
                     canvas.paste(fit_cell(source, page.cell), (left, top))
-            caption = _fitted(draw, f"epoch {epoch} · {prompt}", caption_font, page.cell - 4)
+            label = column_label(epoch) if column_label is not None else f"epoch {epoch}"
+            caption = _fitted(draw, f"{label} · {prompt}", caption_font, page.cell - 4)
             draw.text((left + 2, bottom + 4), caption, fill=MUTED, font=caption_font)
+    for number, line in enumerate(footer):
+        top = page.height + number * FOOTER_LINE_H
+        draw.text((MARGIN, top), _fitted(draw, line, label_font, inner), fill=TEXT, font=label_font)
     return canvas
+
+
+def footer_height(lines: int) -> int:
+    """What `footer` lines add to a page's height (nothing without any)."""
+    return lines * FOOTER_LINE_H + (MARGIN if lines else 0)
 
 
 def encode(image: Image.Image, size_limit: int) -> tuple[bytes, str, int | None] | None:
