@@ -78,13 +78,17 @@ def bands(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return rgb.getpixel((1, 1)), rgb.getpixel((1, rgb.height - 2))  # type: ignore[return-value]
 
 
-def assert_cells_are_their_images(bucket: Bucket, job: Job, tid: str, target: TryJob, wanted: Any) -> None:
-    """Each cell's top band is its row's prompt line, its bottom band its column's LoRA bytes at the strength."""
+def assert_cells_are_their_images(
+    bucket: Bucket, job: Job, tid: str, target: TryJob, wanted: Any, scale: float | None = None
+) -> None:
+    """Each cell's top band is its row's prompt line, its bottom band its column's LoRA bytes at the strength.
+    `scale`: what the script used as its guidance scale (gen_img: the job's sample cfg)."""
     for epoch in wanted.epochs:
         lora_sha = hashlib.sha256(bucket.objects[job.keys.checkpoint(epoch)]).hexdigest()
         for index, prompt in enumerate(wanted.prompts):
             cell = bucket.objects[cell_key(job.job_id, tid, epoch, index)]
-            top = prompt_colour(prompt, wanted.negative, wanted.seed, wanted.steps, target.sample_cfg)
+            used = target.sample_cfg if scale is None else scale
+            top = prompt_colour(prompt, wanted.negative, wanted.seed, wanted.steps, used)
             assert bands(cell) == (top, network_colour([(lora_sha, wanted.strength)])), (epoch, index)
     # Sanity of the check itself: rows and columns really differ.
     cells = [cell_key(job.job_id, tid, e, i) for e in wanted.epochs for i in range(len(wanted.prompts))]
@@ -244,6 +248,42 @@ def test_try_pod_serves_on_the_jobs_volume_and_reports_the_scripts_own_errors(bu
     assert pod.returncode == 143, out
 
 
+def test_flux_requests_run_one_process_per_image_and_map_its_timestamped_file(bucket: Bucket, agent: Agent) -> None:
+    extra = {name: hashlib.sha256(name.encode()).digest() * 64 for name in ("clip_l.sft", "t5xxl.sft", "ae.sft")}
+    job = put_job(bucket, epochs=2, status_interval_s=2.0, extra_models=extra)
+    code, out = agent.run(job, "prepare")
+    assert code == 0, out
+    code, out = agent.run(job, "train", gpu=True, timeout=90)
+    assert code == 0, out
+    paths = {role: f"{{volume}}/lorabot/models/{role}.sft" for role in ("clip_l", "t5xxl", "ae")}
+    target = replace(
+        TryJob.from_spec(spec("flux-character"), job_id="j1", epochs_available=(1, 2), extra_model_paths=paths),
+        resolution=64,
+    )
+    wanted = parse_try(target, prompt="kana smiling|kana angry", epochs="1-2", strength=0.5, steps=4, negative="")
+    entry = request_entry(
+        target,
+        wanted,
+        tid="t1",
+        loras=loras(job, bucket),
+        presign_get=bucket.presign_get,
+        presign_put=bucket.presign_put,
+    )
+    pod = start_try_pod(bucket, agent, job)
+    try:
+        post_requests(bucket, job, [entry])
+        status = wait_finished(bucket, job, "t1")
+        assert status["phase"] == "done", status
+        assert status["cells_done"] == 4
+        # flux_minimal_inference.py's cfg_scale default (1.0) is the scale the stand-in drew with.
+        assert_cells_are_their_images(bucket, job, "t1", target, wanted, scale=1.0)
+    finally:
+        pod.send_signal(signal.SIGTERM)
+        pod.communicate(timeout=30)
+    runs = sorted((agent.volume / "lorabot/jobs/j1/try/t1").glob("run-*/out/*.png"))
+    assert len(runs) == 4 and all(len(path.stem) == len("20260101_000000") for path in runs)
+
+
 def test_try_pod_without_the_environment_fails_clearly_and_its_restart_idles(bucket: Bucket, agent: Agent) -> None:
     job = put_job(bucket, epochs=1)
     pod = start_try_pod(bucket, agent, job)
@@ -272,3 +312,24 @@ def test_a_try_pod_manifest_carries_no_training_upload(bucket: Bucket) -> None:
     assert window["stages"] == ["train"] and window["serve"]["poll_s"] == 3
     assert window["uploads"]["final"] == job.manifest["uploads"]["final"]
     assert Path(window["uploads"]["status"]["serve"].split("?")[0]).name == "serve.json"
+
+
+def test_manifest_serve_section_is_checked(bucket: Bucket) -> None:
+    from jobs.agent.manifest import ManifestError, parse_manifest
+
+    job = put_job(bucket, epochs=1)
+    served = try_pod_manifest(job.manifest, store=bucket, expires_s=60, poll_s=2)
+    assert parse_manifest(json.dumps(served).encode()).serve is not None
+    cases = [
+        ({**job.manifest, "stages": ["serve"]}, "stages include 'serve' but the manifest has no serve section"),
+        ({**served, "serve": {"requests_url": "file:///etc/passwd"}}, "serve.requests_url must be an http(s) URL"),
+        ({**served, "serve": {**served["serve"], "poll_s": 0.1}}, "serve.poll_s must be a number of seconds"),
+        ({**served, "stages": ["train", "serve"]}, "manifest stages ['serve'] stand alone"),
+    ]
+    for manifest, message in cases:
+        try:
+            parse_manifest(json.dumps(manifest).encode())
+        except ManifestError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"accepted: {message}")
