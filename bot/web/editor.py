@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,8 @@ class _EditorRoutes:
         self._fetch = fetch
         self._on_saved = on_saved
         self._locks: dict[str, asyncio.Lock] = {}
+        # A dataset's listing by hash: its content never changes, so one walk serves every thumbnail request.
+        self._listings: dict[str, list[Item]] = {}
 
     # -- the page ------------------------------------------------------------------------------------------------
 
@@ -99,10 +103,13 @@ class _EditorRoutes:
             return _html(exc.status, refusal_page(exc.title, str(exc)))
         try:
             items = await self._items(ticket.sha256)
-        except (DatasetError, OSError, EditorRefused) as exc:
+        except DatasetError as exc:
             self._links.used.release(ticket.nonce)  # nothing was shown: the link may be tried again
-            log.warning("caption editor: dataset %s could not be opened: %s", ticket.sha256[:12], exc)
-            return _html(503, refusal_page("This dataset could not be opened", f"{exc}. Try the link again later."))
+            return _html(422, refusal_page("This dataset could not be opened", str(exc)))
+        except Exception:  # the store or the disk: not the user's doing, and nothing to show them but a retry
+            self._links.used.release(ticket.nonce)
+            log.exception("caption editor: dataset %s could not be opened", ticket.sha256[:12])
+            return _html(503, refusal_page("This dataset could not be opened", "Try the link again in a minute."))
         expires = ticket.expires_at.strftime("%Y-%m-%d %H:%M UTC")
         return _html(
             200,
@@ -142,9 +149,10 @@ class _EditorRoutes:
             return target
         folder.mkdir(parents=True, exist_ok=True)
         source = self._config.cache_dir / sha256 / "dataset" / item.path
+        # A name of its own per writer: two requests for the same thumbnail may both make it; the rename is atomic.
+        partial = folder / f".{item.index}.{os.getpid()}.{threading.get_ident()}.part"
         with Image.open(source) as image:
             image.thumbnail((self._config.thumb_px, self._config.thumb_px))
-            partial = target.with_suffix(".part")
             image.convert("RGB").save(partial, "JPEG", quality=80)
         partial.replace(target)
         return target
@@ -262,9 +270,13 @@ class _EditorRoutes:
         return ticket
 
     async def _items(self, sha256: str) -> list[Item]:
+        if sha256 in self._listings:
+            return self._listings[sha256]
         lock = self._locks.setdefault(sha256, asyncio.Lock())
         async with lock:
-            return await asyncio.to_thread(self._unpacked_items, sha256)
+            if sha256 not in self._listings:
+                self._listings[sha256] = await asyncio.to_thread(self._unpacked_items, sha256)
+            return self._listings[sha256]
 
     def _unpacked_items(self, sha256: str) -> list[Item]:
         """The dataset's images and captions, unpacked on the bot's host once per hash (by the ingest: the stored zip

@@ -153,3 +153,30 @@ def test_a_tagger_crash_fails_the_cpu_stage_with_the_taggers_message(bucket: Buc
     assert error["kind"] == "tagger"
     assert "exited with code 1" in error["message"] and "unexpected csv format" in error["message"]
     assert not (volume / "lorabot" / "jobs" / job.job_id / "READY").exists()
+
+
+def test_a_caption_only_prepare_tags_without_fetching_the_base_model(bucket: Bucket, agent: Agent, volume: Path):
+    """/caption's CPU stage (manifest caption_only): environment, dataset and tagging; the model step is skipped."""
+    job = captioned_job(bucket)
+    job.manifest["caption_only"] = True
+    job.manifest["stages"] = ["prepare"]
+    bucket.put(job.keys.manifest, json.dumps(job.manifest).encode())
+    assert agent.run(job, "prepare")[0] == 0, job.status("prepare")
+    status = job.status("prepare")
+    assert status["phase"] == "ready" and status["captions"]["tagged"] == 6
+    [model] = [s for s in status["steps"] if s["name"] == "model"]
+    assert model["state"] == "skipped" and model["bytes_done"] == 0
+    assert not list((volume / "lorabot" / "models").glob("*.safetensors"))
+    assert (
+        "step model: not needed, this job only captions"
+        in (volume / "lorabot" / "jobs" / job.job_id / "logs" / "prepare.log").read_text()
+    )
+
+
+def test_caption_only_without_a_captions_section_is_refused(bucket: Bucket, agent: Agent, volume: Path):
+    job = put_job(bucket, "j1", epochs=1, dataset=captionless_zip())
+    job.manifest["caption_only"] = True
+    bucket.put(job.keys.manifest, json.dumps(job.manifest).encode())
+    code, out = agent.run(job, "prepare")
+    assert code == 2 and "caption_only must be true or false, and true only with a captions section" in out
+    assert not (volume / "lorabot" / "jobs" / job.job_id).exists()

@@ -65,6 +65,7 @@ class EditorWorld:
     saved: list[Saved] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
     base_url: str = ""
+    store_down: bool = False
     _runner: web.AppRunner | None = None
 
     def __post_init__(self) -> None:
@@ -77,6 +78,8 @@ class EditorWorld:
         self.sha, _ = stored_dataset(self.store, captioned_zip())
 
     def fetch(self, sha256: str, path: Path) -> None:
+        if self.store_down:
+            raise ConnectionError("the store is down")
         self.fetched.append(sha256)
         shutil.copyfile(self.store / f"{sha256}.zip", path)
 

@@ -152,3 +152,14 @@ async def test_a_save_needs_the_opened_page(editor_world: EditorWorld) -> None:
     status, answer = await save(editor_world, fake, {"captions": {"10_kana/0001.png": "kana"}})
     assert status == 403 and "opened editor page" in answer["message"]
     assert editor_world.saved == []
+
+
+async def test_a_store_failure_shows_a_retry_page_and_leaves_the_link_usable(editor_world: EditorWorld) -> None:
+    link = editor_world.link()
+    editor_world.store_down = True
+    status, body, _ = await get(link)
+    assert status == 503 and "This dataset could not be opened" in body.decode()
+    assert "the store is down" not in body.decode(), "the store's own error stays in the log"
+    editor_world.store_down = False
+    status, body, _ = await get(link)
+    assert status == 200 and "Edit captions" in body.decode()
