@@ -360,8 +360,14 @@ async def _deliver_result(
             allowed_mentions=discord.AllowedMentions.none(),
         )
         return int(message.id)
-    images, settings = await asyncio.to_thread(_render_grid, bot, parts, size_limit)
     spec = parts["spec"]
+    try:
+        images, settings = await asyncio.to_thread(_render_grid, bot, parts, size_limit)
+    except (OSError, ValueError) as exc:
+        # A cell the bucket no longer has, an image Pillow cannot read: say so rather than hold the thread's
+        # later notices behind a grid that can never be drawn.
+        log.warning("j%s: the grid of %s could not be drawn: %s", job_id, parts["public_id"], exc)
+        images, settings = [], f"The grid could not be drawn ({type(exc).__name__}); the images are in the bucket."
     seconds = float(parts["result"].get("seconds") or 0)
     text = (
         f"{head}: {len(spec.prompts)} prompt{'s' if len(spec.prompts) > 1 else ''} × epochs "

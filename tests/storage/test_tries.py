@@ -8,8 +8,11 @@ import datetime as dt
 import pytest
 from sqlalchemy.orm import Session
 
-from jobs.states import TRY_TRANSITIONS, PodRole, TryStatus
-from storage.transitions import record_pod_intent
+from jobs.cloud import PodInfo
+from jobs.pods import owned_by_live_job
+from jobs.states import TRY_TRANSITIONS, JobStatus, PodRole, TryStatus
+from storage.models import Job
+from storage.transitions import record_pod_intent, set_pod_created
 from storage.tries import (
     InvalidTryTransition,
     close_window,
@@ -91,3 +94,31 @@ def test_a_try_pod_is_kept_while_it_serves_an_open_request(db_session: Session) 
     set_try_status(db_session, row.id, T.RUNNING, now=T0)
     set_try_status(db_session, row.id, T.FAILED, now=T0, error="env_missing")
     assert not pod_kept(db_session, pod, T0 + MIN)
+
+
+def test_a_try_pod_being_created_for_a_confirmed_request_is_kept(db_session: Session) -> None:
+    """Between the TRY pod's row and the request naming it, the confirmed request (no pod yet) keeps it."""
+    job_id = new_job(db_session)
+    pod = record_pod_intent(db_session, job_id=job_id, role=PodRole.TRY, attempt=1, now=T0)
+    row = create_try_request(db_session, job_id=job_id, user_id=1, spec={}, estimate_s=1, estimate_micros=1, now=T0)
+    set_try_status(db_session, row.id, T.CONFIRMED, now=T0)
+    assert pod_kept(db_session, pod, T0 + MIN)
+    gpu = record_pod_intent(db_session, job_id=job_id, role=PodRole.GPU, attempt=1, now=T0)
+    assert not pod_kept(db_session, gpu, T0 + MIN)  # a training pod is never a /try request's by default
+
+
+def test_the_reaper_takes_a_finished_jobs_pod_only_once_it_is_no_longer_kept(db_session: Session) -> None:
+    job_id = new_job(db_session)
+    pod = record_pod_intent(db_session, job_id=job_id, role=PodRole.GPU, attempt=1, now=T0)
+    set_pod_created(db_session, pod.id, runpod_pod_id="rp-1", cost_per_hr_micros=690_000, now=T0)
+    db_session.get_one(Job, job_id).status = JobStatus.SUCCEEDED  # set-up: the job's history is not under test
+    open_window(db_session, job_id=job_id, pod_id=pod.id, minutes=10, now=T0)
+    db_session.flush()
+    seen = PodInfo(
+        id="rp-1", name=pod.name, status="RUNNING", cost_per_hr_micros=690_000, uptime_seconds=60, gpu_type_id=None
+    )
+    assert owned_by_live_job(db_session, seen, T0 + 9 * MIN)
+    assert not owned_by_live_job(db_session, seen, T0 + 10 * MIN)  # the window's end: an orphan now
+    assert not owned_by_live_job(db_session, seen)  # without a time, a finished job owns nothing
+    close_window(db_session, job_id, now=T0 + 2 * MIN, by="button by 1")
+    assert not owned_by_live_job(db_session, seen, T0 + 3 * MIN)
