@@ -138,7 +138,12 @@ document.getElementById('remove').addEventListener('click', () => {
 document.getElementById('rename').addEventListener('click', () => {
   const from = document.getElementById('rename-from').value.trim();
   const to = document.getElementById('rename-to').value.trim();
-  if (from && to && !to.includes(',')) rewriteTags((tags) => tags.map((t) => (t === from ? to : t)));
+  if (to.includes(',')) {
+    status.className = 'bad';
+    status.textContent = 'A tag cannot contain a comma: commas separate the tags.';
+    return;
+  }
+  if (from && to) rewriteTags((tags) => tags.map((t) => (t === from ? to : t)));
 });
 document.getElementById('save').addEventListener('click', async () => {
   const edits = {};
