@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from jobs.ledger import month_of
 from jobs.queue import JobPlan
-from jobs.states import CacheKind, JobStatus, PodRole
+from jobs.states import CacheKind, JobStatus, NoticeKind, PodRole
 from jobs.volumes import list_volume_lines, mark_stale
 from storage.db import session_scope
 from storage.queries import is_cache_ready, mark_cache_ready, record_volume
@@ -24,14 +25,21 @@ OLD_ENV = "0123456789abcdef"
 OLD_MODEL = "old-base.safetensors"
 
 
+def existing_volume(world: LorabotWorld) -> tuple[int, Path]:
+    """A volume lorabot made before (at RunPod and in the job store): its row id and its `lorabot` folder."""
+    dc = world.orchestrator.config.data_center_id
+    info = world.emulator.create_volume(f"lorabot-{dc.lower()}", 30, dc)
+    with session_scope(world.sessions) as s:
+        volume_id = record_volume(s, data_center_id=dc, size_gb=30, now=world.now(), runpod_volume_id=info.id).id
+    return volume_id, world.emulator.volume_path(info.id) / "lorabot"
+
+
 async def test_prune_marks_stale_cache_and_the_next_cpu_stage_deletes_it_keeping_its_own(
     make_lorabot_world: Callable[..., LorabotWorld],
 ):
     world = make_lorabot_world()
-    dc = world.orchestrator.config.data_center_id
     # A volume lorabot made earlier, holding an environment of an older recipe and a model nobody used for 60 days.
-    info = world.emulator.create_volume(f"lorabot-{dc.lower()}", 30, dc)
-    root = world.emulator.volume_path(info.id) / "lorabot"
+    volume_id, root = existing_volume(world)
     env_files = {"COMPLETE": b"{}", "venv/lib/torch.so": b"t" * 70_000, "sd-scripts/train.py": b"s" * 3_000}
     for name, data in env_files.items():
         (root / "env" / OLD_ENV / name).parent.mkdir(parents=True, exist_ok=True)
@@ -41,8 +49,6 @@ async def test_prune_marks_stale_cache_and_the_next_cpu_stage_deletes_it_keeping
     (root / "models" / f".{OLD_MODEL}.verified").write_bytes(b"{}")
     now = world.now()
     with session_scope(world.sessions) as s:
-        volume = record_volume(s, data_center_id=dc, size_gb=30, now=now, runpod_volume_id=info.id)
-        volume_id = volume.id
         mark_cache_ready(s, volume_id, CacheKind.ENV, OLD_ENV, now=now)
         mark_cache_ready(s, volume_id, CacheKind.MODEL, OLD_MODEL, now=now - dt.timedelta(days=60))
         lines = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=now, month=month_of(now))
@@ -75,3 +81,53 @@ async def test_prune_marks_stale_cache_and_the_next_cpu_stage_deletes_it_keeping
     assert world.running_pods() == []
     world.wait_for_no_processes()
     assert_ledger_matches_runpod(world, job_id, case="prune")
+
+
+async def test_a_job_that_needs_what_a_running_cpu_stage_deletes_waits_for_it_then_fetches_it_again(
+    make_lorabot_world: Callable[..., LorabotWorld],
+):
+    """Job A's CPU pod carries the deletion of a stale dataset; job B, queued behind it, trains on that very dataset.
+    B is not placed while A's CPU pod may be deleting it (its thread says why); once A's pod has reported the deletion,
+    B goes on and its own pod fetches the dataset again."""
+    world = make_lorabot_world(max_concurrent_jobs=2)
+    volume_id, root = existing_volume(world)
+    first = world.submit(images=3, epochs=1, name="first")
+    second = world.submit(images=4, epochs=1, name="second")
+    sha = world.job(second).dataset_sha256
+    stale = root / "datasets" / sha
+    stale.mkdir(parents=True)
+    (stale / "COMPLETE").write_text(sha)
+    (stale / "old.png").write_bytes(b"p" * 9_000)
+    now = world.now()
+    with session_scope(world.sessions) as s:
+        mark_cache_ready(s, volume_id, CacheKind.DATASET, sha, now=now - dt.timedelta(days=60))
+        lines = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=now, month=month_of(now))
+        assert mark_stale(s, lines, now=now) == 1
+
+    def waited() -> list[str]:
+        return [
+            str(n.payload_json["text"])
+            for n in world.notices(second, NoticeKind.INFO)
+            if "waiting for" in str(n.payload_json.get("text"))
+        ]
+
+    await world.run_until(lambda: bool(waited()), timeout=30, what="the second job to wait")
+    assert world.status(second) is JobStatus.QUEUED and world.pods(second) == []
+    dc = world.job(first).data_center_id
+    assert waited() == [
+        f"waiting for j{first}'s CPU stage on the {dc} volume: it may be deleting stale files this job would use"
+    ]
+    await world.run_until(
+        lambda: world.status(first).is_terminal() and world.status(second).is_terminal(), timeout=120, what="both jobs"
+    )
+    assert (world.status(first), world.status(second)) == (JobStatus.SUCCEEDED, JobStatus.SUCCEEDED), world.describe()
+    with session_scope(world.sessions) as s:
+        (line,) = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=world.now(), month=month_of(now))
+    assert [(f.job, f.kind, f.key, f.freed_bytes) for f in line.freed] == [
+        (f"j{first}", "dataset", sha, len(sha) + 9_000)
+    ]
+    assert not (stale / "old.png").exists() and (stale / "COMPLETE").is_file()  # B's own copy, fetched again
+    assert world.running_pods() == []
+    world.wait_for_no_processes()
+    for job_id in (first, second):
+        assert_ledger_matches_runpod(world, job_id, case=f"j{job_id}")
