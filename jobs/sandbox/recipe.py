@@ -8,6 +8,7 @@ the "clone" copies the stand-in sd-scripts, and the GPU check passes only on pod
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,23 @@ FAKE_GPU_CHECK = (
 )
 
 
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def sandbox_recipe(standin_dir: Path, python: str | None = None, python_version: str | None = None) -> dict[str, Any]:
     """`standin_dir` is the stand-in sd-scripts folder (jobs/sandbox/sdscripts); `python` builds the venv and
     `python_version` is its major.minor (this interpreter's when `python` is not given; unrecorded otherwise)."""
     if python is None:
         python, python_version = sys.executable, python_version or f"{sys.version_info[0]}.{sys.version_info[1]}"
     recipe: dict[str, Any] = {
-        "name": "sandbox-standin-sd-scripts",
+        # The stand-in's files are copied into the environment, so their content is part of the recipe's hash: a
+        # sandbox volume built before a stand-in script was added (gen_img.py for /try) gets a fresh copy.
+        "name": f"sandbox-standin-sd-scripts-{_tree_digest(standin_dir)}",
         "python": python,
         "files": {"constraints.txt": SANDBOX_CONSTRAINTS},
         "steps": [
