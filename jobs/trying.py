@@ -399,7 +399,9 @@ class Tries:
                 return None
             pod_id = window.pod_id
             self._cancel_open(s, job_id, now, "the test window closed before it was answered")
-        if pod_id is not None:
+        # A standby process (another holds the orchestrator lease) only records the close: the leader's clean-up
+        # terminates the pod (no longer kept) and its next tick writes the cost and the final line.
+        if pod_id is not None and self.o.is_leader():
             await self.o.pods.terminate(pod_id, reason=f"test window closed ({by})")
         return self._window_closed(job_id)
 
@@ -450,7 +452,7 @@ class Tries:
                 row = s.get(Pod, pod_id)
                 if row is not None:
                     row.keep_until = now
-        for pod_id in pods:
+        for pod_id in pods if self.o.is_leader() else []:  # a standby records; the leader's clean-up terminates
             await self.o.pods.terminate(pod_id, reason=f"/cancel by {by}")
         self.o._close_costs(job_id)
         return len(pods) + (1 if window is not None else 0)

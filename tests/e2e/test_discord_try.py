@@ -184,6 +184,14 @@ async def test_refusals_then_try_on_epochs_1_to_3_and_a_second_try_on_the_same_p
             set_budget(s, user_id=bw.fake.default_user.id, month=month_of(bw.world.now()), limit_micros=10_000_000)
         assert _requests(bw, job_id) == [] and _pods(bw, job_id, PodRole.TRY) == []
 
+        # An estimate dropped with its Cancel rents nothing.
+        dropped = await _ask(bw, "try", {"job": public, "prompt": "kana"})
+        [cancel] = [c for c in dropped.custom_ids() if c.endswith(":cancel")]
+        click = await bw.fake.click(dropped, cancel)
+        assert "dropped; nothing was rented" in (await bw.fake.wait_for_reply(click, timeout=30)).text()
+        assert [r.status for r in _requests(bw, job_id)] == [TryStatus.DISMISSED]
+        assert "is already dismissed" in await _confirm(bw, dropped)
+
         # The estimate first: start-up + generation + linger, nothing rented until Confirm.
         estimate = await _ask(bw, "try", {"job": public, "prompt": PROMPTS, "epochs": "1-3", "seed": 7})
         text = estimate.text()
@@ -193,11 +201,11 @@ async def test_refusals_then_try_on_epochs_1_to_3_and_a_second_try_on_the_same_p
         before = job_cost_now(bw, job_id)
         assert "confirmed" in await _confirm(bw, estimate)
 
-        grid = await _grid(bw, thread, "t1")
-        [first] = _requests(bw, job_id)
+        grid = await _grid(bw, thread, "t2")
+        [_, first] = _requests(bw, job_id)
         assert first.status is TryStatus.DONE and first.spec_json["seed"] == 7
-        _assert_cells(bw, job_id, "t1", ["kana smiling", "kana angry"], [1, 2, 3])
-        _grid_has_cells(grid, bw, job_id, "t1")
+        _assert_cells(bw, job_id, "t2", ["kana smiling", "kana angry"], [1, 2, 3])
+        _grid_has_cells(grid, bw, job_id, "t2")
         assert "seed 7" in grid.text() and "strength 1" in grid.text()
 
         # /cost shows the try line; the GPU line did not move.
@@ -210,15 +218,15 @@ async def test_refusals_then_try_on_epochs_1_to_3_and_a_second_try_on_the_same_p
         second = await _ask(bw, "try", {"job": public, "prompt": "kana surprised", "epochs": "2"})
         assert "on the GPU pod already serving" in second.text() and "GPU start-up" not in second.text()
         assert "confirmed" in await _confirm(bw, second)
-        await _grid(bw, thread, "t2")
-        _assert_cells(bw, job_id, "t2", ["kana surprised"], [2])
+        await _grid(bw, thread, "t3")
+        _assert_cells(bw, job_id, "t3", ["kana surprised"], [2])
         assert len(_pods(bw, job_id, PodRole.TRY)) == 1
 
         # A deleted checkpoint is named as deleted, and nothing is rented for it.
         bw.world.store.delete(JobKeys(public, bw.world.job(job_id).output_name).checkpoint(1))
         gone = (await _ask(bw, "try", {"job": public, "prompt": "kana", "epochs": "1"})).text()
         assert f"epoch 1's checkpoint of `{public}` was deleted from the store" in gone, gone
-        assert len(_requests(bw, job_id)) == 2
+        assert len(_requests(bw, job_id)) == 3
 
         # Past its linger the /try pod is terminated by the orchestrator: nothing is left at RunPod.
         await bw.fake.wait_for(
@@ -249,8 +257,18 @@ async def _closed(bw: BotWorld, thread: ChannelRecord, job_id: int, by: str) -> 
     window = _window(bw, job_id)
     assert window is not None and window.closed_by is not None and by in window.closed_by, window and window.closed_by
     assert all(p.status is PodStatus.TERMINATED for p in bw.world.pods(job_id))
-    final = await bw.wait_for_thread_message(thread, lambda m: "Test window closed" in m.text(), 60)
-    assert format_usd(window.cost_micros or 0) in final.text()
+    # The window's line is edited to say so, and a final line is posted (both name the cost).
+    closed = await bw.fake.wait_for(
+        lambda: (
+            (found := [m for m in bw.fake.messages_in(thread) if "Test window closed" in m.text()])
+            and len(found) == 2
+            and found
+        ),
+        timeout=60,
+        what="the window's line edited and its final line posted",
+    )
+    final = closed[-1]
+    assert all(format_usd(window.cost_micros or 0) in m.text() for m in closed)
     with session_scope(bw.world.sessions) as s:
         cost = job_cost(s, job_id, now=bw.world.now())
     assert cost.try_micros == window.cost_micros and not cost.live
@@ -261,7 +279,7 @@ async def test_a_test_window_answers_try_on_the_warm_pod_and_closes_by_time_afte
     make_bot_world: MakeBotWorld,
 ) -> None:
     async with make_bot_world() as bw:
-        thread, job_id = await _trained(bw, "warm", test_window=20)
+        thread, job_id = await _trained(bw, "warm", test_window=25)
         await bw.wait_for_status(job_id, lambda s: s is JobStatus.SUCCEEDED, timeout=180)
         line = await _window_line(bw, thread)
         assert line.component(f"lorabot:job:{job_id}:window:close") is not None
@@ -288,12 +306,22 @@ async def test_a_test_window_answers_try_on_the_warm_pod_and_closes_by_time_afte
         assert source_colour in colours
         assert _pods(bw, job_id, PodRole.TRY) == []
 
-        # The bot restarts while the window is open; the window still ends by time, with no pod left.
+        # The bot restarts while the window is open, between an estimate and its Confirm: the button still works,
+        # the window still answers, and it still ends by time, with no pod left.
+        pending = await _ask(bw, "try", {"job": f"j{job_id}", "prompt": "kana angry", "epochs": "2"})
         await bw.restart()
         window = _window(bw, job_id)
         assert window is not None and window.closed_at is None
+        assert "confirmed" in await _confirm(bw, pending)
+        await _grid(bw, thread, "t3")
+        _assert_cells(bw, job_id, "t3", ["kana angry"], [2])
         text = await _closed(bw, thread, job_id, "time")
         assert "Test window closed" in text
+        # One window line, edited in place as its cost grew (never re-posted), and the final line.
+        lines = [m for m in bw.fake.messages_in(thread) if "Test window" in m.text()]
+        assert len(lines) == 2 and lines[0].id == line.id and "closed" in lines[0].text(), [m.text() for m in lines]
+        edits = [r for r in bw.fake.requests if r.method == "PATCH" and str(line.id) in r.path]
+        assert len(edits) >= 2, "the line is redrawn as the cost grows, then for the close"
         await bw.fake.wait_for(lambda: bw.world.running_pods() == [], timeout=30, what="no pod at RunPod")
         # The warm pod's time is split: training on the GPU line, the window on the try line.
         cost = job_cost_now(bw, job_id)
