@@ -35,7 +35,7 @@ from jobs.agent.artifacts import sample_files, state_complete, state_dir
 from jobs.agent.train import TRAINER_COLUMNS
 from jobs.catalog import load_catalog
 from jobs.dataset import IngestedDataset, ingest_zip, pack_dataset
-from jobs.manifest import ModelSource, build_manifest, dataset_key
+from jobs.manifest import ModelSource, build_manifest, dataset_key, try_pod_manifest
 from jobs.planning import Plan, dataset_facts, make_plan
 from jobs.presets import load_presets
 from jobs.prices import StaticPriceProvider
@@ -43,6 +43,17 @@ from jobs.queue import job_plan_of
 from jobs.sandbox.hub import StandinHub
 from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, build_command, tokenizer_manifest
 from jobs.spec import TrainSpec, UserOptions
+from jobs.tryplan import (
+    LoraRef,
+    TryJob,
+    TrySpec,
+    cell_key,
+    parse_try,
+    request_entry,
+    requests_document,
+    requests_key,
+    status_key,
+)
 from tests.agent.bucket import Bucket, BucketServer
 from tests.agent.world import Agent, Job, write_pyz
 
@@ -445,3 +456,120 @@ def test_the_lora_metadata_names_the_trigger_and_the_base_model(real_run: RealRu
         assert {s["class_tokens"] for s in subsets} == {f"{TRIGGER} {CLASS_WORD}"}
         tags = json.loads(meta["ss_tag_frequency"])
         assert all(counts.get(TRIGGER) == IMAGES for counts in tags.values()), tags
+
+
+# --- (4) /try: the real gen_img.py draws each epoch's LoRA on a TRY pod over the job's volume --------------------
+TRY_PROMPTS = f"{TRIGGER}, {CLASS_WORD}, smile | {TRIGGER}, {CLASS_WORD}, from side"
+TRY_EPOCHS = (1, EPOCHS)
+TRY_SEED = 7
+TRY_MANIFEST_KEY = "jobs/j1/try/manifest.json"
+
+
+@dataclass
+class RealTry:
+    spec: TrySpec
+    status: dict[str, Any]
+    cells: dict[tuple[int, int], bytes]
+    run_logs: list[str]
+    serve_status: dict[str, Any]
+    seconds: float
+    violations: str
+
+
+@pytest.fixture(scope="module")
+def real_try(real_run: RealRun) -> Iterator[RealTry]:
+    """The job's volume after training (env, model, tokenizer; no LoRA: the agent cleared them), a TRY pod's
+    manifest as the orchestrator makes it, and one /try request built by the project's own request builder."""
+    run = real_run
+    job = TryJob.from_spec(run.spec, job_id=run.job.job_id, epochs_available=range(1, EPOCHS + 1))
+    spec = parse_try(job, prompt=TRY_PROMPTS, epochs=",".join(map(str, TRY_EPOCHS)), seed=TRY_SEED)
+    loras = {
+        e["epoch"]: LoraRef(run.job.keys.checkpoint(e["epoch"]), e["checkpoint"]["sha256"], e["checkpoint"]["size"])
+        for e in run.final["epochs"]
+    }
+    entry = request_entry(
+        job, spec, tid="t1", loras=loras, presign_get=run.bucket.presign_get, presign_put=run.bucket.presign_put
+    )
+    run.bucket.put(requests_key(job.job_id), requests_document([entry]))
+    manifest = try_pod_manifest(run.job.manifest, store=run.bucket, expires_s=3600, poll_s=1.0)
+    run.bucket.put(TRY_MANIFEST_KEY, json.dumps(manifest).encode())
+    agent = Agent(write_pyz(run.volume.parent / "try-agent.pyz"), run.volume, run.volume.parent / "pod")
+    extra = {
+        "LORABOT_TIME_SCALE": "1",
+        "LORABOT_MANIFEST_URL": run.bucket.presign_get(TRY_MANIFEST_KEY),
+        "RUNPOD_POD_ID": "try-pod-1",
+        **agent.guard_env(run.job),
+    }
+    started = time.monotonic()
+    pod = agent.start(run.job, "serve", extra=extra)
+    try:
+        deadline = time.monotonic() + TRAINER_DEADLINE_S
+        while True:
+            body = run.bucket.objects.get(status_key(job.job_id, "t1"))
+            status = json.loads(body) if body else {}
+            if status.get("phase") in ("done", "failed"):
+                break
+            if pod.poll() is not None:
+                raise AssertionError(f"the TRY pod exited ({pod.returncode}): {pod.communicate()[0]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/try did not finish in {TRAINER_DEADLINE_S:.0f} s")
+            time.sleep(0.5)
+        seconds = time.monotonic() - started
+    finally:
+        pod.send_signal(signal.SIGTERM)
+        try:
+            pod.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pod.kill()
+            pod.communicate()
+    request_dir = run.volume / "lorabot" / "jobs" / job.job_id / "try" / "t1"
+    cells = {
+        (e, i): data
+        for e in spec.epochs
+        for i in range(len(spec.prompts))
+        if (data := run.bucket.objects.get(cell_key(job.job_id, "t1", e, i))) is not None
+    }
+    SUMMARY.append(f"measured: /try with the real gen_img.py, {spec.cells} images at 64 px: {seconds:.0f} s")
+    yield RealTry(
+        spec,
+        status,
+        cells,
+        [p.read_text(errors="replace") for p in sorted(request_dir.glob("run-*.log"))],
+        json.loads(run.bucket.read(run.job.keys.status("serve"))),
+        seconds,
+        agent.violations(),
+    )
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_try_runs_the_real_gen_img_once_per_epoch_with_that_epochs_lora_and_uploads_every_cell(
+    real_run: RealRun, real_try: RealTry
+):
+    tried = real_try
+    assert tried.status["phase"] == "done", (tried.status, tried.run_logs[-1:] if tried.run_logs else None)
+    assert tried.status["cells_done"] == tried.status["cells"] == len(TRY_EPOCHS) * 2
+    assert sorted(tried.cells) == [(e, i) for e in TRY_EPOCHS for i in range(2)]
+    for data in tried.cells.values():
+        assert png_size(data) == (real_run.spec.resolution, real_run.spec.resolution)
+    # One run of sd-scripts' gen_img.py per epoch, each loading that epoch's LoRA (by hash, from the agent's cache)
+    assert len(tried.run_logs) == len(TRY_EPOCHS)
+    for epoch, log in zip(TRY_EPOCHS, tried.run_logs, strict=True):
+        sha = next(e["checkpoint"]["sha256"] for e in real_run.final["epochs"] if e["epoch"] == epoch)
+        logged_line(log, f"load network weights from: {real_run.volume}/lorabot/jobs/j1/try/loras/{sha}.safetensors")
+        assert "weights are loaded" in log
+    # the TRY pod never trained and never reached anything but the bucket
+    assert tried.serve_status["serve"]["done"] == ["t1"]
+    assert real_run.job.status("train")["phase"] == "succeeded"
+    assert tried.violations == "", tried.violations
+
+
+def test_try_cells_follow_their_epoch_and_prompt(real_try: RealTry):
+    cells = real_try.cells
+    # Same seed and prompt, another epoch's LoRA: another image; same epoch, another prompt: another image.
+    assert cells[(TRY_EPOCHS[0], 0)] != cells[(TRY_EPOCHS[1], 0)]
+    assert cells[(TRY_EPOCHS[0], 0)] != cells[(TRY_EPOCHS[0], 1)]
