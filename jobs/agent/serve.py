@@ -342,10 +342,9 @@ class Serve:
         script = layout.sd_scripts / request.script
         argv = [*layout.expand_argv(self.ctx.manifest.launcher), str(script), *[expand(a) for a in run.args]]
         run_log = run_dir.with_suffix(".log")
+        cwd = self.tokenizer_view(run_dir)
         self.rep.log(f"request {request.id} run {index} (epoch {run.epoch}): {' '.join(argv)}")
-        code = run_logged(
-            argv, run_log, self.ctx.stop, sdscripts_env(self.ctx), cwd=layout.sd_scripts, on_poll=self.beat
-        )
+        code = run_logged(argv, run_log, self.ctx.stop, sdscripts_env(self.ctx), cwd=cwd, on_poll=self.beat)
         output = run_log.read_bytes() if run_log.is_file() else b""
         tail = output[-RUN_TAIL_BYTES:].decode("utf-8", "replace")
         with open(self.log_path, "a", encoding="utf-8") as log:
@@ -368,6 +367,24 @@ class Serve:
                 )
             produced[wanted.cell] = out_dir / matches[0]
         return produced
+
+    def tokenizer_view(self, run_dir: Path) -> Path:
+        """The run's working folder: `<org>/<repo>` links to the tokenizers the CPU stage fetched.
+
+        flux_minimal_inference.py (48d368fa) loads its CLIP-L and T5 tokenizers by Hub id with no
+        --tokenizer_cache_dir, and the Hub is offline on GPU time; transformers' from_pretrained takes an id that
+        names an existing folder (relative to the working folder) as that folder, so these links serve it from the
+        volume. gen_img.py finds its tokenizers through --tokenizer_cache_dir and is not affected."""
+        view = run_dir / "cwd"
+        view.mkdir()
+        for tokenizer in self.ctx.manifest.tokenizers:
+            org, _, name = tokenizer.repo.partition("/")
+            source = self.layout.tokenizers_dir / tokenizer.folder
+            if not name or not source.is_dir() or not SAFE_NAME.match(org) or not SAFE_NAME.match(name):
+                continue
+            (view / org).mkdir(exist_ok=True)
+            (view / org / name).symlink_to(source, target_is_directory=True)
+        return view
 
     def upload_cell(self, request: Request, output: Output, path: Path) -> None:
         if not png_complete(path):

@@ -18,6 +18,7 @@ from PIL import Image
 
 from jobs.manifest import add_serve, try_pod_manifest
 from jobs.sandbox.sdscripts._standin_images import network_colour, prompt_colour
+from jobs.sdscripts import tokenizer_manifest
 from jobs.tryplan import (
     LoraRef,
     TryJob,
@@ -32,7 +33,7 @@ from jobs.tryplan import (
 from tests.jobs.data.specs import spec
 
 from .bucket import Bucket
-from .world import Agent, Job, put_job, wait_for
+from .world import Agent, Job, put_job, standin_hub, wait_for
 
 TRY_MANIFEST_KEY = "jobs/j1/try/manifest.json"
 
@@ -251,6 +252,11 @@ def test_try_pod_serves_on_the_jobs_volume_and_reports_the_scripts_own_errors(bu
 def test_flux_requests_run_one_process_per_image_and_map_its_timestamped_file(bucket: Bucket, agent: Agent) -> None:
     extra = {name: hashlib.sha256(name.encode()).digest() * 64 for name in ("clip_l.sft", "t5xxl.sft", "ae.sft")}
     job = put_job(bucket, epochs=2, status_interval_s=2.0, extra_models=extra)
+    # The Flux script's tokenizers (CLIP-L and T5-XXL) on the volume too, as a Flux job's CPU stage fetches them.
+    have = {entry["repo"] for entry in job.manifest["tokenizers"]}
+    flux = tokenizer_manifest("flux_train_network.py", standin_hub().url)
+    job.manifest["tokenizers"] += [entry for entry in flux if entry["repo"] not in have]
+    bucket.put(job.keys.manifest, json.dumps(job.manifest).encode())
     code, out = agent.run(job, "prepare")
     assert code == 0, out
     code, out = agent.run(job, "train", gpu=True, timeout=90)
@@ -282,6 +288,9 @@ def test_flux_requests_run_one_process_per_image_and_map_its_timestamped_file(bu
         pod.communicate(timeout=30)
     runs = sorted((agent.volume / "lorabot/jobs/j1/try/t1").glob("run-*/out/*.png"))
     assert len(runs) == 4 and all(len(path.stem) == len("20260101_000000") for path in runs)
+    # The script loaded its tokenizers by Hub id, offline, from the run's links to the volume's copies.
+    view = agent.volume / "lorabot/jobs/j1/try/t1/run-00/cwd/google/t5-v1_1-xxl"
+    assert view.is_symlink() and (view / "spiece.model").is_file()
 
 
 def test_try_pod_without_the_environment_fails_clearly_and_its_restart_idles(bucket: Bucket, agent: Agent) -> None:

@@ -25,7 +25,8 @@ TARBALL = ROOT.parent / "shared" / "vendor" / "sd-scripts-48d368fa.tar.gz"
 
 
 def run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "LORABOT_TIME_SCALE": "1000", **(env or {})}
+    # The Hub is offline, as on a GPU pod: tokenizers come from the volume or the run fails.
+    full_env = {**os.environ, "LORABOT_TIME_SCALE": "1000", "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, str(SDSCRIPTS / script), *args], cwd=cwd, env=full_env, capture_output=True, text=True
     )
@@ -37,6 +38,9 @@ def files(tmp_path: Path) -> Path:
     for seed in (1, 2):
         data = safetensors_bytes(lora_tensors("sd", 4, 4.0, seed), "F16", {})
         (tmp_path / f"lora{seed}.safetensors").write_bytes(data)
+    # sd-scripts' --tokenizer_cache_dir layout: the repo id with "/" as "_".
+    (tmp_path / "tokenizers/openai_clip-vit-large-patch14").mkdir(parents=True)
+    (tmp_path / "tokenizers/openai_clip-vit-large-patch14/vocab.json").write_text("{}")
     return tmp_path
 
 
@@ -61,6 +65,7 @@ def gen_img(files: Path, lora: str, mul: str, *extra: str) -> subprocess.Complet
         f"--outdir={files / 'out'}",
         "--W=64",
         "--H=64",
+        f"--tokenizer_cache_dir={files / 'tokenizers'}",
         *extra,
         cwd=files,
     )
@@ -128,6 +133,7 @@ def test_gen_img_fault_reports_torch_oom(files: Path) -> None:
         f"--ckpt={files / 'model.safetensors'}",
         f"--from_file={files / 'prompts.txt'}",
         f"--outdir={files / 'out'}",
+        f"--tokenizer_cache_dir={files / 'tokenizers'}",
         cwd=files,
         env={"LORABOT_STANDIN_GEN_FAULT": "oom@2"},
     )
@@ -140,8 +146,7 @@ def test_flux_minimal_inference_writes_one_timestamped_image(files: Path) -> Non
     model = str(files / "model.safetensors")
     args = [f"--clip_l={model}", f"--t5xxl={model}", f"--ae={model}", "--width=64", "--height=64"]
     lora = files / "lora2.safetensors"
-    result = run(
-        "flux_minimal_inference.py",
+    flux_args = [
         f"--ckpt_path={model}",
         *args,
         f"--lora_weights={lora};0.7",
@@ -149,8 +154,20 @@ def test_flux_minimal_inference_writes_one_timestamped_image(files: Path) -> Non
         "--seed=9",
         "--steps=4",
         f"--output_dir={files / 'out'}",
-        cwd=files,
+    ]
+    # It loads its tokenizers by Hub id (no cache dir): offline, only folders of those names where it runs serve.
+    offline = run("flux_minimal_inference.py", *flux_args, cwd=files)
+    assert offline.returncode == 1
+    assert (
+        offline.stderr.strip()
+        .splitlines()[-1]
+        .startswith("OSError: Can't load tokenizer for 'openai/clip-vit-large-patch14'.")
     )
+    (files / "openai/clip-vit-large-patch14").mkdir(parents=True)
+    (files / "openai/clip-vit-large-patch14/vocab.json").write_text("{}")
+    (files / "google/t5-v1_1-xxl").mkdir(parents=True)
+    (files / "google/t5-v1_1-xxl/spiece.model").write_bytes(b"\0")
+    result = run("flux_minimal_inference.py", *flux_args, cwd=files)
     assert result.returncode == 0, result.stderr
     (image,) = list((files / "out").iterdir())
     assert re.fullmatch(r"\d{8}_\d{6}\.png", image.name)

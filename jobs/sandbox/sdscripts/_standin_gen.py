@@ -12,6 +12,8 @@ Read off the real source:
   raises AttributeError ('tuple' object has no attribute 'seed').
 - flux_minimal_inference.py: one --prompt per run; --lora_weights items `path;multiplier` (1.0 without ';');
   output `<output_dir>/<%Y%m%d_%H%M%S>.png` (local time, created); steps default 50 (dev).
+Tokenizers load as in _standin_tokenizers (gen_img.py through --tokenizer_cache_dir; flux by Hub id, so with
+the Hub offline only a folder of that name in the working folder serves them).
 Not modelled: dynamic prompts ({a|b}: refused with a message), img2img, ControlNet, highres fix, interactive mode.
 
 Environment: LORABOT_TIME_SCALE (simulated clock); LORABOT_STANDIN_GEN_IT_PER_S (default 8.0 simulated it/s);
@@ -36,6 +38,7 @@ from _standin_cli import build_gen_parser
 from _standin_console import Clock, Console
 from _standin_files import read_safetensors_header, write_file
 from _standin_images import image_png, network_colour, prompt_colour
+from _standin_tokenizers import load_tokenizers
 
 KNOWN_NETWORK_MODULES = {"networks.lora", "networks.lora_flux", "networks.dylora", "networks.oft", "lycoris.kohya"}
 _DYNAMIC = re.compile(r"\{((e|E)\$\$)?(([\d\-]+)\$\$)?(([^\|\}]+?)\$\$)?(.+?((\|).+?)*?)\}")
@@ -81,6 +84,9 @@ class Generator:
 
     def log(self, message: str) -> None:
         self.console.log("INFO", message, f"{self.script}:0")
+
+    def console_log(self, level: str, message: str) -> None:
+        self.console.log(level, message, f"{self.script}:0")
 
     def load_file(self, path: str | None) -> bytes:
         """Reading a model file: a missing one fails as Python's open() does."""
@@ -145,6 +151,8 @@ def run_gen_img(gen: Generator, args: Any) -> int:
             raise SystemExit("No weight. Weight is required.")  # the real script's message
         gen.log(f"load network weights from: {args.network_weights[i]}")
         networks.append((gen.load_network(args.network_weights[i]), float(mul)))
+    # gen_img.py: SDXL's load_tokenizers(args) and SD's SdTokenizeStrategy both honour --tokenizer_cache_dir.
+    load_tokenizers("sdxl" if is_sdxl else "sd", args.tokenizer_cache_dir, gen.console_log)
     gen.clock.sleep(gen.load_s)
 
     if args.from_file is not None:
@@ -269,6 +277,8 @@ def run_flux(gen: Generator, args: Any) -> int:
         sha = gen.load_network(weights_file)
         gen.log(f"Loaded LoRA weights from {weights_file}: <All keys matched successfully>")
         networks.append((sha, multiplier))
+    # FluxTokenizeStrategy(t5xxl_max_length) with no cache dir: CLIP-L and T5-XXL by their Hub ids.
+    load_tokenizers("flux", None, gen.console_log)
     gen.clock.sleep(gen.load_s)
     gen.log("Generating image...")
     steps = args.steps if args.steps is not None else 50

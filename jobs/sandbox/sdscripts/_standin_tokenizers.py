@@ -32,6 +32,12 @@ def load_tokenizers(arch: str, cache_dir: str | None, log: Callable[[str, str], 
             if not os.path.isfile(os.path.join(local, NEEDED[repo])):
                 raise OSError(_cannot_load(local, CLASS[repo]))
             continue
+        if os.path.isdir(repo):
+            # from_pretrained(repo id) takes an existing folder of that name (relative to the working folder) as
+            # the tokenizer's folder, before any Hub lookup (flux_minimal_inference.py passes no cache dir).
+            if not os.path.isfile(os.path.join(repo, NEEDED[repo])):
+                raise OSError(_cannot_load(repo, CLASS[repo]))
+            continue
         files = _from_hub(repo)
         if local is not None:
             log("INFO", f"save Tokenizer to cache: {local}")
