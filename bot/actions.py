@@ -203,8 +203,15 @@ def plan_summary_of(bot: LorabotBot, prepared: Prepared, name: str) -> dict[str,
         from bot.captioning import caption_plan_summary
 
         return caption_plan_summary(bot, prepared, name)
+    limits = bot.settings.limits
+    asked = prepared.plan.spec.test_window_min
+    window = min(limits.test_window_min if asked is None else asked, limits.test_window_max_min)
     return render.plan_summary(
-        prepared.plan, job_name=name, sandbox=bot.runtime.sandbox, report_text=prepared.report_text
+        prepared.plan,
+        job_name=name,
+        sandbox=bot.runtime.sandbox,
+        report_text=prepared.report_text,
+        test_window_min=window,
     )
 
 

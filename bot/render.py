@@ -251,7 +251,9 @@ def volume_month_table(volumes: VolumesMonth, team: CostBreakdown) -> str:
 # -- the plan ----------------------------------------------------------------------------------------------------
 
 
-def plan_summary(plan: Plan, *, job_name: str, sandbox: bool, report_text: str) -> dict[str, Any]:
+def plan_summary(
+    plan: Plan, *, job_name: str, sandbox: bool, report_text: str, test_window_min: int = 0
+) -> dict[str, Any]:
     """The plan as JSON-able data: the /train reply and the thread's PLAN notice render the same thing."""
     spec = plan.spec
     est = plan.estimate
@@ -271,6 +273,13 @@ def plan_summary(plan: Plan, *, job_name: str, sandbox: bool, report_text: str) 
         )
     elif captions is not None and captions.mode == "off" and captions.uncaptioned:
         lines.append(f"Captions off: {captions.uncaptioned} image(s) without a caption train on class tokens only")
+    if test_window_min > 0:
+        # The GPU pod kept up after training (jobs/trying.py): not in the costs below, which are the training's.
+        most = test_window_min * 60 * (est.gpu.price("secure") or 0) // 3600
+        lines.append(
+            f"Test window: the GPU pod stays up {test_window_min} min after training so /try answers in seconds "
+            f"(up to about {usd(most)} more, on the job's try line; Close now in the thread ends it early)"
+        )
     if sandbox:
         lines.append("**Sandbox**: simulated pods, nothing is billed ($0).")
     return {

@@ -47,6 +47,8 @@ async def _trained(bw: BotWorld, name: str, **options: object) -> tuple[ChannelR
     plan = await bw.train(
         dataset_zip(6, size=512), name=name, epochs=3, repeats=1, trigger="kana", class_word="1girl", **options
     )
+    if options.get("test_window"):
+        assert f"Test window: the GPU pod stays up {options['test_window']} min after training" in plan.text()
     thread = await bw.confirm(plan)
     return thread, bw.latest_job_id()
 
@@ -318,7 +320,7 @@ async def test_a_test_window_answers_try_on_the_warm_pod_and_closes_by_time_afte
         text = await _closed(bw, thread, job_id, "time")
         assert "Test window closed" in text
         # One window line, edited in place as its cost grew (never re-posted), and the final line.
-        lines = [m for m in bw.fake.messages_in(thread) if "Test window" in m.text()]
+        lines = [m for m in bw.fake.messages_in(thread) if "🧪 Test window" in m.text()]
         assert len(lines) == 2 and lines[0].id == line.id and "closed" in lines[0].text(), [m.text() for m in lines]
         edits = [r for r in bw.fake.requests if r.method == "PATCH" and str(line.id) in r.path]
         assert len(edits) >= 2, "the line is redrawn as the cost grows, then for the close"
@@ -332,6 +334,8 @@ async def test_a_test_window_answers_try_on_the_warm_pod_and_closes_by_time_afte
 
 async def test_test_windows_close_by_their_button_and_by_cancel(make_bot_world: MakeBotWorld) -> None:
     async with make_bot_world() as bw:
+        too_long = await bw.train(dataset_zip(6, size=512), name="long", test_window=61)
+        assert "test_window is 61 minutes; this server allows at most 60" in too_long.text()
         thread_a, job_a = await _trained(bw, "button", test_window=60)
         thread_b, job_b = await _trained(bw, "cancel", test_window=60)
         for job_id in (job_a, job_b):
