@@ -31,5 +31,8 @@ def test_pod_names_are_deterministic_per_job_role_and_attempt() -> None:
 def test_the_reaper_maps_our_names_back_and_ignores_everyone_elses() -> None:
     assert parse_pod_name("lorabot-j42-gpu-3") == ParsedPodName(job_id=42, role=PodRole.GPU, attempt=3)
     assert parse_pod_name("lorabot-j7-cpu") == ParsedPodName(job_id=7, role=PodRole.CPU, attempt=1)
+    # A /try pod: the reaper finds its job too (and keeps it only while its window or request is open).
+    assert pod_name(42, PodRole.TRY, 2) == "lorabot-j42-try-2"
+    assert parse_pod_name("lorabot-j42-try-2") == ParsedPodName(job_id=42, role=PodRole.TRY, attempt=2)
     for foreign in ["my-comfyui", "lorabot-j42-gpu-1", "lorabot-j42-tpu", "lorabot-42-gpu", "xlorabot-j1-cpu"]:
         assert parse_pod_name(foreign) is None
