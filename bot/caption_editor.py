@@ -50,7 +50,12 @@ def install_caption_editor(runtime: Runtime, url_secret: bytes) -> CaptionEditor
     link_key, session_key = editor_secrets(url_secret)
     links = EditorLinks(UrlSigner(link_key), UsedLinks(data / "used_links.sqlite"), session_key)
     hub = CaptionEditorHub(links)
-    config = EditorConfig(cache_dir=data / "datasets", work_dir=data / "work", limits=runtime.planner.limits)
+    config = EditorConfig(
+        cache_dir=data / "datasets",
+        work_dir=data / "work",
+        limits=runtime.planner.limits,
+        secure_cookie=runtime.settings.public_url.startswith("https://"),
+    )
 
     def fetch(sha256: str, path: Path) -> None:
         runtime.store.download(dataset_key(sha256), path)

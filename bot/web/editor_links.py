@@ -1,9 +1,12 @@
 """One-time caption-editor links: HMAC-signed (storage.signing), expiring, single use, for one dataset of one user.
 
 A link is `{public_url}/captions?u=<user>&d=<sha256>&n=<nonce>&exp=…&op=get&sig=…`; the signature covers user,
-dataset and nonce, so none can be edited. Opening the page uses the link up (a second open is refused with its own
-page); the page then talks to the server with a session token derived from the nonce (HMAC under a key of its
-own), valid until the link's expiry and only for that page: its thumbnails and one "save as new dataset".
+dataset and nonce, so none can be edited. Opening the page uses the link up: any other browser opening it again is
+refused with its own page. The browser that opened it gets a reopen cookie (HttpOnly, SameSite=Strict, scoped to
+the editor's path, named and valued by an HMAC of the link's nonce), so a reload, or a phone browser reloading the
+tab, shows the editor again until the link saves or expires. The page talks to the server with a session token
+derived from the nonce (HMAC under a key of its own), valid until the link's expiry and only for that page: its
+thumbnails and one "save as new dataset".
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -78,12 +82,26 @@ class EditorLinks:
     def check_session(self, ticket: EditorTicket, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(self.session_token(ticket), token)
 
+    def reopen_cookie(self, ticket: EditorTicket) -> tuple[str, str]:
+        """(name, value) of the cookie that lets the browser which opened this link open it again. The name is per
+        link, so two editors open in one browser keep their own."""
+        key = _key(ticket.user_id, ticket.sha256, ticket.nonce)
+        name = hmac.new(self._session_key, f"caption editor reopen name\n{key}".encode(), hashlib.sha256)
+        value = hmac.new(self._session_key, f"caption editor reopen\n{key}".encode(), hashlib.sha256)
+        return f"lorabot_editor_{name.hexdigest()[:16]}", value.hexdigest()
+
+    def may_reopen(self, ticket: EditorTicket, cookies: Mapping[str, str]) -> bool:
+        name, value = self.reopen_cookie(ticket)
+        sent = cookies.get(name)
+        return sent is not None and hmac.compare_digest(sent, value)
+
 
 def used_refusal() -> LinkRefused:
     return LinkRefused(
         Refusal.USED,
         "This caption editor link was already used",
-        "Each link opens the editor once. Ask the bot for a new one (/edit_captions, or the Edit captions button).",
+        "Each link opens the editor in one browser, until it saves or expires. Ask the bot for a new one "
+        "(/edit_captions, or the Edit captions button).",
     )
 
 

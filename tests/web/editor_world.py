@@ -15,7 +15,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot.caption_editor import editor_secrets
-from bot.web.editor import EditorConfig, add_editor_routes
+from bot.web.editor import EditorConfig, EditorRoutes, add_editor_routes
 from bot.web.editor_links import EditorLinks, EditorTicket
 from bot.web.links import UsedLinks
 from jobs.dataset import DatasetReport, ingest_zip, pack_dataset
@@ -66,6 +66,7 @@ class EditorWorld:
     fetched: list[str] = field(default_factory=list)
     base_url: str = ""
     store_down: bool = False
+    routes: EditorRoutes | None = None
     _runner: web.AppRunner | None = None
 
     def __post_init__(self) -> None:
@@ -95,7 +96,9 @@ class EditorWorld:
 
     async def start(self) -> EditorWorld:
         app = web.Application()
-        add_editor_routes(app, links=self.links, config=self.config, fetch=self.fetch, on_saved=self.on_saved)
+        self.routes = add_editor_routes(
+            app, links=self.links, config=self.config, fetch=self.fetch, on_saved=self.on_saved
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

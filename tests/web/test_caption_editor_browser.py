@@ -29,6 +29,9 @@ def edit_in_browser(driver: Any, link: str, timeout: float = 20) -> dict[str, An
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(link)
+    opened = len(driver.find_elements(By.CSS_SELECTOR, "#grid figure"))
+    # A reload (or a phone browser reloading the tab) keeps the editor: the same browser may open its link again.
+    driver.refresh()
     cards = driver.find_elements(By.CSS_SELECTOR, "#grid figure")
     WebDriverWait(driver, timeout).until(
         lambda d: all(
@@ -86,6 +89,8 @@ def edit_in_browser(driver: Any, link: str, timeout: float = 20) -> dict[str, An
         "status": str(status.text),
         "status_class": status.get_attribute("class"),
         "paths": [str(c.get_attribute("data-path")) for c in cards],
+        "opened": opened,
+        "reloaded_title": str(driver.title),
     }
 
 
@@ -114,6 +119,7 @@ async def test_caption_then_edit_in_the_browser_then_train_on_the_edited_dataset
 
         seen = await asyncio.to_thread(edit_in_browser, chrome, link.group(1))
         assert seen["status_class"] == "good", seen["status"]
+        assert seen["opened"] == len(seen["paths"]) == 6, f"reloading showed {seen['reloaded_title']!r}"
         # Only thumbnails, small ones, and a page no wider than the phone.
         assert all("/captions/thumb?" in src for src in seen["sources"]) and len(seen["sources"]) == 6
         assert max(seen["natural"]) <= 192
@@ -129,7 +135,7 @@ async def test_caption_then_edit_in_the_browser_then_train_on_the_edited_dataset
         new_sha = found.group(1)
         assert new_sha != old_sha and bw.runtime.caption_editor is not None
         assert bw.runtime.caption_editor.saved == [new_sha]
-        # The link was used up by opening it.
+        # Saved: the link is done, even in the browser that opened it.
         again = await asyncio.to_thread(lambda: (chrome.get(link.group(1)), chrome.find_element("tag name", "h1").text))
         assert again[1] == "This caption editor link was already used"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -12,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 from PIL import Image
 
-from tests.web.editor_world import EditorWorld, zip_captions
+from tests.web.editor_world import EditorWorld, captioned_zip, query_of, stored_dataset, zip_captions
 
 DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', re.S)
 
@@ -163,3 +164,117 @@ async def test_a_store_failure_shows_a_retry_page_and_leaves_the_link_usable(edi
     editor_world.store_down = False
     status, body, _ = await get(link)
     assert status == 200 and "Edit captions" in body.decode()
+
+
+def browser() -> aiohttp.ClientSession:
+    """A browser of its own: a cookie jar (that accepts cookies from 127.0.0.1, as browsers do)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def browse(session: aiohttp.ClientSession, url: str) -> tuple[int, str, list[str]]:
+    async with session.get(url) as response:
+        return response.status, await response.text(), response.headers.getall("Set-Cookie", [])
+
+
+async def test_the_browser_that_opened_a_link_may_reload_it_until_it_saves_and_no_other_may(
+    editor_world: EditorWorld,
+) -> None:
+    link = editor_world.link()
+    async with browser() as phone, browser() as other:
+        status, page, cookies = await browse(phone, link)
+        assert status == 200 and "Edit captions" in page
+        [cookie] = cookies
+        attributes = [part.strip().lower() for part in cookie.split(";")]
+        assert {"httponly", "samesite=strict", "path=/captions"} <= set(attributes), cookie
+        assert editor_world.links.session_token(editor_world.links.verify(query_of(link), check_used=False)) in page
+
+        # The phone reloads the tab: the same editor, the same session, the dataset not fetched again.
+        status, again, _ = await browse(phone, link)
+        assert status == 200 and DATA.search(again) is not None and DATA.search(page) is not None
+        assert json.loads(DATA.search(again).group(1)) == json.loads(DATA.search(page).group(1))  # type: ignore[union-attr]
+        assert editor_world.fetched == [editor_world.sha]
+
+        # Anyone else with the link (no cookie) is refused, as is a cookie from another link.
+        status, refused, _ = await browse(other, link)
+        assert status == 410 and "This caption editor link was already used" in refused
+        second = editor_world.link()
+        assert (await browse(other, second))[0] == 200
+        assert (await browse(phone, second))[0] == 410, "the phone's cookie is for the first link only"
+
+        # Once it saved, the link is done, even in the browser that opened it.
+        data = json.loads(DATA.search(page).group(1))  # type: ignore[union-attr]
+        status, answer = await save(editor_world, data, {"captions": {"10_kana/0001.png": "kana, girl, grin"}})
+        assert status == 200 and answer["ok"], answer
+        status, refused, _ = await browse(phone, link)
+        assert status == 410 and "already used" in refused
+
+        # And a link that expires no longer reopens either.
+        third = editor_world.link()
+        assert (await browse(phone, third))[0] == 200
+        editor_world.advance(3601)
+        status, refused, _ = await browse(phone, third)
+        assert status == 410 and "has expired" in refused
+
+
+def unpacked(world: EditorWorld) -> list[str]:
+    cache = world.config.cache_dir
+    return sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+
+
+async def test_a_saved_links_unpacked_dataset_and_thumbnails_leave_the_bots_host(editor_world: EditorWorld) -> None:
+    _, data = await open_page(editor_world)
+    thumb = f"{editor_world.base_url}{data['thumb']}?{data['query']}&t={data['token']}&i=0"
+    assert (await get(thumb))[0] == 200
+    assert unpacked(editor_world) == [editor_world.sha]
+    status, answer = await save(editor_world, data, {"captions": {"10_kana/0001.png": "kana, girl, grin"}})
+    assert status == 200 and answer["ok"], answer
+    assert unpacked(editor_world) == [], "saved: the link is done with its dataset"
+    assert list(editor_world.config.work_dir.iterdir()) == []
+
+
+async def test_an_expired_links_dataset_goes_at_the_next_sweep_and_an_open_one_stays(
+    editor_world: EditorWorld,
+) -> None:
+    assert editor_world.routes is not None
+    await open_page(editor_world)
+    (editor_world.store / "b").mkdir()
+    other_sha, _ = stored_dataset(editor_world.store / "b", captioned_zip(images=2))
+    (editor_world.store / "b" / f"{other_sha}.zip").rename(editor_world.store / f"{other_sha}.zip")
+    editor_world.advance(1800)
+    status, _, _ = await get(editor_world.link(sha256=other_sha))
+    assert status == 200
+    assert await editor_world.routes.sweep() == []
+    assert unpacked(editor_world) == sorted([editor_world.sha, other_sha]), "both links are open"
+
+    editor_world.advance(1801)  # the first link expired; the second has 30 minutes left
+    assert await editor_world.routes.sweep() == [editor_world.sha]
+    assert unpacked(editor_world) == [other_sha]
+    editor_world.advance(1800)
+    assert await editor_world.routes.sweep() == [other_sha]
+    assert unpacked(editor_world) == []
+
+
+async def test_the_sweep_clears_what_an_earlier_run_left_and_caps_the_cache_size(editor_world: EditorWorld) -> None:
+    assert editor_world.routes is not None
+    cache, work = editor_world.config.cache_dir, editor_world.config.work_dir
+    # An earlier run's leftovers: a dataset folder nobody has open, a half-deleted one, a save that crashed.
+    (cache / ("e" * 64) / "thumbs").mkdir(parents=True)
+    (cache / ("e" * 64) / "thumbs" / "0.jpg").write_bytes(b"x" * 1000)
+    (cache / ".gone-old").mkdir()
+    crashed = work / "captions-crashed"
+    crashed.mkdir(parents=True)
+    os.utime(crashed, (0, 0))
+    young = work / "captions-in-progress"  # a save running now
+    young.mkdir()
+    os.utime(young, (editor_world.now.timestamp(), editor_world.now.timestamp()))
+    assert await editor_world.routes.sweep() == ["e" * 64]
+    assert unpacked(editor_world) == [] and sorted(p.name for p in work.iterdir()) == ["captions-in-progress"]
+
+    # Over the size cap, the least recently used dataset goes even while its link is open (fetched again on use).
+    _, data = await open_page(editor_world)
+    object.__setattr__(editor_world.config, "max_cache_bytes", 1)
+    assert await editor_world.routes.sweep() == [editor_world.sha]
+    assert unpacked(editor_world) == []
+    thumb = f"{editor_world.base_url}{data['thumb']}?{data['query']}&t={data['token']}&i=0"
+    assert (await get(thumb))[0] == 200
+    assert editor_world.fetched == [editor_world.sha, editor_world.sha]
