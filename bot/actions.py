@@ -68,6 +68,10 @@ class PendingPlan:
         return now - self.created_at > PLAN_LIFETIME
 
 
+# The Confirm button of a /caption plan (a training plan's says "Confirm and train").
+CAPTION_CONFIRM = "Confirm and caption"
+
+
 def new_token() -> str:
     return secrets.token_hex(8)
 
@@ -91,6 +95,7 @@ def save_pending(pending: PendingPlan) -> None:
         "dataset_sha256": prepared.dataset_sha256,
         "dataset_size": prepared.dataset_size,
         "caption_only": prepared.caption_only,
+        "env_ready": prepared.env_ready,
     }
     path = prepared.workdir / PENDING_FILE
     partial = path.with_suffix(".part")
@@ -137,6 +142,7 @@ def load_pending(bot: LorabotBot, token: str) -> PendingPlan | None:
     prepared.reused = bool(record["reused"])
     prepared.dataset_sha256, prepared.dataset_size = record["dataset_sha256"], record["dataset_size"]
     prepared.caption_only = bool(record.get("caption_only"))
+    prepared.env_ready = bool(record.get("env_ready"))
     return PendingPlan(
         token=token,
         prepared=prepared,
@@ -193,7 +199,7 @@ async def offer_plan(
     await interaction.followup.send(
         f"{what} for **{render.truncate(name, 64)}**{reuse}. Confirm to queue it.",
         embeds=embeds,
-        view=plan_view(token, confirm_label="Confirm and caption" if prepared.caption_only else None),
+        view=plan_view(token, confirm_label=CAPTION_CONFIRM if prepared.caption_only else None),
     )
 
 
@@ -271,7 +277,7 @@ async def confirm_plan(bot: LorabotBot, interaction: discord.Interaction[Any], t
         await interaction.response.defer()
     pending = await take_pending(bot, token)
     if pending is None or pending.expired(dt.datetime.now(dt.UTC)):
-        expired = "This plan expired (plans are kept 30 minutes): run /train again."
+        expired = f"This plan expired (plans are kept 30 minutes): run {_plan_command(pending, interaction)} again."
         if interaction.response.is_done():
             await interaction.edit_original_response(content=expired, view=None)
         else:
@@ -295,6 +301,18 @@ async def confirm_plan(bot: LorabotBot, interaction: discord.Interaction[Any], t
     await interaction.edit_original_response(content=f"Queued as `j{job_id}`{where}.")
     bot.notifier.wake()
     bot.runtime_kick()
+
+
+def _plan_command(pending: PendingPlan | None, interaction: discord.Interaction[Any]) -> str:
+    """The command that offered this plan: /caption or /train. A plan already forgotten (swept, or gone with its
+    work folder) is told by its Confirm button's label, which only a /caption plan sets."""
+    if pending is not None:
+        return "/caption" if pending.prepared.caption_only else "/train"
+    for row in interaction.message.components if interaction.message is not None else []:
+        for item in getattr(row, "children", []):
+            if str(getattr(item, "custom_id", "")).endswith(":confirm"):
+                return "/caption" if getattr(item, "label", None) == CAPTION_CONFIRM else "/train"
+    return "/train"
 
 
 def submit_pending(bot: LorabotBot, pending: PendingPlan) -> int:

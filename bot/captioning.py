@@ -9,7 +9,9 @@ dataset's owner a one-time editor link (ephemeral: the link is theirs alone).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ import discord
 from bot import render
 from jobs.caption_job import CaptionJobEstimate, NothingToTag, caption_job_plan, estimate_caption_job
 from jobs.captions import TAG_SECONDS_PER_IMAGE, WD14_REPO
+from jobs.cloud import CloudError
 from jobs.queue import JobPlan, job_plan_of
 from storage.db import session_scope
 from storage.queries import get_dataset
@@ -25,6 +28,8 @@ from storage.queries import get_dataset
 if TYPE_CHECKING:
     from bot.client import LorabotBot
     from bot.ingest import Prepared
+
+log = logging.getLogger(__name__)
 
 NO_EDITOR = (
     "The caption editor is off: it needs `LORABOT_PUBLIC_URL` (the https address where this bot's web server is "
@@ -38,7 +43,21 @@ def caption_estimate(bot: LorabotBot, prepared: Prepared) -> CaptionJobEstimate:
     if captions is None:
         raise NothingToTag("this dataset has no images to tag")
     table = bot.runtime.planner.prices.get_table()
-    return estimate_caption_job(captions, dataset_bytes=prepared.dataset_size, prices=table)
+    return estimate_caption_job(
+        captions, dataset_bytes=prepared.dataset_size, prices=table, env_ready=prepared.env_ready
+    )
+
+
+async def volume_holds_env(bot: LorabotBot, prepared: Prepared) -> bool:
+    """Whether the volume a /caption job would run on now already holds the environment: the orchestrator's volume
+    cache, at the data center the job would be placed in (as /train's placement preview). When RunPod's catalog
+    cannot be read, the estimate counts the build (the higher figure)."""
+    plan = dataclasses.replace(job_plan_of(prepared.plan), caption_only=True)
+    try:
+        return await bot.runtime.orchestrator.env_ready_where_placed(plan)
+    except CloudError as exc:
+        log.warning("volume cache unavailable for the /caption estimate, counting the environment build: %s", exc)
+        return False
 
 
 def caption_job_plan_for(bot: LorabotBot, prepared: Prepared) -> JobPlan:
@@ -55,9 +74,13 @@ def caption_plan_summary(bot: LorabotBot, prepared: Prepared, name: str) -> dict
         f" ({WD14_REPO}) on a CPU pod. No GPU is rented.",
         f"Mode {captions.mode} · captions become `{spec.trigger}, {spec.class_word}, tags`; tags every image shares"
         " and the preset's undesired tags are removed",
-        f"CPU stage about {render.duration(estimate.cpu_stage_s)}: pod start, environment"
-        f" {render.duration(estimate.env_build_s)} (less when the volume already holds it), dataset"
-        f" {render.duration(estimate.dataset_s)}, tagging {render.duration(estimate.tagging_s)}"
+        f"CPU stage about {render.duration(estimate.cpu_stage_s)}: pod start, "
+        + (
+            "environment already on the volume"
+            if prepared.env_ready
+            else f"environment build {render.duration(estimate.env_build_s)} (the volume does not hold it yet)"
+        )
+        + f", dataset {render.duration(estimate.dataset_s)}, tagging {render.duration(estimate.tagging_s)}"
         f" (~{TAG_SECONDS_PER_IMAGE} s per image, an estimate, not a measurement)",
         f"CPU pod {render.usd(estimate.cpu_hourly_micros)}/h · volume share {estimate.volume_gb} GB",
         "The thread then shows the tag frequencies, examples, the captioned zip and an Edit captions button;"

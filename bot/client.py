@@ -21,6 +21,7 @@ from discord.ext import commands
 
 from bot.actions import PLAN_LIFETIME, PendingPlan
 from bot.app import Runtime
+from bot.intake import DatasetIntake
 from bot.notifier import Notifier
 from bot.views import DYNAMIC_ITEMS
 from jobs.config import Settings
@@ -67,6 +68,8 @@ class LorabotBot(commands.Bot):
         self.loaded_cogs: list[str] = []
         # Each guild's upload limit as its last interaction reported it (boosts raise it): what a sheet may weigh.
         self.attachment_limits: dict[int, int] = {}
+        # /train's and /caption's dataset intake (one download cap for both).
+        self.intake = DatasetIntake(self)
 
     async def setup_hook(self) -> None:
         self.session = aiohttp.ClientSession()

@@ -60,6 +60,8 @@ class Prepared:
     options: UserOptions = field(default_factory=UserOptions)
     # A /caption plan: confirming queues a job that only tags the dataset on the CPU pod (jobs/caption_job.py).
     caption_only: bool = False
+    # For a /caption plan: the volume it would run on already holds the environment (its estimate builds none).
+    env_ready: bool = False
 
     def discard(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

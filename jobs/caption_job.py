@@ -6,8 +6,9 @@ cancel, clean-up and cost lines as any job. The captioned dataset is stored by h
 `/train dataset_from:sha256:<hash>` trains on it and tags nothing.
 
 The estimate is the CPU stage of jobs/estimate.py without the model download: pod start, the environment build
-(the volume may already hold it; the estimate does not count on that), the dataset download and the tagging time
-of jobs/captions.py, priced at the CPU pod's hourly rate, plus the Network Volume's share for that time.
+(none when the volume the job would be placed on already holds it: the orchestrator's volume cache says so, as for
+/train's placement), the dataset download and the tagging time of jobs/captions.py, priced at the CPU pod's hourly
+rate, plus the Network Volume's share for that time.
 """
 
 from __future__ import annotations
@@ -57,9 +58,15 @@ class CaptionJobEstimate:
 
 
 def estimate_caption_job(
-    captions: CaptionPlan, *, dataset_bytes: int, prices: PriceTable, stages: StageFigures | None = None
+    captions: CaptionPlan,
+    *,
+    dataset_bytes: int,
+    prices: PriceTable,
+    env_ready: bool,
+    stages: StageFigures | None = None,
 ) -> CaptionJobEstimate:
-    """What the CPU stage of a /caption job takes and costs; NothingToTag when no image would be tagged."""
+    """What the CPU stage of a /caption job takes and costs; NothingToTag when no image would be tagged.
+    `env_ready`: the volume already holds the environment, so the CPU pod only checks it."""
     if captions.to_tag == 0:
         raise NothingToTag(
             "every image already has a caption and captions: keep leaves them alone, so there is nothing to tag; "
@@ -67,13 +74,14 @@ def estimate_caption_job(
         )
     stages = stages or StageFigures()
     dataset_s = dataset_bytes // stages.download_bytes_per_s
-    cpu_stage_s = stages.cpu_pod_start_s + stages.env_build_s + dataset_s + captions.tagging_seconds
+    env_build_s = 0 if env_ready else stages.env_build_s
+    cpu_stage_s = stages.cpu_pod_start_s + env_build_s + dataset_s + captions.tagging_seconds
     volume_gb = volume_size_gb(0, stages)
     return CaptionJobEstimate(
         to_tag=captions.to_tag,
         cpu_stage_s=cpu_stage_s,
         tagging_s=captions.tagging_seconds,
-        env_build_s=stages.env_build_s,
+        env_build_s=env_build_s,
         dataset_s=dataset_s,
         cpu_hourly_micros=prices.cpu_pod_hourly_micros,
         volume_gb=volume_gb,

@@ -998,6 +998,16 @@ class Orchestrator:
             return None
         return await self._place(plan)
 
+    async def env_ready_where_placed(self, plan: JobPlan) -> bool:
+        """Whether the volume this job would be placed on now already holds the environment (what /caption's
+        estimate counts: its CPU pod then builds nothing). Placed by the same rule as when it leaves the queue."""
+        placement = await self._place(plan)
+        if not placement.data_center_id:
+            return False
+        with session_scope(self.sessions) as s:
+            volume = get_volume_for_data_center(s, placement.data_center_id)
+            return volume is not None and is_cache_ready(s, volume.id, CacheKind.ENV, self.env_hash)
+
     async def _place(self, plan: JobPlan, *, exclude: tuple[str, ...] = ()) -> Placement:
         """Where the job runs (jobs/placement.py's rule), from the live catalog of each listed data center and the
         warmth of its volume. With one data center there is nothing to choose and the catalog is not asked."""

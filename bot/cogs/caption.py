@@ -1,15 +1,15 @@
 """/caption: tag a dataset on a CPU pod only (a few cents, estimate before Confirm), for users who want to review
 the captions before paying for a GPU; /edit_captions: a one-time caption editor link for a stored dataset.
 
-The dataset comes the way /train takes it (attachment, link or `dataset_from`), through the same ingest and planner
-(the Train cog's `_prepare`); the plan is then priced as a CPU stage alone (bot/captioning.py) and confirmed with the
-same buttons, which queue a caption-only job (jobs/caption_job.py).
+The dataset comes the way /train takes it (attachment, link or `dataset_from`), through the same intake, ingest and
+planner (bot/intake.py); the plan is then priced as a CPU stage alone (bot/captioning.py) and confirmed with the same
+buttons, which queue a caption-only job (jobs/caption_job.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -17,9 +17,10 @@ from discord.ext import commands
 
 from bot import render
 from bot.actions import Refused, offer_plan
-from bot.captioning import caption_estimate, editor_link_text
-from bot.cogs.train import Train, _remove, earlier_datasets, source_refusal
+from bot.captioning import caption_estimate, editor_link_text, volume_holds_env
+from bot.cogs.train import earlier_datasets, source_refusal
 from bot.ingest import IngestRefused, new_workdir
+from bot.intake import remove_workdir
 from bot.permissions import DM_REFUSAL, role_names, train_refusal
 from jobs.caption_job import NothingToTag
 from jobs.captions import caption_mode
@@ -73,9 +74,8 @@ class Caption(commands.Cog):
         refusal = train_refusal(role_names(interaction.user), self.bot.settings.discord) or source_refusal(
             dataset, dataset_url, dataset_from
         )
-        train = self._train()
-        if refusal or train is None:
-            await interaction.response.send_message(refusal or "/train is not loaded.", ephemeral=True)
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
         workdir = new_workdir(self.bot.runtime.workdir)
@@ -88,8 +88,9 @@ class Caption(commands.Cog):
         try:
             await self.bot.runtime.planner.prices.refresh()
             # The same ingest and planner as /train (one code path for attachments, links and stored datasets).
-            prepared = await train._prepare(interaction, workdir, options, dataset, dataset_url, dataset_from)
+            prepared = await self.bot.intake.prepare(interaction, workdir, options, dataset, dataset_url, dataset_from)
             prepared.caption_only = True
+            prepared.env_ready = await volume_holds_env(self.bot, prepared)
             caption_estimate(self.bot, prepared)  # refuses a dataset with nothing to tag before any button
         except (Refused, IngestRefused, NothingToTag) as exc:
             await self._refuse(interaction, workdir, "Not planned", [str(exc)])
@@ -101,20 +102,14 @@ class Caption(commands.Cog):
             await self._refuse(interaction, workdir, "The plan was refused", exc.reasons)
             return
         except BaseException:
-            await asyncio.to_thread(_remove, workdir)
+            await asyncio.to_thread(remove_workdir, workdir)
             raise
         await offer_plan(self.bot, interaction, prepared, name or f"captions {prepared.dataset_sha256[:8]}")
-
-    def _train(self) -> Train | None:
-        """The loaded /train cog, whose dataset intake /caption shares. discord.py loads each extension as a module
-        object of its own, so the class is checked by name, not by isinstance."""
-        cog = self.bot.get_cog("Train")
-        return cast("Train", cog) if cog is not None and hasattr(cog, "_prepare") else None
 
     async def _refuse(
         self, interaction: discord.Interaction[Any], workdir: Any, title: str, reasons: list[str]
     ) -> None:
-        await asyncio.to_thread(_remove, workdir)
+        await asyncio.to_thread(remove_workdir, workdir)
         await interaction.followup.send(render.refusal_text(title, reasons))
 
     @caption.autocomplete("dataset_from")
@@ -128,16 +123,12 @@ class Caption(commands.Cog):
     async def edit_captions(
         self, interaction: discord.Interaction[Any], dataset: app_commands.Range[str, 1, 100]
     ) -> None:
-        train = self._train()
-        if train is None:
-            await interaction.response.send_message("/train is not loaded.", ephemeral=True)
-            return
         try:
-            _, sha256, _ = await asyncio.to_thread(train._stored_dataset, interaction.user, dataset)
+            stored = await asyncio.to_thread(self.bot.intake.stored_dataset, interaction.user, dataset)
         except Refused as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
-        text = await asyncio.to_thread(editor_link_text, self.bot, interaction.user.id, sha256)
+        text = await asyncio.to_thread(editor_link_text, self.bot, interaction.user.id, stored.sha256)
         await interaction.response.send_message(text, ephemeral=True)
 
     @edit_captions.autocomplete("dataset")

@@ -1,13 +1,13 @@
 """/train: one dataset source (attachment, link or an earlier dataset) → ingest → plan → Confirm/Cancel buttons.
 
 The command acknowledges at once (defer), streams the dataset to disk, then ingests and plans in the ingest thread
-pool; the plan waits in memory for the Confirm button (`bot.actions.confirm_plan` queues it).
+pool; the plan waits in memory for the Confirm button (`bot.actions.confirm_plan` queues it). The dataset intake
+(attachment, link, `dataset_from`) is bot/intake.py's, shared with /caption.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,16 +17,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.actions import Refused, offer_plan, parse_job
+from bot.actions import Refused, offer_plan
 from bot.ingest import (
-    MAX_PARALLEL_DOWNLOADS,
     IngestRefused,
-    Prepared,
-    human_mb,
     new_workdir,
-    stream_to_file,
-    upload_cap_bytes,
 )
+from bot.intake import remove_workdir as _remove
 from bot.permissions import DM_REFUSAL, role_names, train_refusal
 from jobs.captions import CAPTION_MODES, caption_mode
 from jobs.catalog import load_catalog
@@ -77,7 +73,6 @@ def parse_extra_options(text: str) -> dict[str, Any]:
 class Train(commands.Cog):
     def __init__(self, bot: LorabotBot) -> None:
         self.bot = bot
-        self._downloads = asyncio.Semaphore(MAX_PARALLEL_DOWNLOADS)
 
     @app_commands.command(name="train", description="Train a LoRA from a dataset zip: shows the plan and its cost")
     @app_commands.describe(
@@ -180,7 +175,7 @@ class Train(commands.Cog):
             )
             # Live RunPod prices (at most a few minutes old) for the estimate; the built-in table if RunPod fails.
             await self.bot.runtime.planner.prices.refresh()
-            prepared = await self._prepare(interaction, workdir, options, dataset, dataset_url, dataset_from)
+            prepared = await self.bot.intake.prepare(interaction, workdir, options, dataset, dataset_url, dataset_from)
         except (Refused, IngestRefused) as exc:
             await self._refuse(interaction, workdir, "Not planned", [str(exc)])
             return
@@ -200,78 +195,6 @@ class Train(commands.Cog):
     ) -> None:
         await asyncio.to_thread(_remove, workdir)
         await interaction.followup.send(render.refusal_text(title, reasons))
-
-    async def _prepare(
-        self,
-        interaction: discord.Interaction[Any],
-        workdir: Path,
-        options: UserOptions,
-        dataset: discord.Attachment | None,
-        dataset_url: str | None,
-        dataset_from: str | None,
-    ) -> Prepared:
-        planner = self.bot.runtime.planner
-        if dataset is not None:
-            if not dataset.filename.lower().endswith(".zip"):
-                raise Refused(f"{shown(dataset.filename)} is not a .zip; zip your images and captions first.")
-            cap = upload_cap_bytes(self.bot.settings, interaction.filesize_limit)
-            zip_path = workdir / "upload.zip"
-            assert self.bot.session is not None
-            async with self._downloads:
-                await stream_to_file(self.bot.session, dataset.url, zip_path, cap=cap, declared_size=dataset.size)
-            return await planner.run(lambda: planner.plan_zip(zip_path, workdir, options))
-        if dataset_url is not None:
-            zip_path = await self._fetch_link(interaction, dataset_url, workdir)
-            return await planner.run(lambda: planner.plan_zip(zip_path, workdir, options))
-        assert dataset_from is not None
-        key, sha, size = await asyncio.to_thread(self._stored_dataset, interaction.user, dataset_from)
-        store = self.bot.runtime.store
-        return await planner.run(lambda: planner.plan_stored(store, key, sha, size, workdir, options))
-
-    async def _fetch_link(self, interaction: discord.Interaction[Any], url: str, workdir: Path) -> Path:
-        """`jobs.fetch` (SSRF guard, share links, caps) when it is built; otherwise a clear refusal."""
-        if importlib.util.find_spec("jobs.fetch") is None:
-            raise Refused("links are not available yet: attach the zip, or use `dataset_from`.")
-        from jobs.fetch import FetchError, FetchProgress, GuardRefused, fetch_dataset
-        from jobs.fetch.settings import FetchSettings, fetch_options
-
-        fetch: FetchSettings = getattr(self.bot.settings, "fetch", None) or FetchSettings()
-        hf = self.bot.settings.tokens.hf_token
-
-        async def progress(p: FetchProgress) -> None:
-            total = f" of {human_mb(p.bytes_total)}" if p.bytes_total else ""
-            eta = f", about {render.duration(p.eta_s)} left" if p.eta_s is not None else ""
-            await interaction.edit_original_response(content=f"Downloading: {human_mb(p.bytes_done)}{total}{eta}…")
-
-        try:
-            result = await fetch_dataset(
-                url,
-                workdir / "link.zip",
-                max_bytes=upload_cap_bytes(self.bot.settings, None),
-                progress_cb=progress,
-                hf_token=hf.get_secret_value() if hf is not None else None,
-                **fetch_options(fetch),  # guard, timeouts (deadline and minimum rate included), http, redirects
-            )
-        except (FetchError, GuardRefused) as exc:
-            raise Refused(str(exc)) from None
-        return result.path
-
-    def _stored_dataset(self, user: discord.abc.User, value: str) -> tuple[str, str, int]:
-        """`j42` (a job of yours) or `sha256:<hex>` (a dataset of yours) → (store key, sha256, size)."""
-        with session_scope(self.bot.runtime.sessions) as s:
-            if value.startswith("sha256:"):
-                row = s.get(Dataset, value.removeprefix("sha256:").lower())
-                if row is None or row.owner_user_id != user.id:
-                    raise Refused("that dataset is not one of yours; pick one from the list as you type.")
-                return row.store_key, row.sha256, row.size
-            job_id = parse_job(value)
-            job = s.get(Job, job_id)
-            if job is None or job.user_id != user.id:
-                raise Refused(f"`j{job_id}` is not a job of yours; pick one from the list as you type.")
-            row = s.get(Dataset, job.dataset_sha256)
-            if row is None:
-                raise Refused(f"the dataset of `j{job_id}` is no longer stored.")
-            return row.store_key, row.sha256, row.size
 
     async def _small_text(self, attachment: discord.Attachment) -> str:
         if attachment.size > SMALL_FILE_CAP:
@@ -330,12 +253,6 @@ def earlier_datasets(bot: LorabotBot, user_id: int, typed: str) -> list[app_comm
             if typed in label.lower():
                 choices.append(app_commands.Choice(name=label, value=f"sha256:{row.sha256}"))
     return choices[:25]
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def setup(bot: LorabotBot) -> None:

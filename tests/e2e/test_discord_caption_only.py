@@ -6,6 +6,7 @@ pods and its cost lines."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import re
 import socket
@@ -18,6 +19,7 @@ from jobs.captions import WD14_REPO
 from jobs.queue import JobPlan
 from jobs.states import JobStatus, NoticeKind, PodRole
 from storage.db import session_scope
+from storage.models import Job
 from storage.queries import record_dataset
 from tests.agent.world import standin_hub
 from tests.e2e.test_discord_captions import captionless_zip
@@ -151,3 +153,70 @@ async def test_a_caption_plan_offered_before_a_restart_is_still_caption_only(mak
         await bw.wait_for_status(job_id, lambda s: s.is_terminal())
         assert bw.world.status(job_id) is JobStatus.SUCCEEDED, bw.world.describe()
         assert [p.role for p in bw.world.pods(job_id)] == [PodRole.CPU] and bw.world.running_pods() == []
+
+
+async def test_an_expired_caption_plan_says_to_run_caption_again(make_bot_world: Any) -> None:
+    """Kept in memory past its 30 minutes, or already swept away: either way the user is told the command that made
+    it, /caption, and nothing is queued."""
+    async with make_bot_world() as bw:
+        for forgotten in (False, True):
+            interaction = await bw.fake.send_slash(
+                "caption", {"dataset": ("kana.zip", captionless_zip(3)), "trigger": "kana", "class_word": "girl"}
+            )
+            plan = await bw.fake.wait_for_reply(interaction, timeout=30)
+            confirm = next(c for c in plan.custom_ids() if c.endswith(":confirm"))
+            token = confirm.split(":")[2]
+            pending = bw.bot.plans[token]
+            pending.created_at -= dt.timedelta(minutes=31)
+            if forgotten:
+                bw.bot.sweep_plans()
+                assert token not in bw.bot.plans and not pending.prepared.workdir.exists()
+            await bw.fake.click(plan, confirm)
+            message = bw.fake.world.messages[plan.id]
+            expired = await bw.fake.wait_for(lambda m=message: "expired" in m.content and m, timeout=10)
+            assert "run /caption again" in expired.content and "/train" not in expired.content
+            assert expired.custom_ids() == []
+        with session_scope(bw.world.sessions) as s:
+            assert s.query(Job).count() == 0
+
+
+async def test_the_caption_estimate_counts_the_environment_only_when_the_volume_lacks_it(
+    make_bot_world: Any,
+) -> None:
+    """The first /caption on a fresh volume builds the environment (about 25 minutes of CPU pod); once that job has
+    left it on the volume, the next /caption's estimate is pod start, dataset and tagging: minutes and cents."""
+    standin_hub().repos[WD14_REPO]["model.onnx"] = tiny_wd14_onnx()
+    async with make_bot_world() as bw:
+
+        async def caption_plan(images: int) -> Any:
+            asked = await bw.fake.send_slash(
+                "caption", {"dataset": ("kana.zip", captionless_zip(images)), "trigger": "kana", "class_word": "girl"}
+            )
+            return await bw.fake.wait_for_reply(asked, timeout=30)
+
+        def cpu_stage_s(text: str) -> int:
+            found = re.search(r"CPU stage about (?:(\d+) h )?(?:(\d+) min )?(\d+) s", text)
+            assert found is not None, text
+            hours, minutes, seconds = (int(part or 0) for part in found.groups())
+            return hours * 3600 + minutes * 60 + seconds
+
+        cold = await caption_plan(3)
+        assert "environment build 25 min 00 s (the volume does not hold it yet)" in cold.text(), cold.text()
+        assert cpu_stage_s(cold.text()) > 25 * 60
+        await bw.confirm(cold)
+        first = bw.latest_job_id()
+        await bw.wait_for_status(first, lambda s: s.is_terminal())
+        assert bw.world.status(first) is JobStatus.SUCCEEDED, bw.world.describe()
+
+        warm = await caption_plan(4)
+        assert "environment already on the volume" in warm.text() and "environment build" not in warm.text()
+        assert cpu_stage_s(warm.text()) < 10 * 60, warm.text()
+        assert re.search(r"CPU pod\s+<\$0\.01", warm.text()), warm.text()
+        # The queued job carries the estimate shown (the budget check reads it), not the cold one.
+        await bw.confirm(warm)
+        second = bw.latest_job_id()
+        cold_plan = JobPlan.from_json(bw.world.job(first).plan_json)
+        warm_plan = JobPlan.from_json(bw.world.job(second).plan_json)
+        assert sum(warm_plan.estimate_micros.values()) < sum(cold_plan.estimate_micros.values()) / 3
+        await bw.wait_for_status(second, lambda s: s.is_terminal())
+        assert bw.world.status(second) is JobStatus.SUCCEEDED and bw.world.running_pods() == []

@@ -41,7 +41,7 @@ def submit_caption_job(world: LorabotWorld, *, images: int = 5, user_id: int = 1
     plan = make_plan(dataset, options, presets=load_presets(), catalog=load_catalog(), prices=prices)
     sha, size = pack_dataset(dataset.root, root / "dataset.zip")
     assert plan.captions is not None
-    estimate = estimate_caption_job(plan.captions, dataset_bytes=size, prices=prices.get_table())
+    estimate = estimate_caption_job(plan.captions, dataset_bytes=size, prices=prices.get_table(), env_ready=False)
     with session_scope(world.sessions) as s:
         job = submit(
             s,
