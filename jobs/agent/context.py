@@ -76,7 +76,8 @@ def run_logged(
 ) -> int:
     """Run a command with its output appended to the log; a stop request terminates it.
 
-    `on_poll` runs while the command runs (every `poll_s`), so a long step can keep its status fresh."""
+    `on_poll` runs while the command runs (every `poll_s`), so a long step can keep its status fresh; an exception
+    it raises terminates the command and propagates."""
     with open(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(
@@ -91,15 +92,19 @@ def run_logged(
         except OSError as exc:
             log.write(f"cannot start {argv[0]}: {exc}\n".encode())
             return 127
-        while proc.poll() is None:
-            if on_poll is not None:
-                on_poll()
-            if stop.sleep(poll_s):
+        try:
+            while proc.poll() is None:
+                if on_poll is not None:
+                    on_poll()  # may raise to give the command up (serve: a generation over its time limit)
+                if stop.sleep(poll_s):
+                    raise Interrupted()
+        finally:
+            # Whatever ends the wait (a stop, or on_poll giving up) ends the command too: no orphan keeps running.
+            if proc.poll() is None:
                 proc.terminate()
                 try:
                     proc.wait(timeout=2)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                raise Interrupted()
         return proc.returncode

@@ -40,6 +40,10 @@ ERROR_LINE_CHARS = 500
 # The tail of each run's output copied into the stage log (the uploaded log shows what the script said).
 RUN_TAIL_BYTES = 4096
 REQUESTS_LIMIT = 16 << 20
+# A run's time limit when the request names none: generous (the estimate is assumed, not measured), but a hung
+# script must not hold the pod, and every later request, for good.
+MIN_RUN_TIMEOUT_S = 900.0
+RUN_TIMEOUT_FACTOR = 5.0
 
 
 class RequestFailed(Exception):
@@ -84,6 +88,7 @@ class Request:
     cells: dict[str, str]
     status_url: str
     expected_s: float | None
+    timeout_s: float  # per run: a run still going after this long (agent's clock) is stopped as hung
 
 
 def parse_request(data: Any) -> Request:
@@ -138,16 +143,14 @@ def parse_request(data: Any) -> Request:
     status_url = data.get("status_url")
     if not isinstance(status_url, str):
         raise ValueError("request status_url must be a url")
-    expected = data.get("expected_s")
-    return Request(
-        rid,
-        script,
-        loras,
-        runs,
-        dict(cells),
-        status_url,
-        float(expected) if isinstance(expected, int | float) and not isinstance(expected, bool) else None,
-    )
+    raw = data.get("expected_s")
+    expected = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    timeout = data.get("timeout_s")
+    if timeout is None:
+        timeout = max(MIN_RUN_TIMEOUT_S, RUN_TIMEOUT_FACTOR * (expected or 0.0))
+    elif isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError("request timeout_s must be a positive number of seconds")
+    return Request(rid, script, loras, runs, dict(cells), status_url, expected, float(timeout))
 
 
 def last_error_line(text: str) -> str:
@@ -344,7 +347,18 @@ class Serve:
         run_log = run_dir.with_suffix(".log")
         cwd = self.tokenizer_view(run_dir)
         self.rep.log(f"request {request.id} run {index} (epoch {run.epoch}): {' '.join(argv)}")
-        code = run_logged(argv, run_log, self.ctx.stop, sdscripts_env(self.ctx), cwd=cwd, on_poll=self.beat)
+        clock, started = self.ctx.clock, self.ctx.clock.now()
+
+        def watch() -> None:
+            self.beat()
+            if clock.now() - started > request.timeout_s:
+                raise RequestFailed(
+                    "hang",
+                    f"{request.script} (epoch {run.epoch}) was still running after {request.timeout_s:.0f} s and was"
+                    " stopped",
+                )
+
+        code = run_logged(argv, run_log, self.ctx.stop, sdscripts_env(self.ctx), cwd=cwd, on_poll=watch)
         output = run_log.read_bytes() if run_log.is_file() else b""
         tail = output[-RUN_TAIL_BYTES:].decode("utf-8", "replace")
         with open(self.log_path, "a", encoding="utf-8") as log:

@@ -342,3 +342,42 @@ def test_manifest_serve_section_is_checked(bucket: Bucket) -> None:
             assert message in str(exc)
         else:
             raise AssertionError(f"accepted: {message}")
+
+
+def test_a_hung_generation_is_stopped_at_the_requests_time_limit_and_serving_goes_on(
+    bucket: Bucket, agent: Agent
+) -> None:
+    job, _ = trained_job(bucket, agent, serve=False)
+    target = try_job(job)
+    refs = loras(job, bucket)
+    entry = request_entry(
+        target,
+        parse_try(target, prompt="kana", epochs="1"),
+        tid="t1",
+        loras=refs,
+        presign_get=bucket.presign_get,
+        presign_put=bucket.presign_put,
+    )
+    entry["timeout_s"] = 30  # simulated seconds: the stand-in spends 6 loading, then hangs on its first image
+    pod = start_try_pod(bucket, agent, job, extra={"LORABOT_STANDIN_GEN_FAULT": "hang@1"})
+    try:
+        post_requests(bucket, job, [entry])
+        hung = wait_finished(bucket, job, "t1")
+        assert hung["phase"] == "failed" and hung["error"]["kind"] == "hang"
+        assert hung["error"]["message"] == "gen_img.py (epoch 1) was still running after 30 s and was stopped"
+        assert job.status("serve")["phase"] == "serving"
+        assert pod.poll() is None
+        # The hung script itself was stopped, not left running beside the agent.
+        running = [_cmdline(p) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        assert not [cmd for cmd in running if "gen_img.py" in cmd and str(agent.volume) in cmd]
+    finally:
+        pod.send_signal(signal.SIGTERM)
+        out, _ = pod.communicate(timeout=30)
+    assert pod.returncode == 143, out
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
