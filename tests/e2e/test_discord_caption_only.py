@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from jobs.captions import WD14_REPO
+from jobs.ledger import format_usd, job_cost
 from jobs.queue import JobPlan
 from jobs.states import JobStatus, NoticeKind, PodRole
 from storage.db import session_scope
@@ -23,6 +24,7 @@ from storage.models import Job
 from storage.queries import record_dataset
 from tests.agent.world import standin_hub
 from tests.e2e.test_discord_captions import captionless_zip
+from tests.world.money import assert_ledger_matches_runpod
 from tests.world.wd14_model import tiny_wd14_onnx
 
 pytestmark = pytest.mark.timeout(180)
@@ -220,3 +222,32 @@ async def test_the_caption_estimate_counts_the_environment_only_when_the_volume_
         assert sum(warm_plan.estimate_micros.values()) < sum(cold_plan.estimate_micros.values()) / 3
         await bw.wait_for_status(second, lambda s: s.is_terminal())
         assert bw.world.status(second) is JobStatus.SUCCEEDED and bw.world.running_pods() == []
+
+
+async def test_cancel_while_the_caption_pod_runs_leaves_zero_pods_and_says_the_cost(make_bot_world: Any) -> None:
+    """/cancel in Discord on a /caption job whose CPU pod is up: the pod is terminated at once, the job is
+    cancelled (no captions stored, never a GPU), and the reply and the thread give its final cost."""
+    standin_hub().repos[WD14_REPO]["model.onnx"] = tiny_wd14_onnx()
+    async with make_bot_world() as bw:
+        asked = await bw.fake.send_slash(
+            "caption", {"dataset": ("kana.zip", captionless_zip(12)), "trigger": "kana", "class_word": "girl"}
+        )
+        thread = await bw.confirm(await bw.fake.wait_for_reply(asked, timeout=30))
+        job_id = bw.latest_job_id()
+        await bw.fake.wait_for(lambda: bw.world.running_pods(), timeout=60, what="the CPU pod to run")
+        assert bw.world.status(job_id) is JobStatus.PREPARING, bw.world.describe()
+
+        asked = await bw.fake.send_slash("cancel", {"job": f"j{job_id}"})
+        reply = await bw.fake.wait_for_reply(asked, timeout=20)
+        assert bw.world.running_pods() == [] and bw.world.status(job_id) is JobStatus.CANCELLED, reply.text()
+        assert [p.role for p in bw.world.pods(job_id)] == [PodRole.CPU]
+        assert all(p.gpu_type_id is None for p in bw.world.emulator.all_pods())
+        with session_scope(bw.world.sessions) as s:
+            cost = job_cost(s, job_id, now=bw.world.now())
+        assert cost.gpu_pod_micros == 0 and cost.cpu_pod_micros > 0 and not cost.live
+        assert f"Cancelled `j{job_id}`" in reply.content and format_usd(cost.total_micros) in reply.content
+        cancelled = await bw.wait_for_thread_message(thread, lambda m: "cancelled" in m.text())
+        assert "Final cost" in cancelled.text() and format_usd(cost.total_micros) in cancelled.text()
+        assert bw.world.notices(job_id, NoticeKind.CAPTIONS) == []
+        assert bw.world.notices(job_id, NoticeKind.SUCCEEDED) == []
+        assert_ledger_matches_runpod(bw.world, job_id)
