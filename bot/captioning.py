@@ -136,7 +136,8 @@ def editor_link_text(bot: LorabotBot, user_id: int, sha256: str) -> str:
     link = hub.links.issue(public_url, user_id, sha256)
     until = render.timestamp(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=hub.links.lifetime_s))
     return (
-        f"Your caption editor for dataset `{sha256[:12]}` (opens once, until {until}; don't share it): {link}\n"
+        f"Your caption editor for dataset `{sha256[:12]}` (only the browser that opens it first, until you save or"
+        f" {until}; don't share it): {link}\n"
         "Saving makes a new dataset; the page gives its `/train dataset_from:` hash."
     )
 
