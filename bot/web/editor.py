@@ -156,7 +156,10 @@ class EditorRoutes:
             max_age=self._links.lifetime_s,  # the link's own expiry is checked on every open anyway
             path=EDITOR_PATH,
             httponly=True,
-            samesite="Strict",
+            # Lax, not Strict: the link is usually followed from another site (Discord), and Chromium sends no
+            # Strict cookie when reloading a page reached that way, so a reload would lose the editor. Lax is still
+            # never sent on another site's subrequests or POSTs, and alone it opens nothing without the link.
+            samesite="Lax",
             secure=self._config.secure_cookie,
         )
         return response

@@ -2,7 +2,7 @@
 
 A link is `{public_url}/captions?u=<user>&d=<sha256>&n=<nonce>&exp=…&op=get&sig=…`; the signature covers user,
 dataset and nonce, so none can be edited. Opening the page uses the link up: any other browser opening it again is
-refused with its own page. The browser that opened it gets a reopen cookie (HttpOnly, SameSite=Strict, scoped to
+refused with its own page. The browser that opened it gets a reopen cookie (HttpOnly, SameSite=Lax, scoped to
 the editor's path, named and valued by an HMAC of the link's nonce), so a reload, or a phone browser reloading the
 tab, shows the editor again until the link saves or expires. The page talks to the server with a session token
 derived from the nonce (HMAC under a key of its own), valid until the link's expiry and only for that page: its

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from jobs.captions import WD14_REPO
 from jobs.states import JobStatus
@@ -17,6 +18,7 @@ from tests.agent.world import standin_hub
 from tests.e2e.test_discord_caption_only import EDITOR_LINK, editor_env
 from tests.e2e.test_discord_captions import captionless_zip
 from tests.web.browser import chrome  # noqa: F401 - fixture
+from tests.web.editor_world import EditorWorld
 from tests.world.wd14_model import tiny_wd14_onnx
 
 pytestmark = pytest.mark.timeout(240)
@@ -163,3 +165,34 @@ async def test_caption_then_edit_in_the_browser_then_train_on_the_edited_dataset
             p.relative_to(data).with_suffix(".png").as_posix(): p.read_text().strip() for p in data.rglob("*.txt")
         }
         assert trained_captions == dict(zip(seen["paths"], seen["after"], strict=True))
+
+
+async def test_a_link_followed_from_another_site_survives_a_reload(chrome: Any, editor_world: EditorWorld) -> None:  # noqa: F811
+    """The editor link is clicked on another site (Discord): the reload that follows still opens the editor in that
+    browser (a SameSite=Strict cookie would not be sent then)."""
+    link = editor_world.link()
+    app = web.Application()
+    app.router.add_get("/", lambda _: web.Response(text=f'<a id="go" href="{link}">edit</a>', content_type="text/html"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def follow_and_reload() -> list[str]:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        chrome.delete_all_cookies()
+        chrome.get(f"http://localhost:{port}/")  # localhost and 127.0.0.1 are different sites
+        chrome.find_element("id", "go").click()
+        WebDriverWait(chrome, 10).until(lambda d: "/captions?" in d.current_url)
+        titles = [chrome.find_element("tag name", "h1").text]
+        chrome.refresh()
+        titles.append(chrome.find_element("tag name", "h1").text)
+        return titles
+
+    try:
+        titles = await asyncio.to_thread(follow_and_reload)
+    finally:
+        await runner.cleanup()
+    assert titles == ["Edit captions", "Edit captions"], titles
