@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -11,8 +13,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
+from aiohttp import web
 from PIL import Image
 
+from bot.web.editor import add_editor_routes
 from tests.web.editor_world import EditorWorld, captioned_zip, query_of, stored_dataset, zip_captions
 
 DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', re.S)
@@ -278,3 +282,34 @@ async def test_the_sweep_clears_what_an_earlier_run_left_and_caps_the_cache_size
     thumb = f"{editor_world.base_url}{data['thumb']}?{data['query']}&t={data['token']}&i=0"
     assert (await get(thumb))[0] == 200
     assert editor_world.fetched == [editor_world.sha, editor_world.sha]
+
+
+async def test_the_server_sweeps_on_start_and_then_periodically(editor_world: EditorWorld) -> None:
+    """The sweep is wired into the web app: a server starting on an earlier run's folder clears it, and a link that
+    expires while it runs loses its dataset at the next periodic sweep, with nobody calling sweep()."""
+    leftover = editor_world.config.cache_dir / ("e" * 64)
+    leftover.mkdir(parents=True)
+    config = dataclasses.replace(editor_world.config, sweep_every_s=0.05)
+    app = web.Application()
+    add_editor_routes(
+        app, links=editor_world.links, config=config, fetch=editor_world.fetch, on_saved=editor_world.on_saved
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        assert not leftover.exists(), "swept on start"
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        link = editor_world.links.issue(f"http://127.0.0.1:{port}", 1001, editor_world.sha)
+        assert (await get(link))[0] == 200
+        await asyncio.sleep(0.2)
+        assert unpacked(editor_world) == [editor_world.sha], "an open link keeps its dataset"
+        editor_world.advance(3601)
+        for _ in range(50):
+            if not unpacked(editor_world):
+                break
+            await asyncio.sleep(0.05)
+        assert unpacked(editor_world) == []
+    finally:
+        await runner.cleanup()
