@@ -481,10 +481,32 @@ def render_volumes(lines: Sequence[VolumeLine], month: str) -> str:
             if cache.prune_requested_at is not None:
                 state += f", pending deletion (marked {cache.prune_requested_at:%Y-%m-%d %H:%M} UTC)"
             out.append(f"  {cache.kind.value:<8}{cache.key}  ready {cache.ready_at:%Y-%m-%d}, {used}: {state}\n")
+            if cache.stale or cache.prune_requested_at is not None:
+                out.append(f"          deletes {', '.join(cache.paths)}\n")
+        if line.pending:
+            out.append(_pending_line(line))
         for freed in line.freed:
             done = f"kept: {freed.refused}" if freed.refused else f"deleted, {_size(freed.freed_bytes)} freed"
             out.append(f"  {freed.at:%Y-%m-%d %H:%M} {freed.job}'s CPU stage: {freed.kind} {freed.key} {done}\n")
     return "".join(out)
+
+
+def _pending_line(line: VolumeLine) -> str:
+    """Marks are carried out only by a cold job's CPU pod on the volume (RunPod has no file API): on an idle volume they
+    wait for ever, and until then nothing is deleted and no room is freed."""
+    count = len(line.pending)
+    what = f"{count} entr{'y' if count == 1 else 'ies'} marked for deletion"
+    since = f" since {line.pending_since:%Y-%m-%d %H:%M} UTC" if line.pending_since else ""
+    if line.cpu_stage_job is not None:
+        return (
+            f"  {what}{since}: the CPU pod of {line.cpu_stage_job} is on this volume now and deletes those its "
+            "manifest carried (a mark made after it started waits for the next one); nothing is freed until it "
+            "reports them gone\n"
+        )
+    return (
+        f"  {what}{since}: NOT deleted yet, no room freed: waiting for the next cold job's CPU pod on this volume "
+        "(none is running; a volume no job is placed on keeps them for ever)\n"
+    )
 
 
 def _size(count: int) -> str:

@@ -7,8 +7,10 @@ How prune deletes (RunPod has no file API: only a pod mounting a volume can dele
 in its manifest (``prune_order``), and its CPU pod, already paid for, deletes those paths before it builds anything
 (jobs/agent/prune.py checks each path again). When the stage is ready the bot reads what the agent freed
 (``confirm_pruned``): an entry is forgotten only when every one of its paths is gone, and the operator's record says
-how many bytes went (an operator notice, which `lorabot volumes` lists). Never deleted: anything a live job on the
-volume uses (left out of the order and named in its ``keep``), or the job's own environment, model and dataset. A job
+how many bytes went (an operator notice, which `lorabot volumes` lists). A model entry covers its extra files and
+the tokenizers fetched with it, a dataset entry the captioned copies made from it; such a shared file goes with the
+last entry standing on it (``_VolumeFiles``). Never deleted: anything a live job on the volume uses (left out of the
+order and named in its ``keep``), or the job's own environment, model files, tokenizers and dataset. A job
 that needs a marked entry again takes it back (the mark is dropped); one that would be placed on the volume while a
 CPU stage there may be deleting what it needs waits for that stage (``prune_in_flight``).
 
@@ -18,15 +20,21 @@ provisioned size, and a volume never shrinks. ``PRUNE_NOTE`` says so wherever pr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from jobs.agent.captions import parse_caption_spec
+from jobs.captions import manifest_section as caption_manifest
 from jobs.ledger import volumes_month_cost
 from jobs.queue import JobPlan
+from jobs.sdscripts import HUB_ENDPOINT, TOKENIZERS, TokenizerRepo
 from jobs.states import CacheKind, NoticeKind, PodRole, PodStatus
 from storage.models import Job, Notice, Pod, Volume, VolumeCacheEntry
 from storage.transitions import add_notice
@@ -54,6 +62,9 @@ class CacheLine:
     stale: bool
     # When `lorabot volumes prune` marked it for deletion (None: not marked).
     prune_requested_at: dt.datetime | None = None
+    # What deleting it removes, under {volume}/lorabot: its own files, plus the Flux extras, tokenizers and captioned
+    # copies it brought that nothing staying on the volume (an entry not stale nor marked, a live job) still uses.
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,9 @@ class VolumeLine:
     month_micros: int  # what RunPod bills for it this month, up to now
     cache: tuple[CacheLine, ...]
     freed: tuple[FreedLine, ...] = ()
+    # The job whose CPU pod is on the volume now (it may be carrying out the marks), or None: marks then wait for the
+    # next cold job placed there, however long that takes.
+    cpu_stage_job: str | None = None
 
     @property
     def stale(self) -> tuple[CacheLine, ...]:
@@ -85,6 +99,11 @@ class VolumeLine:
     @property
     def pending(self) -> tuple[CacheLine, ...]:
         return tuple(line for line in self.cache if line.prune_requested_at is not None)
+
+    @property
+    def pending_since(self) -> dt.datetime | None:
+        """When the oldest mark still waiting was made (None: nothing pending)."""
+        return min((line.prune_requested_at for line in self.pending if line.prune_requested_at), default=None)
 
 
 def list_volume_lines(session: Session, *, env_hash: str, now: dt.datetime, month: str) -> list[VolumeLine]:
@@ -95,14 +114,25 @@ def list_volume_lines(session: Session, *, env_hash: str, now: dt.datetime, mont
     for volume in session.scalars(select(Volume).where(Volume.deleted_at.is_(None)).order_by(Volume.id)):
         jobs = list(session.scalars(select(Job).where(Job.volume_id == volume.id)))
         marks = _marks(session, volume.id)
-        cache = tuple(
-            _cache_line(entry, jobs, env_hash=env_hash, now=now, marked=marks.get((entry.kind, entry.key)))
-            for entry in session.scalars(
+        entries = list(
+            session.scalars(
                 select(VolumeCacheEntry)
                 .where(VolumeCacheEntry.volume_id == volume.id, VolumeCacheEntry.kind.in_(_PRUNABLE))
                 .order_by(VolumeCacheEntry.kind, VolumeCacheEntry.key)
             )
         )
+        cache = [
+            _cache_line(entry, jobs, env_hash=env_hash, now=now, marked=marks.get((entry.kind, entry.key)))
+            for entry in entries
+        ]
+        # What a prune would delete: everything stale or marked goes together, the rest stays.
+        files = _VolumeFiles(session, jobs)
+        going = {(line.kind, line.key) for line in cache if line.stale or line.prune_requested_at is not None}
+        staying = [(line.kind, line.key) for line in cache if (line.kind, line.key) not in going]
+        cache = [
+            dataclasses.replace(line, paths=tuple(files.deletable(line.kind, line.key, staying))) for line in cache
+        ]
+        busy = _cpu_pod_on(session, volume, exclude_job=None)
         lines.append(
             VolumeLine(
                 volume.id,
@@ -110,11 +140,22 @@ def list_volume_lines(session: Session, *, env_hash: str, now: dt.datetime, mont
                 volume.data_center_id,
                 volume.size_gb,
                 month_costs.get(volume.data_center_id, 0),
-                cache,
+                tuple(cache),
                 _freed(session, volume.id),
+                None if busy is None else f"j{busy.job_id}",
             )
         )
     return lines
+
+
+def _cpu_pod_on(session: Session, volume: Volume, *, exclude_job: int | None) -> Pod | None:
+    """A CPU pod not yet terminated in the volume's data center (every CPU pod there mounts its volume)."""
+    query = select(Pod).where(
+        Pod.role == PodRole.CPU, Pod.status != PodStatus.TERMINATED, Pod.data_center_id == volume.data_center_id
+    )
+    if exclude_job is not None:
+        query = query.where(Pod.job_id != exclude_job)
+    return session.scalars(query.order_by(Pod.id)).first()
 
 
 def _cache_line(
@@ -150,27 +191,111 @@ def _model_filename(job: Job) -> str:
     return JobPlan.from_json(job.plan_json).model.filename if job.plan_json else ""
 
 
-def entry_paths(kind: CacheKind, key: str) -> list[str]:
-    """Where an entry's files are, relative to {volume}/lorabot. A model is its file and its `.verified` marker (a
-    Flux model's extra files may be shared with another model and stay; so do the tokenizers, shared by all)."""
-    if kind is CacheKind.ENV:
-        return [f"env/{key}"]
-    if kind is CacheKind.DATASET:
-        return [f"datasets/{key}"]
-    filename = key.split("+", 1)[0]
+def tokenizers_suffix(repos: tuple[TokenizerRepo, ...]) -> str:
+    """How a model's cache key names the tokenizers fetched with it (orchestrator._model_cache_key writes it; a test
+    holds the two together)."""
+    spec = json.dumps([dataclasses.asdict(repo) for repo in repos], sort_keys=True).encode()
+    return f"tokenizers-{hashlib.sha256(spec).hexdigest()[:12]}"
+
+
+def _tokenizer_paths(repos: tuple[TokenizerRepo, ...]) -> list[str]:
+    # sd-scripts' --tokenizer_cache_dir layout (jobs.sdscripts.tokenizer_manifest's folder).
+    return [f"hf/tokenizers/{repo.repo.replace('/', '_')}" for repo in repos]
+
+
+def _key_tokenizers(model_key: str) -> list[str]:
+    """The tokenizer folders a model entry was fetched with, read back from its key's suffix."""
+    _, _, suffix = model_key.partition("+")
+    for repos in TOKENIZERS.values():
+        if suffix and suffix == tokenizers_suffix(repos):
+            return _tokenizer_paths(repos)
+    return []
+
+
+def _model_file_paths(filename: str) -> list[str]:
     return [f"models/{filename}", f"models/.{filename}.verified"]
 
 
-def _job_paths(job: Job) -> list[str]:
-    """Everything the job reads on the volume: its environment, model files and dataset."""
-    paths = [f"datasets/{job.dataset_sha256}"]
-    if job.env_hash:
-        paths.append(f"env/{job.env_hash}")
-    if job.plan_json:
-        model = JobPlan.from_json(job.plan_json).model
-        for file in (model, *model.extra_files):
-            paths += [f"models/{file.filename}", f"models/.{file.filename}.verified"]
-    return paths
+class _VolumeFiles:
+    """Which files on a volume each cache entry and each job stand on, from the jobs that ran there.
+
+    An entry's own files are only its (an environment's folder, a model's checkpoint, a dataset's folder); its shared
+    files may also be another entry's or job's: a Flux model's extras (clip_l, t5xxl, ae), the tokenizers fetched with
+    a model, and the captioned copy of a dataset (its pointer and zip under captioned/, and the captioned dataset's
+    folder). A shared file goes with the last entry standing on it."""
+
+    def __init__(self, session: Session, jobs: list[Job]) -> None:
+        self.jobs = jobs
+        self.plans = {job.id: JobPlan.from_json(job.plan_json) for job in jobs if job.plan_json}
+        self.captioned: dict[int, str] = {}
+        for notice in session.scalars(
+            select(Notice).where(Notice.idempotency_key.in_([f"j{job.id}:captions" for job in jobs]))
+        ):
+            if notice.job_id is not None and notice.payload_json.get("sha256"):
+                self.captioned[notice.job_id] = str(notice.payload_json["sha256"])
+
+    def own(self, kind: CacheKind, key: str) -> list[str]:
+        if kind is CacheKind.ENV:
+            return [f"env/{key}"]
+        if kind is CacheKind.DATASET:
+            return [f"datasets/{key}"]
+        return _model_file_paths(key.split("+", 1)[0])
+
+    def shared(self, kind: CacheKind, key: str) -> list[str]:
+        found: list[str] = []
+        if kind is CacheKind.MODEL:
+            filename = key.split("+", 1)[0]
+            # The latest job's plan names the model's extras (the catalog's at that time).
+            for job in sorted(self.jobs, key=lambda j: j.id, reverse=True):
+                plan = self.plans.get(job.id)
+                if plan is not None and plan.model.filename == filename:
+                    for extra in plan.model.extra_files:
+                        found += _model_file_paths(extra.filename)
+                    break
+            found += _key_tokenizers(key)
+        elif kind is CacheKind.DATASET:
+            for job in self.jobs:
+                if job.dataset_sha256 == key:
+                    found += self._captioned_paths(job)
+        return list(dict.fromkeys(found))
+
+    def _captioned_paths(self, job: Job) -> list[str]:
+        plan = self.plans.get(job.id)
+        if plan is None or not plan.captions:
+            return []
+        # The agent's own key for (source dataset, caption settings) (jobs/agent/captions.py CaptionSpec.cache_key).
+        try:
+            spec = parse_caption_spec(caption_manifest(plan.captions, HUB_ENDPOINT))
+        except ValueError:  # settings from an older bot the agent would refuse: nothing was captioned with them
+            spec = None
+        found = []
+        if spec is not None:
+            key = spec.cache_key(job.dataset_sha256)
+            found += [f"captioned/{key}.json", f"captioned/{key}.zip"]
+        if job.id in self.captioned:
+            found.append(f"datasets/{self.captioned[job.id]}")
+        return found
+
+    def job_paths(self, job: Job) -> list[str]:
+        """Everything the job reads on the volume: its environment, model files and tokenizers, dataset and its
+        captioned copy."""
+        paths = [f"datasets/{job.dataset_sha256}", *self._captioned_paths(job)]
+        if job.env_hash:
+            paths.append(f"env/{job.env_hash}")
+        plan = self.plans.get(job.id)
+        if plan is not None:
+            for file in (plan.model, *plan.model.extra_files):
+                paths += _model_file_paths(file.filename)
+            paths += _tokenizer_paths(TOKENIZERS.get(plan.script, ()))
+        return paths
+
+    def deletable(self, kind: CacheKind, key: str, staying: list[tuple[CacheKind, str]]) -> list[str]:
+        """The entry's paths a prune removes: its own, and its shared ones that no staying entry and no live job
+        stands on."""
+        needed = {path for other in staying for path in (*self.own(*other), *self.shared(*other))}
+        needed |= {path for job in self.jobs if not job.status.is_terminal() for path in self.job_paths(job)}
+        own = self.own(kind, key)
+        return own + [path for path in self.shared(kind, key) if path not in needed and path not in own]
 
 
 def _mark_key(kind: CacheKind, key: str) -> str:
@@ -243,19 +368,29 @@ def prune_in_flight(session: Session, volume_id: int, job: Job, *, env_hash: str
     """Before a job is placed on this volume: is something it uses marked for deletion while another job's CPU pod
     is on the volume (that pod's manifest may be deleting it right now)? Then the job waits for that stage: the
     public id of the job it waits for. Otherwise the job takes back what it uses (those marks are dropped), None."""
-    wanted = [(kind, key) for kind, key in _marks(session, volume_id) if _needs(job, kind, key, env_hash=env_hash)]
-    if not wanted:
+    marks = _marks(session, volume_id)
+    wanted = [(kind, key) for kind, key in marks if _needs(job, kind, key, env_hash=env_hash)]
+    # A marked entry may also carry a file this job reads without being its entry: a Flux extra or a tokenizer of
+    # another model, a captioned dataset trained on by hash. The job waits for a stage that may be deleting it too;
+    # the mark stays (the next order leaves that file out while this job is live).
+    jobs = list(session.scalars(select(Job).where(Job.volume_id == volume_id, Job.id != job.id)))
+    files = _VolumeFiles(session, jobs)  # without this job: the order a pod may be carrying out did not know it
+    staying = [
+        (entry.kind, entry.key)
+        for entry in session.scalars(
+            select(VolumeCacheEntry).where(
+                VolumeCacheEntry.volume_id == volume_id, VolumeCacheEntry.kind.in_(_PRUNABLE)
+            )
+        )
+        if (entry.kind, entry.key) not in marks
+    ]
+    reads = set(_VolumeFiles(session, [job]).job_paths(job))
+    shares = [mark for mark in marks if mark not in wanted and reads.intersection(files.deletable(*mark, staying))]
+    if not wanted and not shares:
         return None
     volume = session.get(Volume, volume_id)
     assert volume is not None
-    busy = session.scalars(
-        select(Pod).where(
-            Pod.role == PodRole.CPU,
-            Pod.status != PodStatus.TERMINATED,
-            Pod.data_center_id == volume.data_center_id,
-            Pod.job_id != job.id,
-        )
-    ).first()
+    busy = _cpu_pod_on(session, volume, exclude_job=job.id)
     if busy is not None:
         return f"j{busy.job_id}"
     for kind, key in wanted:
@@ -274,7 +409,7 @@ def prune_order(
     job = session.get(Job, job_id)
     assert job is not None
     jobs = list(session.scalars(select(Job).where(Job.volume_id == volume_id)))
-    items = []
+    going: list[tuple[CacheKind, str]] = []
     for (kind, key), marked_at in _marks(session, volume_id).items():
         entry = session.scalars(
             select(VolumeCacheEntry).where(
@@ -287,12 +422,29 @@ def prune_order(
         if entry is None or line is None or not line.stale or _needs(job, kind, key, env_hash=env_hash):
             _drop(session, volume_id, CacheKind.PRUNE, _mark_key(kind, key))
             continue
-        items.append({"kind": kind.value, "key": key, "paths": entry_paths(kind, key)})
-    if not items:
+        going.append((kind, key))
+    if not going:
         return None
+    # A shared file (a Flux extra, a tokenizer, a captioned copy) goes only when no entry staying on the volume and
+    # no live job stands on it; the entries deleted together may each name it (the agent finds it gone the 2nd time).
+    files = _VolumeFiles(session, jobs)
+    staying = [
+        (entry.kind, entry.key)
+        for entry in session.scalars(
+            select(VolumeCacheEntry).where(
+                VolumeCacheEntry.volume_id == volume_id, VolumeCacheEntry.kind.in_(_PRUNABLE)
+            )
+        )
+        if (entry.kind, entry.key) not in going
+    ]
+    items = [
+        {"kind": kind.value, "key": key, "paths": files.deletable(kind, key, staying)} for kind, key in sorted(going)
+    ]
     live = [other for other in jobs if not other.status.is_terminal()]
-    keep = sorted({path for other in {job.id: job, **{o.id: o for o in live}}.values() for path in _job_paths(other)})
-    return {"items": sorted(items, key=lambda item: (item["kind"], item["key"])), "keep": keep}
+    keep = sorted(
+        {path for other in {job.id: job, **{o.id: o for o in live}}.values() for path in files.job_paths(other)}
+    )
+    return {"items": items, "keep": keep}
 
 
 def confirm_pruned(

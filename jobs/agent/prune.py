@@ -4,8 +4,10 @@ RunPod has no file API for a Network Volume: only a pod mounting it can delete i
 cold job on the volume is such a pod, already paid for. The bot lists the marked entries in the manifest's `prune`
 section (docs/CONTRACTS.md): each entry's paths, relative to `{volume}/lorabot`, and `keep`, the paths the live jobs
 on this volume use. Every path is checked here again before anything is removed: it must be a direct child of one of
-the cache folders (`env/`, `models/`, `datasets/`), not a symlink, and neither used by this job's own manifest nor
-named in `keep` (nor inside or around such a path). A refused path is reported with its reason and the entry stays.
+the cache folders (`env/`, `models/`, `datasets/`, `captioned/`, `hf/tokenizers/`), neither it nor any folder on the
+way to it a symlink, and neither used by this job's own manifest (its environment, model files and their extras, its
+tokenizers, dataset, tagger, and the captioned copy it would reuse) nor named in `keep` (nor inside or around such a
+path). A refused path is reported with its reason and the entry stays.
 
 Each removal holds the same lock the prepare stage builds that thing under, and first renames the thing out of the
 way in one step (`.<name>.pruning-<pid>`), so no other pod ever sees half an environment that still says COMPLETE;
@@ -16,6 +18,7 @@ one of its paths was deleted (or already gone).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,7 +29,8 @@ from .context import Context, StageFailed, file_lock
 from .manifest import Layout, ManifestError
 from .report import Reporter
 
-CACHE_FOLDERS = ("env", "models", "datasets")
+# Where prune may delete, relative to {volume}/lorabot: the folders whose children the prepare stage builds whole.
+CACHE_FOLDERS = ("env", "models", "datasets", "captioned", "hf/tokenizers")
 KINDS = ("env", "model", "dataset")
 TRASH_MARK = ".pruning-"
 
@@ -67,25 +71,47 @@ def parse_prune(value: Any) -> PruneOrder | None:
 
 def own_paths(layout: Layout) -> list[Path]:
     """What this job's manifest uses on the volume: never removed, whatever the prune section says."""
+    manifest = layout.manifest
     models = layout.models_dir
     found = [layout.env_dir, layout.dataset_dir, layout.tagger_models_dir]
-    for file in layout.manifest.model_files:
+    for file in manifest.model_files:
         found += [models / file.filename, models / f".{file.filename}.verified"]
+    found += [layout.tokenizers_dir / tokenizer.folder for tokenizer in manifest.tokenizers]
+    if manifest.captions is not None:
+        # The captioned copy this job would reuse instead of tagging again (prepare.captions' pointer and zip).
+        key = manifest.captions.cache_key(manifest.dataset_sha256)
+        pointer = layout.captioned_dir / f"{key}.json"
+        found += [pointer, layout.captioned_dir / f"{key}.zip"]
+        try:
+            sha = (
+                json.loads(pointer.read_text()).get("sha256")
+                if pointer.is_file() and not pointer.is_symlink()
+                else None
+            )
+        except (OSError, ValueError, AttributeError):
+            sha = None  # an unreadable pointer is rewritten by tagging again; nothing of it to protect
+        if isinstance(sha, str) and sha and "/" not in sha and sha not in (".", ".."):
+            found.append(layout.datasets_dir / sha)
     return found
 
 
 def check_path(layout: Layout, rel: str, protected: list[Path]) -> tuple[Path | None, str | None]:
     """(the path to remove, None) or (None, why it is refused)."""
-    parts = rel.split("/")
-    if len(parts) != 2 or parts[0] not in CACHE_FOLDERS:
-        return None, "not a direct child of env/, models/ or datasets/"
-    name = parts[1]
+    parent, _, name = rel.rpartition("/")
+    if parent not in CACHE_FOLDERS:
+        return None, "not a direct child of env/, models/, datasets/, captioned/ or hf/tokenizers/"
     if name in ("", ".", "..") or "\\" in name or "\x00" in name or TRASH_MARK in name:
         return None, "not a plain name"
-    folder = layout.root / parts[0]
+    folder = layout.root / parent
     target = folder / name
     if target.is_symlink():
         return None, "a symlink"
+    # A folder on the way that is a link would send the removal elsewhere (hf/ linked to another disk, say).
+    step = layout.root
+    for part in parent.split("/"):
+        step = step / part
+        if step.is_symlink():
+            return None, f"{step.relative_to(layout.root)}/ is a symlink"
     if target.parent.resolve() != folder.resolve():
         return None, "outside the cache folder"
     for kept in protected:
@@ -100,6 +126,8 @@ def lock_for(target: Path) -> Path:
     folder, name = target.parent, target.name
     if folder.name == "env":
         return folder / f"{name}.lock"
+    if folder.name == "captioned":
+        return folder / f".{name.rsplit('.', 1)[0]}.lock"  # the pointer and the zip share their key's lock
     if name.startswith(".") and name.endswith(".verified"):
         name = name[1 : -len(".verified")]  # a model's marker goes with the model
     return folder / f".{name}.lock"
@@ -137,7 +165,7 @@ def sweep_leftovers(layout: Layout) -> int:
     freed = 0
     for folder in CACHE_FOLDERS:
         base = layout.root / folder
-        if base.is_dir():
+        if base.is_dir() and not base.is_symlink():
             for path in base.iterdir():
                 if path.name.startswith(".") and TRASH_MARK in path.name:
                     freed += tree_bytes(path)

@@ -102,8 +102,8 @@ def test_prepare_removes_exactly_the_listed_stale_paths_and_refuses_the_rest(
         "base.safetensors": in_use,
         "wd14": in_use,
         "link": ["a symlink"],
-        "escape": ["not a direct child of env/, models/ or datasets/"],
-        "job": ["not a direct child of env/, models/ or datasets/"],
+        "escape": ["not a direct child of env/, models/, datasets/, captioned/ or hf/tokenizers/"],
+        "job": ["not a direct child of env/, models/, datasets/, captioned/ or hf/tokenizers/"],
     }
     assert (root / "models/busy.safetensors").read_bytes() == b"b" * 100
     assert (volume / "elsewhere/precious.txt").read_bytes() == b"keep me"
@@ -146,3 +146,102 @@ def test_a_malformed_prune_section_fails_the_stage_before_anything_is_removed(
     assert code != 0 and status["phase"] == "failed"
     assert status["error"]["kind"] == "internal" and "prune.items[0]" in status["error"]["message"]
     assert (volume / "lorabot/models/old.safetensors").is_file()
+
+
+def test_a_flux_models_extras_its_tokenizers_and_a_datasets_captioned_copy_go_but_never_this_jobs_own(
+    bucket: Bucket, agent: Agent, volume: Path
+) -> None:
+    # This job (SDXL trainer: the CLIP-L and CLIP-G tokenizers) also loads an extra file, clip_l.
+    job = put_job(bucket, extra_models={"clip_l.safetensors": b"c" * 40})
+    root = volume / "lorabot"
+    flux = plant(root / "models", {"flux1-old.safetensors": b"f" * 900, ".flux1-old.safetensors.verified": b"{}"})
+    flux += plant(root / "models", {"t5xxl.safetensors": b"t" * 600, ".t5xxl.safetensors.verified": b"{}"})
+    flux += plant(root / "hf/tokenizers/google_t5-v1_1-xxl", {"spiece.model": b"s" * 70})
+    plant(root / "models", {"clip_l.safetensors": b"c" * 40})
+    plant(root / "hf/tokenizers/openai_clip-vit-large-patch14", {"vocab.json": b"{}"})
+    data = plant(root / "datasets" / ("d" * 64), {"COMPLETE": b"d", "a.png": b"p" * 300})
+    data += plant(root / "captioned", {"k1.json": b'{"sha256": "' + b"c" * 64 + b'"}', "k1.zip": b"z" * 200})
+    data += plant(root / "datasets" / ("c" * 64), {"COMPLETE": b"c", "a.png": b"p" * 300, "a.txt": b"kana"})
+    plant(root / "captioned", {"live.json": b"{}", "live.zip": b"z"})  # a live job on the volume reuses these
+    flux_paths = [
+        "models/flux1-old.safetensors", "models/.flux1-old.safetensors.verified",
+        "models/t5xxl.safetensors", "models/.t5xxl.safetensors.verified",
+        "hf/tokenizers/google_t5-v1_1-xxl",
+    ]  # fmt: skip
+    data_paths = [f"datasets/{'d' * 64}", "captioned/k1.json", "captioned/k1.zip", f"datasets/{'c' * 64}"]
+    with_prune(
+        bucket,
+        job,
+        [
+            {"kind": "model", "key": "flux1-old.safetensors+tokenizers-x", "paths": flux_paths},
+            {"kind": "dataset", "key": "d" * 64, "paths": data_paths},
+            # What the bot never asks for, refused here all the same: this job's extra and tokenizer, a live job's.
+            {"kind": "model", "key": "mine", "paths": [
+                "models/clip_l.safetensors", "hf/tokenizers/openai_clip-vit-large-patch14",
+                "hf/tokenizers/laion_CLIP-ViT-bigG-14-laion2B-39B-b160k",
+            ]},
+            {"kind": "dataset", "key": "live", "paths": ["captioned/live.json", "captioned/live.zip"]},
+            {"kind": "model", "key": "deep", "paths": ["hf/tokenizers/google_t5-v1_1-xxl/spiece.model", "hf/x"]},
+        ],
+        keep=["captioned/live.json", "captioned/live.zip"],
+    )  # fmt: skip
+
+    code, out = agent.run(job, "prepare")
+    assert code == 0, out
+    status = job.status("prepare")
+    assert status["phase"] == "ready", status["error"]
+    pruned = {r["key"]: r for r in status["pruned"]}
+    assert (pruned["flux1-old.safetensors+tokenizers-x"]["deleted"], pruned["d" * 64]["deleted"]) == (
+        flux_paths,
+        data_paths,
+    )
+    assert pruned["flux1-old.safetensors+tokenizers-x"]["freed_bytes"] == flux
+    assert pruned["d" * 64]["freed_bytes"] == data
+    for gone in [*flux_paths, *data_paths]:
+        assert not os.path.lexists(root / gone), gone
+    in_use = "in use (this job's manifest or a live job on this volume)"
+    assert [r["reason"] for r in pruned["mine"]["refused"]] == [in_use] * 3
+    assert [r["reason"] for r in pruned["live"]["refused"]] == [in_use] * 2
+    assert [r["reason"] for r in pruned["deep"]["refused"]] == [
+        "not a direct child of env/, models/, datasets/, captioned/ or hf/tokenizers/"
+    ] * 2
+    assert (root / "models/clip_l.safetensors").read_bytes() == b"c" * 40
+    assert (root / "hf/tokenizers/openai_clip-vit-large-patch14").is_dir()
+    assert (root / "captioned/live.json").is_file() and (root / "captioned/live.zip").is_file()
+
+
+def test_a_cache_folder_that_is_a_symlink_is_never_followed(bucket: Bucket, agent: Agent, volume: Path) -> None:
+    job = put_job(bucket)
+    plant(volume / "elsewhere", {"k1.zip": b"precious"})
+    (volume / "lorabot").mkdir(parents=True, exist_ok=True)
+    os.symlink(volume / "elsewhere", volume / "lorabot/captioned")
+    with_prune(bucket, job, [{"kind": "dataset", "key": "d", "paths": ["captioned/k1.zip"]}], [])
+    code, out = agent.run(job, "prepare")
+    assert code == 0, out
+    [result] = job.status("prepare")["pruned"]
+    assert (result["deleted"], result["refused"]) == (
+        [],
+        [{"path": "captioned/k1.zip", "reason": "captioned/ is a symlink"}],
+    )
+    assert (volume / "elsewhere/k1.zip").read_bytes() == b"precious"
+
+
+def test_the_captioned_copy_this_job_would_reuse_is_never_removed(bucket: Bucket, agent: Agent, volume: Path) -> None:
+    from jobs.agent.captions import parse_caption_spec
+
+    from .test_agent_captions import captioned_job
+
+    job = captioned_job(bucket)
+    spec = parse_caption_spec(job.manifest["captions"])
+    assert spec is not None
+    key = spec.cache_key(job.manifest["dataset"]["sha256"])
+    root = volume / "lorabot"
+    plant(root / "captioned", {f"{key}.json": json.dumps({"sha256": "c" * 64}).encode(), f"{key}.zip": b"z"})
+    plant(root / "datasets" / ("c" * 64), {"a.png": b"p"})  # no COMPLETE: the job tags again (and keeps it whole)
+    paths = [f"captioned/{key}.json", f"captioned/{key}.zip", f"datasets/{'c' * 64}"]
+    with_prune(bucket, job, [{"kind": "dataset", "key": "d" * 64, "paths": paths}], [])
+    code, out = agent.run(job, "prepare")
+    assert code == 0, out
+    [result] = job.status("prepare")["pruned"]
+    assert result["deleted"] == [] and [r["path"] for r in result["refused"]] == paths
+    assert (root / "datasets" / ("c" * 64) / "a.png").is_file()
