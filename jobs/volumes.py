@@ -369,6 +369,8 @@ def prune_in_flight(session: Session, volume_id: int, job: Job, *, env_hash: str
     is on the volume (that pod's manifest may be deleting it right now)? Then the job waits for that stage: the
     public id of the job it waits for. Otherwise the job takes back what it uses (those marks are dropped), None."""
     marks = _marks(session, volume_id)
+    if not marks:
+        return None  # the usual case, checked for every job placed: no more queries
     wanted = [(kind, key) for kind, key in marks if _needs(job, kind, key, env_hash=env_hash)]
     # A marked entry may also carry a file this job reads without being its entry: a Flux extra or a tokenizer of
     # another model, a captioned dataset trained on by hash. The job waits for a stage that may be deleting it too;
