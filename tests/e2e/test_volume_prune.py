@@ -131,3 +131,79 @@ async def test_a_job_that_needs_what_a_running_cpu_stage_deletes_waits_for_it_th
     world.wait_for_no_processes()
     for job_id in (first, second):
         assert_ledger_matches_runpod(world, job_id, case=f"j{job_id}")
+
+
+async def test_a_stale_flux_model_goes_with_its_extras_and_t5_tokenizer_and_a_stale_dataset_with_its_captioned_copy(
+    make_lorabot_world: Callable[..., LorabotWorld],
+):
+    """A Flux model last used 60 days ago: its checkpoint, its extras (clip_l, t5xxl, ae) and the T5 tokenizer folder
+    are deleted by the next job's CPU stage; the CLIP-L tokenizer, which that job loads too, stays. Its dataset's
+    captioned copy (pointer, zip and captioned dataset) goes with the dataset."""
+    from jobs.agent.captions import parse_caption_spec
+    from jobs.captions import CaptionPlan, manifest_section
+    from jobs.orchestrator import _model_cache_key
+    from jobs.queue import ModelFileRef
+    from jobs.sdscripts import HUB_ENDPOINT
+    from storage.models import Job
+    from storage.transitions import add_notice
+    from tests.jobs.data.specs import spec
+    from tests.world.fixtures_db import new_job
+
+    world = make_lorabot_world()
+    volume_id, root = existing_volume(world)
+    now = world.now()
+    long_ago = now - dt.timedelta(days=60)
+    extras = ("clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors")
+    model = ModelFileRef("https://example.invalid/flux-old.safetensors", "flux-old.safetensors", 1, None, None, tuple(
+        ModelFileRef(f"https://example.invalid/{name}", name, 1, None, None) for name in extras
+    ))  # fmt: skip
+    settings = CaptionPlan("keep", 6, 6, 0.35, 1.01, ()).job_settings(spec(trigger="kana", class_word="girl"))
+    plan = JobPlan("flux_train_network.py", [], {}, 1, 0, "out", "flux", model, "gpu", {}, 1, 1, captions=settings)
+    source, captioned = "a" * 64, "c" * 64
+    caption_spec = parse_caption_spec(manifest_section(settings or {}, HUB_ENDPOINT))
+    assert caption_spec is not None
+    key = caption_spec.cache_key(source)
+    planted = {
+        "models/flux-old.safetensors": 9_000,
+        **{f"models/{name}": 1_000 for name in extras},
+        "hf/tokenizers/google_t5-v1_1-xxl/spiece.model": 700,
+        f"datasets/{source}/a.png": 300,
+        f"captioned/{key}.json": 80,
+        f"captioned/{key}.zip": 400,
+        f"datasets/{captioned}/a.png": 300,
+    }
+    for name in ["flux-old.safetensors", *extras]:
+        planted[f"models/.{name}.verified"] = 2
+    for rel, size in planted.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x" * size)
+    with session_scope(world.sessions) as s:
+        old = s.get_one(Job, new_job(s, now=long_ago, dataset_sha256=source))
+        old.volume_id, old.status, old.plan_json = volume_id, JobStatus.SUCCEEDED, plan.to_json()
+        s.flush()
+        add_notice(s, job_id=old.id, kind=NoticeKind.CAPTIONS, key=f"j{old.id}:captions",
+                   payload={"sha256": captioned}, now=long_ago)  # fmt: skip
+        mark_cache_ready(s, volume_id, CacheKind.MODEL, _model_cache_key(plan), now=long_ago)
+        mark_cache_ready(s, volume_id, CacheKind.DATASET, source, now=long_ago)
+        lines = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=now, month=month_of(now))
+        assert mark_stale(s, lines, now=now) == 2
+
+    job_id = world.submit(images=3, epochs=1)
+    await world.run_until(lambda: world.status(job_id).is_terminal(), timeout=90, what="the job")
+    assert world.status(job_id) is JobStatus.SUCCEEDED, world.describe()
+    job_plan = JobPlan.from_json(world.job(job_id).plan_json)
+    assert job_plan.script != "flux_train_network.py"  # so the T5 tokenizer is nobody's now
+    for rel in planted:
+        assert not (root / rel).exists(), rel
+    assert not (root / "hf/tokenizers/google_t5-v1_1-xxl").exists()
+    assert (root / "hf/tokenizers/openai_clip-vit-large-patch14").is_dir()  # the job's own, fetched and kept
+    with session_scope(world.sessions) as s:
+        (line,) = list_volume_lines(s, env_hash=world.orchestrator.env_hash, now=world.now(), month=month_of(now))
+    assert {c.kind for c in line.cache if c.key in (source, _model_cache_key(plan))} == set()
+    assert sorted((f.kind, f.freed_bytes, f.refused) for f in line.freed) == [
+        ("dataset", 300 + 80 + 400 + 300, None),
+        ("model", 9_000 + 3_000 + 4 * 2 + 700, None),
+    ]
+    assert world.running_pods() == []
+    world.wait_for_no_processes()
+    assert_ledger_matches_runpod(world, job_id, case="prune-flux")
