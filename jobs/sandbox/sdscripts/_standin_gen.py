@@ -169,7 +169,7 @@ def run_gen_img(gen: Generator, args: Any) -> int:
         if len(prompt_list) == 1 and args.images_per_prompt == 1:
 
             def fixed_seed(*args: Any, **kwargs: Any) -> int:
-                return args.seed  # type: ignore[attr-defined, no-any-return]  # sd-scripts' bug, kept on purpose
+                return args.seed  # type: ignore[attr-defined]  # sd-scripts' bug, kept on purpose
 
             seed_random = type("SimpleNamespace", (), {"randint": staticmethod(fixed_seed)})()
         else:
