@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.uploads import store_dataset
 from jobs.dataset import DatasetReport
 from jobs.manifest import dataset_key
-from storage.db import session_scope
-from storage.queries import record_dataset
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -61,7 +60,7 @@ def install_caption_editor(runtime: Runtime, url_secret: bytes) -> CaptionEditor
         runtime.store.download(dataset_key(sha256), path)
 
     async def on_saved(ticket: EditorTicket, sha256: str, packed: Path, report: DatasetReport) -> str:
-        await asyncio.to_thread(_store, runtime, ticket.user_id, sha256, packed, report)
+        await asyncio.to_thread(store_dataset, runtime, ticket.user_id, sha256, packed, report)
         hub.saved.append(sha256)
         return (
             f"Saved as a new dataset ({report.image_count} images): sha256:{sha256}. Train on it with "
@@ -70,18 +69,3 @@ def install_caption_editor(runtime: Runtime, url_secret: bytes) -> CaptionEditor
 
     add_editor_routes(runtime.web_app, links=links, config=config, fetch=fetch, on_saved=on_saved)
     return hub
-
-
-def _store(runtime: Runtime, user_id: int, sha256: str, packed: Path, report: DatasetReport) -> None:
-    runtime.store.put_dataset(sha256, packed)
-    with session_scope(runtime.sessions) as s:
-        record_dataset(
-            s,
-            sha256=sha256,
-            size=packed.stat().st_size,
-            owner_user_id=user_id,
-            image_count=report.image_count,
-            report=report.to_dict(),
-            store_key=dataset_key(sha256),
-            now=runtime.clock(),
-        )

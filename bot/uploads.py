@@ -70,7 +70,7 @@ def install_upload_page(runtime: Runtime, url_secret: bytes) -> UploadHub | None
 
     async def on_ready(user_id: int, channel_id: int, sha256: str, report: DatasetReport) -> None:
         _, packed = stored_dataset(config.datasets_dir, sha256)
-        await asyncio.to_thread(_store_dataset, runtime, user_id, sha256, packed, report)
+        await asyncio.to_thread(store_dataset, runtime, user_id, sha256, packed, report)
         hub.stored.append(sha256)
         if hub.announce is None:
             raise RuntimeError("the bot is not connected yet")
@@ -80,7 +80,8 @@ def install_upload_page(runtime: Runtime, url_secret: bytes) -> UploadHub | None
     return hub
 
 
-def _store_dataset(runtime: Runtime, user_id: int, sha256: str, packed: Any, report: DatasetReport) -> None:
+def store_dataset(runtime: Runtime, user_id: int, sha256: str, packed: Any, report: DatasetReport) -> None:
+    """Put a checked dataset zip in the store and record it as the user's (uploads and the caption editor's saves)."""
     runtime.store.put_dataset(sha256, packed)
     with session_scope(runtime.sessions) as s:
         record_dataset(
